@@ -1,0 +1,496 @@
+"""Search spaces and architectures: the data model and the shape arithmetic.
+
+A convolution with kernel ``k`` and stride ``s`` maps a size ``x`` to
+``y = (x - k) / s + 1`` (Calhas et al. 2022, Eq. 1). A :class:`SearchSpace`
+holds everything that defines the set of conv chains mapping an input shape to
+an output shape; an :class:`Architecture` is one member of such a set.
+
+Everything here is plain Python with no compiled code, no numpy and no solver,
+so that it can serve as the independent reference the kernels are tested
+against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "NasgenError",
+    "SpaceError",
+    "ArchitectureError",
+    "SearchSpace",
+    "Architecture",
+    "conv_output_size",
+    "ROUNDINGS",
+    "RELATIONS",
+]
+
+ROUNDINGS = ("exact", "floor")
+RELATIONS = ("gt", "ge", "any")
+
+
+class NasgenError(ValueError):
+    """A mistake a user can make: the message says what was wrong and what is valid."""
+
+
+class SpaceError(NasgenError):
+    """An invalid search-space definition."""
+
+
+class ArchitectureError(NasgenError):
+    """An architecture that is malformed or does not belong to its search space."""
+
+
+def conv_output_size(size: int, kernel: int, stride: int, rounding: str) -> int | None:
+    """Output size of a valid-padding window op, or None when it does not apply.
+
+    Args:
+        size: input size along one dimension (>= 1).
+        kernel: window size (>= 1).
+        stride: step (>= 1).
+        rounding: ``"exact"`` requires ``(size - kernel) % stride == 0`` (the
+            paper's Eq. 1, no input element dropped); ``"floor"`` is the real
+            valid-padding arithmetic ``floor((size - kernel) / stride) + 1``.
+
+    Returns:
+        The output size, or None if ``kernel > size`` or (exact) the division
+        is not exact.
+
+    >>> conv_output_size(30, 5, 1, "exact")
+    26
+    >>> conv_output_size(7, 1, 2, "floor")
+    4
+    """
+    if kernel > size or kernel < 1 or stride < 1:
+        return None
+    span = size - kernel
+    if rounding == "exact" and span % stride:
+        return None
+    return span // stride + 1
+
+
+def _relation_holds(kernel: int, stride: int, relation: str) -> bool:
+    if relation == "gt":
+        return kernel > stride
+    if relation == "ge":
+        return kernel >= stride
+    return True
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise SpaceError(f"{what} must be a positive integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise SpaceError(f"{what} must be a positive integer, got {value!r}")
+        value = int(as_float)
+    if value < 1:
+        raise SpaceError(f"{what} must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def _shape(values: Any, what: str) -> tuple[int, ...]:
+    if isinstance(values, (int, str)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise SpaceError(f"{what} must be a list of positive integers, got {values!r}") from None
+    if not items:
+        raise SpaceError(f"{what} needs at least one dimension, got an empty shape")
+    return tuple(_positive_int(v, f"{what} dimension {d}") for d, v in enumerate(items))
+
+
+def _range(values: Any, what: str) -> tuple[int, int] | None:
+    if values is None:
+        return None
+    try:
+        low, high = values
+    except (TypeError, ValueError):
+        raise SpaceError(f"{what} range must be a (min, max) pair, got {values!r}") from None
+    low = _positive_int(low, f"{what} range minimum")
+    high = _positive_int(high, f"{what} range maximum")
+    if low > high:
+        raise SpaceError(f"{what} range {low}:{high} is empty: the minimum must be <= the maximum")
+    return (low, high)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The set of conv chains that map ``input_shape`` to ``output_shape``.
+
+    Args:
+        input_shape: I = (I_1..I_K), positive integers.
+        output_shape: O = (O_1..O_K), same K, with I_d >= O_d.
+        min_layers: n, at least 1.
+        max_layers: N, at least n.
+        pool: None, one ``(kernel, stride)`` pair applied after every
+            convolution in every dimension, or one pair per dimension.
+        rounding: ``"exact"`` (Eq. 1, divisions exact) or ``"floor"``.
+        relation: kernel/stride relation, ``"gt"`` (k > s), ``"ge"`` or ``"any"``.
+        kernel_range: optional inclusive ``(min, max)`` for every kernel.
+        stride_range: optional inclusive ``(min, max)`` for every stride.
+        square: every layer uses one kernel and one stride in all dimensions.
+
+    Raises:
+        SpaceError: on any invalid field, with a one-line message.
+
+    >>> space = SearchSpace((30,), (20,), min_layers=2, max_layers=2)
+    >>> space.dims, space.max_layers
+    (1, 2)
+    """
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    min_layers: int = 1
+    max_layers: int = 1
+    pool: tuple[tuple[int, int], ...] | None = None
+    rounding: str = "exact"
+    relation: str = "gt"
+    kernel_range: tuple[int, int] | None = None
+    stride_range: tuple[int, int] | None = None
+    square: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        inp = _shape(self.input_shape, "input shape")
+        out = _shape(self.output_shape, "output shape")
+        if len(inp) != len(out):
+            raise SpaceError(
+                f"input shape has {len(inp)} dimensions but output shape has {len(out)}: "
+                "both must have the same number of dimensions"
+            )
+        for d, (i, o) in enumerate(zip(inp, out)):
+            if i < o:
+                raise SpaceError(
+                    f"input size {i} is smaller than output size {o} in dimension {d}: "
+                    "convolutions only shrink, so each input size must be >= its output size"
+                )
+        n = _positive_int(self.min_layers, "min layers (n)")
+        big_n = _positive_int(self.max_layers, "max layers (N)")
+        if n > big_n:
+            raise SpaceError(f"min layers n={n} is larger than max layers N={big_n}: need 1 <= n <= N")
+        if self.rounding not in ROUNDINGS:
+            raise SpaceError(f"rounding {self.rounding!r} is not one of {', '.join(ROUNDINGS)}")
+        if self.relation not in RELATIONS:
+            raise SpaceError(f"relation {self.relation!r} is not one of {', '.join(RELATIONS)}")
+        pool = self._normalise_pool(self.pool, len(inp))
+        if pool is not None:
+            for d, ((pk, _), i) in enumerate(zip(pool, inp)):
+                if pk > i:
+                    raise SpaceError(
+                        f"pool kernel {pk} is larger than input size {i} in dimension {d}: "
+                        f"a pool kernel must be <= {i}"
+                    )
+        set_(self, "input_shape", inp)
+        set_(self, "output_shape", out)
+        set_(self, "min_layers", n)
+        set_(self, "max_layers", big_n)
+        set_(self, "pool", pool)
+        set_(self, "kernel_range", _range(self.kernel_range, "kernel"))
+        set_(self, "stride_range", _range(self.stride_range, "stride"))
+        set_(self, "square", bool(self.square))
+
+    @staticmethod
+    def _normalise_pool(pool: Any, dims: int) -> tuple[tuple[int, int], ...] | None:
+        if pool is None:
+            return None
+        try:
+            items = list(pool)
+        except TypeError:
+            raise SpaceError(f"pool must be a (kernel, stride) pair, got {pool!r}") from None
+        if len(items) == 2 and all(not isinstance(v, (list, tuple)) for v in items):
+            items = [items] * dims
+        if len(items) != dims:
+            raise SpaceError(
+                f"pool gives {len(items)} (kernel, stride) pairs for {dims} dimensions: "
+                "give one pair, or one per dimension"
+            )
+        out = []
+        for d, pair in enumerate(items):
+            try:
+                pk, ps = pair
+            except (TypeError, ValueError):
+                raise SpaceError(f"pool for dimension {d} must be a (kernel, stride) pair, got {pair!r}") from None
+            out.append((_positive_int(pk, "pool kernel"), _positive_int(ps, "pool stride")))
+        return tuple(out)
+
+    # -- derived facts -------------------------------------------------------
+
+    @property
+    def dims(self) -> int:
+        """K, the number of spatial dimensions."""
+        return len(self.input_shape)
+
+    @property
+    def bit_width(self) -> int:
+        """B, bits per kernel or stride in the canonical bit-vector."""
+        return max(self.input_shape).bit_length()
+
+    @property
+    def vector_bits(self) -> int:
+        """Length of the canonical bit-vector: N*K*2*B + N."""
+        return self.max_layers * self.dims * 2 * self.bit_width + self.max_layers
+
+    def layer_pairs(self, size: int) -> Iterable[tuple[int, int]]:
+        """Every (kernel, stride) a layer whose input size is ``size`` may use, in (stride, kernel) order.
+
+        This is the plain definition (no arithmetic shortcuts); the kernels
+        compute the same set faster.
+        """
+        k_lo, k_hi = self.kernel_range or (1, size)
+        s_lo, s_hi = self.stride_range or (1, size)
+        for s in range(max(1, s_lo), min(size, s_hi) + 1):
+            for k in range(max(1, k_lo), min(size, k_hi) + 1):
+                if _relation_holds(k, s, self.relation):
+                    yield k, s
+
+    def apply_layer(self, size: int, kernel: int, stride: int, dim: int) -> int | None:
+        """Size after one conv layer (and the pool, if any) in dimension ``dim``, or None."""
+        y = conv_output_size(size, kernel, stride, self.rounding)
+        if y is None or self.pool is None:
+            return y
+        pk, ps = self.pool[dim]
+        return conv_output_size(y, pk, ps, self.rounding)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description; ``SearchSpace.from_dict`` inverts it."""
+        return {
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "min_layers": self.min_layers,
+            "max_layers": self.max_layers,
+            "pool": None if self.pool is None else [list(p) for p in self.pool],
+            "rounding": self.rounding,
+            "relation": self.relation,
+            "kernel_range": None if self.kernel_range is None else list(self.kernel_range),
+            "stride_range": None if self.stride_range is None else list(self.stride_range),
+            "square": self.square,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise SpaceError(f"unknown search-space fields {sorted(unknown)}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """A short human-readable summary, e.g. for progress messages."""
+        fmt = "x".join
+        text = (
+            f"{fmt(map(str, self.input_shape))} -> {fmt(map(str, self.output_shape))}, "
+            f"{self.min_layers}..{self.max_layers} layers, {self.rounding}, k {self.relation} s"
+        )
+        if self.pool is not None:
+            text += ", pool " + ",".join(f"({k},{s})" for k, s in self.pool)
+        if self.kernel_range:
+            text += f", kernel {self.kernel_range[0]}:{self.kernel_range[1]}"
+        if self.stride_range:
+            text += f", stride {self.stride_range[0]}:{self.stride_range[1]}"
+        if self.square:
+            text += ", square"
+        return text
+
+
+def _int_grid(values: Any, what: str) -> tuple[tuple[int, ...], ...]:
+    if not isinstance(values, (list, tuple)):
+        raise ArchitectureError(f"{what} must be a list of layers, each a list of per-dimension integers")
+    rows = []
+    for l, row in enumerate(values):
+        if isinstance(row, int) and not isinstance(row, bool):
+            row = [row]
+        if not isinstance(row, (list, tuple)) or not row:
+            raise ArchitectureError(f"{what} of layer {l} must be a non-empty list of integers, got {row!r}")
+        cells = []
+        for v in row:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ArchitectureError(f"{what} of layer {l} must hold positive integers, got {v!r}")
+            cells.append(v)
+        rows.append(tuple(cells))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One conv chain: a kernel and a stride per layer and dimension.
+
+    Args:
+        kernel: ``kernel[l][d]`` for layers l = 0..L-1 and dimensions d.
+        stride: same layout as ``kernel``.
+
+    >>> arch = Architecture(kernel=((5,), (7,)), stride=((1,), (1,)))
+    >>> arch.layers, arch.to_json()
+    (2, '{"layers": 2, "kernel": [[5], [7]], "stride": [[1], [1]]}')
+    """
+
+    kernel: tuple[tuple[int, ...], ...]
+    stride: tuple[tuple[int, ...], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        kernel = _int_grid(self.kernel, "kernel")
+        stride = _int_grid(self.stride, "stride")
+        if not kernel:
+            raise ArchitectureError("an architecture needs at least one layer")
+        if len(kernel) != len(stride):
+            raise ArchitectureError(f"kernel has {len(kernel)} layers but stride has {len(stride)}")
+        dims = {len(row) for row in kernel + stride}
+        if len(dims) != 1:
+            raise ArchitectureError("every layer's kernel and stride must give the same number of dimensions")
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "stride", stride)
+
+    @property
+    def layers(self) -> int:
+        return len(self.kernel)
+
+    @property
+    def dims(self) -> int:
+        return len(self.kernel[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "kernel": [list(r) for r in self.kernel],
+            "stride": [list(r) for r in self.stride],
+        }
+
+    def to_json(self) -> str:
+        """One line of the JSON Lines format nasgen reads and writes."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Architecture":
+        if not isinstance(data, dict) or "kernel" not in data or "stride" not in data:
+            raise ArchitectureError(
+                'an architecture must be a JSON object {"layers": L, "kernel": [[...]], "stride": [[...]]}'
+            )
+        arch = cls(kernel=data["kernel"], stride=data["stride"])
+        if "layers" in data and data["layers"] != arch.layers:
+            raise ArchitectureError(f'"layers" says {data["layers"]} but kernel lists {arch.layers} layers')
+        return arch
+
+    @classmethod
+    def from_json(cls, line: str) -> "Architecture":
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return cls.from_dict(data)
+
+    def shapes(self, space: SearchSpace) -> list[tuple[int, ...]]:
+        """Spatial shape after each layer (conv then pool), starting with the input.
+
+        Raises:
+            ArchitectureError: naming the first layer and dimension where the
+                shapes go wrong, or a final shape that is not the output shape.
+        """
+        check_membership(space, self)
+        return _trace(space, self)
+
+    def conv_shapes(self, space: SearchSpace) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Per layer, the shape after the convolution and the shape after the pool."""
+        check_membership(space, self)
+        rows = []
+        current = space.input_shape
+        for l in range(self.layers):
+            conv = tuple(
+                conv_output_size(x, k, s, space.rounding)
+                for x, k, s in zip(current, self.kernel[l], self.stride[l])
+            )
+            pooled = tuple(space.apply_layer(x, k, s, d) for d, (x, k, s) in enumerate(zip(current, self.kernel[l], self.stride[l])))
+            rows.append((conv, pooled))
+            current = pooled
+        return rows
+
+
+def _trace(space: SearchSpace, arch: Architecture) -> list[tuple[int, ...]]:
+    shapes = [space.input_shape]
+    current = space.input_shape
+    for l in range(arch.layers):
+        current = tuple(
+            space.apply_layer(x, k, s, d)
+            for d, (x, k, s) in enumerate(zip(current, arch.kernel[l], arch.stride[l]))
+        )
+        shapes.append(current)
+    return shapes
+
+
+def check_membership(space: SearchSpace, arch: Architecture) -> None:
+    """Raise ArchitectureError unless ``arch`` is a member of ``space``.
+
+    The message names the first layer (1-based, as a person counts) and
+    dimension where the architecture leaves the space.
+    """
+    if arch.dims != space.dims:
+        raise ArchitectureError(f"architecture has {arch.dims} dimensions but the space has {space.dims}")
+    if not space.min_layers <= arch.layers <= space.max_layers:
+        raise ArchitectureError(
+            f"architecture has {arch.layers} layers but the space allows "
+            f"{space.min_layers}..{space.max_layers}"
+        )
+    current = list(space.input_shape)
+    for l in range(arch.layers):
+        ks, ss = arch.kernel[l], arch.stride[l]
+        if space.square and (len(set(ks)) > 1 or len(set(ss)) > 1):
+            raise ArchitectureError(f"layer {l + 1}: the space is square but kernel {list(ks)} / stride {list(ss)} differ across dimensions")
+        for d in range(space.dims):
+            x, k, s = current[d], ks[d], ss[d]
+            if (k, s) not in _allowed(space, x, k, s):
+                raise ArchitectureError(
+                    f"layer {l + 1}, dimension {d}: kernel {k} stride {s} is not allowed on size {x} "
+                    f"(need k <= {x}, s <= {x}, k {_REL_TEXT[space.relation]} s"
+                    + (f", kernel in {space.kernel_range[0]}:{space.kernel_range[1]}" if space.kernel_range else "")
+                    + (f", stride in {space.stride_range[0]}:{space.stride_range[1]}" if space.stride_range else "")
+                    + ")"
+                )
+            y = conv_output_size(x, k, s, space.rounding)
+            if y is None:
+                raise ArchitectureError(
+                    f"layer {l + 1}, dimension {d}: ({x} - {k}) is not divisible by stride {s} (exact rounding)"
+                )
+            v = space.apply_layer(x, k, s, d)
+            if v is None:
+                pk, ps = space.pool[d]
+                raise ArchitectureError(
+                    f"layer {l + 1}, dimension {d}: the pool ({pk}, {ps}) does not fit the size {y} after the convolution"
+                )
+            current[d] = v
+    if tuple(current) != space.output_shape:
+        raise ArchitectureError(
+            f"after layer {arch.layers} the shape is {tuple(current)}, not the output shape {space.output_shape}"
+        )
+
+
+_REL_TEXT = {"gt": ">", "ge": ">=", "any": "any"}
+
+
+def _allowed(space: SearchSpace, size: int, k: int, s: int) -> tuple[tuple[int, int], ...]:
+    ok = 1 <= k <= size and 1 <= s <= size and _relation_holds(k, s, space.relation)
+    if space.kernel_range and not space.kernel_range[0] <= k <= space.kernel_range[1]:
+        ok = False
+    if space.stride_range and not space.stride_range[0] <= s <= space.stride_range[1]:
+        ok = False
+    return ((k, s),) if ok else ()
+
+
+def architectures_from_lines(lines: Iterable[str], source: str = "input") -> Iterable[Architecture]:
+    """Parse JSON Lines, skipping blank lines; errors name the line number."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield Architecture.from_json(line)
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{source} line {number}: {exc}") from None
+
+
+def as_architecture(value: Architecture | dict | Sequence) -> Architecture:
+    if isinstance(value, Architecture):
+        return value
+    return Architecture.from_dict(value)
