@@ -186,11 +186,13 @@ def pair_at(const int64_t[::1] x, const int64_t[::1] y, tuple rules, int64_t j):
     return int(k), int(s)
 
 
-def build_dimension_graph(int64_t size_in, int64_t pool_k, int64_t pool_s, tuple rules):
+def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int64_t pool_s, tuple rules):
     """Chain graph of one dimension: states are the sizes 1..size_in (state x-1).
 
     Args:
         size_in: the input size I_d.
+        size_out: the output size O_d; edges into smaller sizes (which can never
+            grow back) are left out.
         pool_k, pool_s: the pool after every conv (pool_k == 0: none).
         rules: (kmin, kmax, smin, smax, relation_code, floor_mode).
 
@@ -240,6 +242,8 @@ def build_dimension_graph(int64_t size_in, int64_t pool_k, int64_t pool_s, tuple
                         continue
                 else:
                     s = y
+                if s < size_out:
+                    continue
                 conv[e] = y
                 dst[e] = s - 1
                 mult[e] = v
@@ -352,6 +356,36 @@ cdef inline void _unrank_chain(const Graph *G, const Rules *R, int64_t u, int L,
     cdef int64_t lo, hi, mid, e, k, s
     cdef uint64_t j
     cdef const uint64_t *cum_r
+    cdef uint64_t rk, m
+    if W == 1:
+        # The common case, kept free of multi-limb calls and 128-bit division.
+        rk = rank[0]
+        for step in range(L):
+            r = L - step
+            cum_r = G.cum + (<int64_t>(r - 1)) * G.E
+            lo = G.edge_ptr[u]
+            hi = G.edge_ptr[u + 1] - 1
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if cum_r[mid] > rk:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            e = lo
+            if e > G.edge_ptr[u]:
+                rk -= cum_r[e - 1]
+            m = <uint64_t>G.edge_mult[e]
+            if m == 1:
+                j = 0
+            else:
+                j = rk % m
+                rk = rk // m
+            _pair_at(G.sizes + u * G.KD, G.edge_conv + e * G.KD, kd, R, <int64_t>j, &k, &s)
+            for d in range(kd):
+                kernel_out[step * K + dim0 + d] = k
+                stride_out[step * K + dim0 + d] = s
+            u = G.edge_dst[e]
+        return
     for step in range(L):
         r = L - step
         cum_r = G.cum + (<int64_t>(r - 1)) * G.E * W
@@ -400,7 +434,7 @@ def unrank_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_
     stay zero. ``ranks`` is copied, not modified.
     """
     cdef Rules R = _rules(rules)
-    cdef Graph G = _graph(*graph)
+    cdef Graph G = _graph(graph[0], graph[1], graph[2], graph[3], graph[4], graph[5])
     cdef int64_t M = ranks.shape[0], i
     cdef int C = comp_start.shape[0], c, W = G.W
     cdef int N = kernel_out.shape[1], K = kernel_out.shape[2]
@@ -430,7 +464,7 @@ def sample_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_
     unranks it. Returns the generator state after the last draw.
     """
     cdef Rules R = _rules(rules)
-    cdef Graph G = _graph(*graph)
+    cdef Graph G = _graph(graph[0], graph[1], graph[2], graph[3], graph[4], graph[5])
     cdef int64_t M = layers_out.shape[0], i
     cdef int C = comp_start.shape[0], c, W = G.W, WT = layer_cum.shape[1], nL = layer_cum.shape[0], li, L
     cdef int K = kernel_out.shape[2]
