@@ -1,0 +1,7 @@
+"""``python -m nasgen`` runs the command line."""
+
+import sys
+
+from nasgen.cli import main
+
+sys.exit(main())

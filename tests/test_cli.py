@@ -1,0 +1,136 @@
+"""The command line through subprocesses: outputs, reproducibility, bad input, interruption."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import nasgen
+from nasgen.space import Architecture, SearchSpace, check_membership
+
+
+def run(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "nasgen", *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def test_count_last_line_and_json():
+    out = run("count", "-I", "30", "-O", "20", "-n", "2", "-N", "5", "--pool", "2,1").stdout.splitlines()
+    assert out[-1] == "33"
+    assert out[:4] == ["2 layers: 7", "3 layers: 15", "4 layers: 10", "5 layers: 1"]
+    data = json.loads(run("count", "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "2", "--json").stdout)
+    assert data["count"] == 81 and data["by_layers"] == {"2": 81}
+    assert run("count", "-I", "3", "-O", "1", "-n", "3").stdout.strip() == "0"  # empty is not an error
+
+
+def test_sample_reproducible_members_and_summary(tmp_path):
+    args = ["sample", "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "3", "--pool", "2,1", "--samples", "20",
+            "--seed", "42"]
+    first = run(*args)
+    second = run(*args)
+    assert first.stdout == second.stdout
+    lines = first.stdout.splitlines()
+    assert len(lines) == 20 and len(set(lines)) == 20
+    space = SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1))
+    archs = [Architecture.from_json(line) for line in lines]
+    for a in archs:
+        check_membership(space, a)
+    adj = nasgen.adj_t(space, archs)
+    assert f"Adj_T = {adj:.3f}" in first.stderr
+    out_file = tmp_path / "s.jsonl"
+    run(*args, "--output-file", str(out_file))
+    assert out_file.read_text() == first.stdout
+    config = json.loads((tmp_path / "s.jsonl.config.json").read_text())
+    assert config["seed"] == 42 and config["space"]["input_shape"] == [30, 30]
+    adj_out = run("adj", str(out_file), "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "3", "--pool", "2,1")
+    assert float(adj_out.stdout.strip().splitlines()[-1]) == pytest.approx(adj, rel=1e-5)
+
+
+def test_show_table():
+    out = run("show", "-I", "30", "-O", "20", "-n", "2", "--architecture",
+              '{"layers": 2, "kernel": [[5], [7]], "stride": [[1], [1]]}').stdout
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert rows[0] == ["input", "30"]
+    assert rows[1] == ["1", "5", "1", "26", "26"]
+    assert rows[2] == ["2", "7", "1", "20", "20"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["count", "-I", "20", "-O", "30"], "smaller than output size"),
+        (["count", "-I", "0", "-O", "0"], "positive integer"),
+        (["count", "-I", "-3", "-O", "1"], "positive integer"),
+        (["count", "-I", "2.5", "-O", "1"], "integers"),
+        (["count", "-I", "30,30", "-O", "20"], "same number of dimensions"),
+        (["count", "-I", "30", "-O", "20", "-n", "3", "-N", "2"], "n=3 is larger than max layers N=2"),
+        (["count", "-I", "30", "-O", "20", "-n", "0"], "min layers"),
+        (["count", "-I", "30", "-O", "20", "--kernel", "5:3"], "empty"),
+        (["count", "-I", "30", "-O", "20", "--stride", "x"], "MIN:MAX"),
+        (["count", "-I", "10", "-O", "2", "--pool", "11,1"], "pool kernel 11 is larger"),
+        (["count", "-I", "10", "-O", "2", "--rounding", "ceil"], "invalid choice"),
+        (["count", "-I", "300000", "-O", "1"], "GiB"),
+        (["sample", "-I", "3", "-O", "1", "-n", "3", "--samples", "2"], "empty"),
+        (["sample", "-I", "30", "-O", "20", "--samples", "-1"], "--samples"),
+        (["sample", "-I", "30", "-O", "20", "-n", "2"], "needs --samples"),
+        (["show", "-I", "30", "-O", "20", "-n", "2", "--architecture", '{"layers": 2, "kernel": [[5], [8]], '
+                                                                       '"stride": [[1], [1]]}'],
+         "after layer 2 the shape is (19,)"),
+        (["show", "-I", "30", "-O", "20", "-n", "2", "--architecture", '{"layers": 2, "kernel": [[5], [40]], '
+                                                                       '"stride": [[1], [1]]}'],
+         "layer 2, dimension 0"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, fragment):
+    proc = run(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nasgen: error:")
+    assert fragment in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_adj_malformed_jsonl(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"layers": 2, "kernel": [[5], [7]], "stride": [[1], [1]]}\n{"layers": 2, "kernel": [[5]\n')
+    proc = run("adj", str(bad), "-I", "30", "-O", "20", "-n", "2", check=False)
+    assert proc.returncode == 2
+    assert "line 2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text('{"layers": 2, "kernel": [[5], [8]], "stride": [[1], [1]]}\n')
+    proc = run("adj", str(foreign), "-I", "30", "-O", "20", "-n", "2", check=False)
+    assert proc.returncode == 2 and "architecture 1" in proc.stderr
+    proc = run("adj", str(tmp_path / "missing.jsonl"), "-I", "30", "-O", "20", check=False)
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
+    out_file = tmp_path / "big.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
+         "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out_file.exists() or out_file.stat().st_size < 200_000):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    text = out_file.read_text()
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert len(lines) > 100
+    space = SearchSpace((224, 224), (7, 7), 1, 5)
+    for line in lines[:: max(1, len(lines) // 200)] + lines[-1:]:
+        check_membership(space, Architecture.from_json(line))
+    assert f"{len(lines)} architectures" in err and "interrupted" in err
