@@ -1,0 +1,387 @@
+"""Tests for nasgen.models: shapes, parameter counts, train/eval modes, bad input.
+
+Architectures are drawn by brute-force enumeration written here from the
+convolution formula alone, so the models are checked against an independent
+shape computation rather than against nasgen's own arithmetic.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from nasgen.models import (
+    ORIGINAL_RESNET_ARCH,
+    RESNET_BASELINE_SPACE,
+    RESNET_SPACE,
+    ConvChain,
+    ResNet18,
+    build_model,
+    resnet_widths,
+)
+from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
+
+# -- an independent brute-force enumerator ------------------------------------
+
+
+def _size_after(size: int, kernel: int, stride: int, rounding: str) -> int | None:
+    """Valid-padding window arithmetic written out from its definition."""
+    if kernel > size:
+        return None
+    if rounding == "exact" and (size - kernel) % stride != 0:
+        return None
+    # Count the window positions one by one instead of using the closed form.
+    return len(range(0, size - kernel + 1, stride))
+
+
+def _relation_ok(kernel: int, stride: int, relation: str) -> bool:
+    return {"gt": kernel > stride, "ge": kernel >= stride, "any": True}[relation]
+
+
+def _dimension_chains(space: SearchSpace, dim: int, size: int, layers: int):
+    """Every tuple of (k, s) per layer taking ``size`` to the output size in dimension ``dim``."""
+    if layers == 0:
+        if size == space.output_shape[dim]:
+            yield ()
+        return
+    for stride in range(1, size + 1):
+        for kernel in range(1, size + 1):
+            if not _relation_ok(kernel, stride, space.relation):
+                continue
+            after = _size_after(size, kernel, stride, space.rounding)
+            if after is not None and space.pool is not None:
+                pool_kernel, pool_stride = space.pool[dim]
+                after = _size_after(after, pool_kernel, pool_stride, space.rounding)
+            if after is None:
+                continue
+            for rest in _dimension_chains(space, dim, after, layers - 1):
+                yield ((kernel, stride),) + rest
+
+
+def brute_force_architectures(space: SearchSpace) -> list[Architecture]:
+    """All members of a small, non-square space without kernel/stride ranges."""
+    assert not space.square and space.kernel_range is None and space.stride_range is None
+    found = []
+    for layers in range(space.min_layers, space.max_layers + 1):
+        per_dim = [list(_dimension_chains(space, d, space.input_shape[d], layers)) for d in range(space.dims)]
+        for combo in itertools.product(*per_dim):
+            kernel = tuple(tuple(combo[d][l][0] for d in range(space.dims)) for l in range(layers))
+            stride = tuple(tuple(combo[d][l][1] for d in range(space.dims)) for l in range(layers))
+            found.append(Architecture(kernel=kernel, stride=stride))
+    return found
+
+
+def random_small_spaces(seed: int, wanted: int) -> list[tuple[SearchSpace, list[Architecture]]]:
+    """Seeded random spaces with 1-3 dims, pool on/off, both roundings, each with members."""
+    rng = np.random.default_rng(seed)
+    spaces = []
+    combos = itertools.cycle(itertools.product((1, 2, 3), (False, True), ("exact", "floor")))
+    while len(spaces) < wanted:
+        dims, pooled, rounding = next(combos)
+        for _ in range(50):  # retry until the drawn space has members
+            inputs = tuple(int(v) for v in rng.integers(5, 11 if dims < 3 else 8, size=dims))
+            outputs = tuple(int(rng.integers(1, i // 2 + 1)) for i in inputs)
+            max_layers = int(rng.integers(1, 3 if dims > 1 else 4))
+            pool = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) if pooled else None
+            space = SearchSpace(
+                inputs,
+                outputs,
+                min_layers=1,
+                max_layers=max_layers,
+                pool=pool,
+                rounding=rounding,
+                relation=str(rng.choice(["gt", "ge", "any"])),
+            )
+            members = brute_force_architectures(space)
+            if members:
+                picks = rng.choice(len(members), size=min(3, len(members)), replace=False)
+                spaces.append((space, [members[i] for i in sorted(picks)]))
+                break
+    return spaces
+
+
+SMALL_SPACES = random_small_spaces(seed=20221, wanted=24)
+
+
+def _features_shape(space: SearchSpace, arch: Architecture, width: int, batch: int = 2):
+    x = jax.ShapeDtypeStruct((batch, *space.input_shape, 1), jnp.float32)
+
+    def build_and_run(x):
+        model = ConvChain(space, arch, width=width, head="features", rngs=nnx.Rngs(0))
+        return model(x)
+
+    return nnx.eval_shape(build_and_run, x).shape
+
+
+# -- chain networks --------------------------------------------------------------
+
+
+def test_brute_force_agrees_with_check_membership():
+    # The enumerator above is the test oracle: every member it yields must pass
+    # nasgen's own membership check, and on a 1-D space a tampered member must not.
+    space = SearchSpace((9,), (3,), min_layers=1, max_layers=2, rounding="floor", relation="any")
+    members = brute_force_architectures(space)
+    assert len(members) > 10
+    for arch in members:
+        arch.shapes(space)  # raises if not a member
+    member_set = set(members)
+    for kernel in range(1, 10):
+        for stride in range(1, 10):
+            arch = Architecture(kernel=((kernel,),), stride=((stride,),))
+            expected = _size_after(9, kernel, stride, "floor") == 3
+            assert (arch in member_set) == expected
+
+
+def test_random_spaces_cover_the_requested_kinds():
+    kinds = {(s.dims, s.pool is not None, s.rounding) for s, _ in SMALL_SPACES}
+    assert len(kinds) == 12
+
+
+@pytest.mark.parametrize("index", range(len(SMALL_SPACES)))
+def test_chain_feature_map_has_the_output_shape(index):
+    space, archs = SMALL_SPACES[index]
+    for arch in archs:
+        assert _features_shape(space, arch, width=3) == (2, *space.output_shape, 3)
+
+
+@pytest.mark.parametrize("index", range(0, len(SMALL_SPACES), 4))
+def test_chain_forward_pass_runs(index):
+    space, archs = SMALL_SPACES[index]
+    arch = archs[0]
+    model = ConvChain(space, arch, num_classes=5, in_channels=2, width=4, rngs=nnx.Rngs(index))
+    x = jax.random.normal(jax.random.key(index), (3, *space.input_shape, 2))
+    logits = nnx.jit(lambda m, x: m(x))(model, x)
+    assert logits.shape == (3, 5)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_chain_without_norm_and_with_avg_pool():
+    space = SearchSpace((10, 10), (2, 2), min_layers=2, max_layers=2, pool=(2, 1), rounding="floor")
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
+    model = ConvChain(space, arch, norm=None, pooling="avg", width=2, rngs=nnx.Rngs(0))
+    assert len(model.norms) == 0
+    # Without a norm the convolutions keep their bias.
+    assert model.convs[0].bias is not None
+    x = jnp.ones((1, 10, 10, 1))
+    assert model(x).shape == (1, 10)
+    features = ConvChain(space, arch, norm=None, pooling="avg", width=2, head="features", rngs=nnx.Rngs(0))
+    assert features(x).shape == (1, 2, 2, 2)
+
+
+def test_chain_rejects_wrong_input_shape():
+    space = SearchSpace((8,), (4,))
+    arch = Architecture(kernel=((5,),), stride=((1,),))
+    model = ConvChain(space, arch, width=2, rngs=nnx.Rngs(0))
+    with pytest.raises(NasgenError, match=r"\(batch, 8, 1\)"):
+        model(jnp.ones((2, 9, 1)))
+
+
+# -- ResNet-18 ------------------------------------------------------------------
+
+
+def test_resnet_space_and_original():
+    assert RESNET_SPACE.input_shape == (7, 7) and RESNET_SPACE.output_shape == (1, 1)
+    assert RESNET_SPACE.min_layers == RESNET_SPACE.max_layers == 3
+    assert RESNET_SPACE.rounding == "floor" and RESNET_SPACE.relation == "gt"
+    assert ORIGINAL_RESNET_ARCH.shapes(RESNET_BASELINE_SPACE) == [(7, 7), (4, 4), (2, 2), (1, 1)]
+    with pytest.raises(ArchitectureError):
+        ORIGINAL_RESNET_ARCH.shapes(RESNET_SPACE)
+    members = brute_force_architectures(RESNET_SPACE)
+    assert len(members) == 28**2  # 28 chains 7 -> 1 per dimension with k > s
+    for arch in members:
+        assert all(k > s for row_k, row_s in zip(arch.kernel, arch.stride) for k, s in zip(row_k, row_s))
+
+
+def _resnet_logits_shape(arch, batch=3, width_multiplier=1 / 16):
+    x = jax.ShapeDtypeStruct((batch, 28, 28, 1), jnp.float32)
+    return nnx.eval_shape(lambda x: ResNet18(arch, width_multiplier=width_multiplier, rngs=nnx.Rngs(0))(x), x).shape
+
+
+def test_resnet_logits_shape_for_original_and_drawn_architectures():
+    members = brute_force_architectures(RESNET_SPACE)
+    rng = np.random.default_rng(7)
+    drawn = [members[i] for i in rng.choice(len(members), size=10, replace=False)]
+    for arch in [None, ORIGINAL_RESNET_ARCH, *drawn]:
+        assert _resnet_logits_shape(arch) == (3, 10)
+
+
+def _hand_counted_resnet18_params(in_channels: int, num_classes: int) -> int:
+    """Parameters of the original network, counted from its layer list.
+
+    Each entry is (kernel area, in channels, out channels) of a bias-free conv;
+    every conv is followed by a BatchNorm with a scale and a bias per channel.
+    """
+    convs = [(49, in_channels, 64)]  # stem 7x7
+    convs += [(9, 64, 64)] * 4  # stage 1: two basic blocks of two 3x3 convs
+    for c_in, c_out in ((64, 128), (128, 256), (256, 512)):
+        convs += [(1, c_in, c_out), (9, c_out, c_out), (1, c_in, c_out)]  # downsampling: (1,2) conv, 3x3, shortcut (1,2)
+        convs += [(9, c_out, c_out)] * 2  # second basic block
+    conv_weights = sum(area * c_in * c_out for area, c_in, c_out in convs)
+    batch_norms = sum(2 * c_out for _, _, c_out in convs)
+    dense = 512 * num_classes + num_classes
+    return conv_weights + batch_norms + dense
+
+
+def _param_count(model: nnx.Module) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_resnet_original_parameter_count_matches_hand_count():
+    model = nnx.eval_shape(lambda: ResNet18(rngs=nnx.Rngs(0)))
+    assert _param_count(model) == _hand_counted_resnet18_params(1, 10) == 9_799_114
+    model = nnx.eval_shape(lambda: ResNet18(in_channels=3, num_classes=7, rngs=nnx.Rngs(0)))
+    assert _param_count(model) == _hand_counted_resnet18_params(3, 7)
+
+
+def test_resnet_width_multiplier():
+    assert resnet_widths(1.0) == (64, 128, 256, 512)
+    assert resnet_widths(0.25) == (16, 32, 64, 128)
+    assert resnet_widths(0.001) == (1, 1, 1, 1)
+    with pytest.raises(NasgenError, match="width_multiplier"):
+        resnet_widths(0)
+
+
+def test_resnet_generated_blocks_use_the_architecture():
+    arch = Architecture(kernel=((3, 2), (2, 4), (2, 2)), stride=((2, 1), (1, 2), (1, 1)))
+    model = nnx.eval_shape(lambda: ResNet18(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0)))
+    downsampling = [model.blocks[i] for i in (2, 4, 6)]
+    for l, block in enumerate(downsampling):
+        assert block.conv1.kernel_size == arch.kernel[l] and block.conv1.strides == arch.stride[l]
+        assert block.shortcut_conv.kernel_size == arch.kernel[l]
+        assert block.conv2.kernel_size == (3, 3) and block.conv2.padding == "SAME"
+
+
+# -- train/eval modes ----------------------------------------------------------------
+
+
+def test_batch_norm_uses_batch_statistics_in_train_and_running_averages_in_eval():
+    space = SearchSpace((6,), (2,), min_layers=1, max_layers=1)
+    arch = Architecture(kernel=((5,),), stride=((1,),))
+    model = ConvChain(space, arch, width=2, head="features", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (8, 6, 1)) * 3.0 + 5.0
+    mean_before = np.asarray(model.norms[0].mean.get_value())
+    model.train()
+    train_out = model(x)
+    mean_after = np.asarray(model.norms[0].mean.get_value())
+    assert not np.allclose(mean_before, mean_after)  # running mean moved
+    # In train mode an example's output depends on the rest of the batch ...
+    assert not np.allclose(model(x[:4])[0], train_out[0])
+    mean_after = np.asarray(model.norms[0].mean.get_value())
+    model.eval()
+    # ... in eval mode it does not, and the running mean stays put.
+    eval_out = model(x)
+    np.testing.assert_allclose(model(x[:4])[0], eval_out[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model.norms[0].mean.get_value()), mean_after)
+
+
+# -- one optimisation step lowers the loss -----------------------------------------
+
+
+def _loss(model, x, y):
+    logits = model(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _one_step_lowers_loss(model, x, y, learning_rate):
+    model.train()
+    optimizer = nnx.Optimizer(model, optax.sgd(learning_rate), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(_loss)(model, x, y)
+        optimizer.update(model, grads)
+        return loss
+
+    before = step(model, optimizer, x, y)
+    after = nnx.jit(_loss)(model, x, y)
+    assert float(after) < float(before)
+
+
+def test_one_step_lowers_loss_for_a_chain():
+    space = SearchSpace((12, 12), (3, 3), min_layers=2, max_layers=2, pool=(2, 1), rounding="floor")
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
+    model = ConvChain(space, arch, width=8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 1))
+    y = jnp.arange(16) % 10
+    _one_step_lowers_loss(model, x, y, learning_rate=0.05)
+
+
+@pytest.mark.slow
+def test_one_step_lowers_loss_for_a_resnet_variant():
+    arch = Architecture(kernel=((3, 3), (2, 2), (2, 2)), stride=((2, 2), (1, 1), (1, 1)))
+    model = ResNet18(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (16, 28, 28, 1))
+    y = jnp.arange(16) % 10
+    _one_step_lowers_loss(model, x, y, learning_rate=0.05)
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_tracing(monkeypatch):
+    """Make any layer construction fail, to prove validation happens first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a layer was built before the architecture was validated")
+
+    monkeypatch.setattr(nnx, "Conv", refuse)
+    monkeypatch.setattr(nnx, "BatchNorm", refuse)
+    monkeypatch.setattr(nnx, "Linear", refuse)
+
+
+CHAIN_SPACE = SearchSpace((10, 10), (2, 2), min_layers=2, max_layers=2, rounding="floor")
+
+
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        (Architecture(kernel=((3,), (3,)), stride=((1,), (1,))), "1 dimensions but the space has 2"),
+        (Architecture(kernel=((3, 3),), stride=((1, 1),)), "1 layers but the space allows 2..2"),
+        (Architecture(kernel=((3, 3), (11, 3)), stride=((1, 1), (2, 2))), "layer 2, dimension 0"),
+        (Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (1, 1))), "after layer 2 the shape is"),
+    ],
+)
+def test_chain_refuses_non_members_before_tracing(no_tracing, arch, message):
+    with pytest.raises(ArchitectureError, match=message):
+        ConvChain(CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
+    with pytest.raises(ArchitectureError, match=message):
+        build_model("chain", CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
+
+
+def test_resnet_refuses_non_members_before_tracing(no_tracing):
+    too_big = Architecture(kernel=((2, 2), (7, 2), (2, 2)), stride=((1, 1), (1, 1), (1, 1)))
+    with pytest.raises(ArchitectureError, match="layer 2, dimension 0"):
+        ResNet18(too_big, rngs=nnx.Rngs(0))
+    misses_output = Architecture(kernel=((1, 1),) * 3, stride=((1, 1),) * 3)
+    with pytest.raises(ArchitectureError, match="after layer 3"):
+        ResNet18(misses_output, rngs=nnx.Rngs(0))
+    # (1, 2) in a block other than the original is outside RESNET_SPACE (k > s).
+    mixed = Architecture(kernel=((1, 1), (2, 2), (2, 2)), stride=((2, 2), (1, 1), (1, 1)))
+    with pytest.raises(ArchitectureError, match="layer 1, dimension 0"):
+        build_model("resnet18", RESNET_SPACE, mixed, rngs=nnx.Rngs(0))
+
+
+def test_build_model_validates_kind_space_and_options(no_tracing):
+    with pytest.raises(NasgenError, match="model kind 'vgg'"):
+        build_model("vgg", RESNET_SPACE, None, rngs=nnx.Rngs(0))
+    with pytest.raises(SpaceError, match="7x7 -> 1x1"):
+        build_model("resnet18", CHAIN_SPACE, None, rngs=nnx.Rngs(0))
+    with pytest.raises(NasgenError, match="chain models only"):
+        build_model("resnet18", RESNET_SPACE, None, norm=None, rngs=nnx.Rngs(0))
+    with pytest.raises(NasgenError, match="norm 'layer'"):
+        build_model("chain", CHAIN_SPACE, Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (2, 2))), norm="layer", rngs=nnx.Rngs(0))
+
+
+def test_build_model_builds_both_kinds():
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
+    chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, width=5, rngs=nnx.Rngs(0)))
+    assert isinstance(chain, ConvChain) and chain.width == 5
+    resnet = nnx.eval_shape(lambda: build_model("resnet18", RESNET_SPACE, None, width_multiplier=0.5, rngs=nnx.Rngs(0)))
+    assert isinstance(resnet, ResNet18) and resnet.arch == ORIGINAL_RESNET_ARCH and resnet.widths[0] == 32
