@@ -29,6 +29,7 @@ cnp.import_array()
 
 cdef extern from "limbs.h" nogil:
     int limbs_muladd(uint64_t *acc, const uint64_t *a, uint64_t m, int W)
+    int u64_muladd(uint64_t *acc, uint64_t a, uint64_t m)
     int limbs_add(uint64_t *dst, const uint64_t *a, const uint64_t *b, int W)
     void limbs_sub(uint64_t *a, const uint64_t *b, int W)
     int limbs_cmp(const uint64_t *a, const uint64_t *b, int W)
@@ -111,13 +112,16 @@ cdef inline int _exact_stride_interval(int64_t x, int64_t y, const Rules *R,
         # k = x - t*s must lie in [kl, kmax]
         if x - kl < 0:
             return 0
-        hi = _min(hi, (x - kl) // t)
-        if x > R.kmax:
-            lo = _max(lo, (x - R.kmax + t - 1) // t)
         if R.relation == 0:
             hi = _min(hi, (x - 1) // y)
         elif R.relation == 1:
             hi = _min(hi, x // y)
+        # With kl == 1 the relation's bound is the tighter one ((x-1)//y and x//y are both
+        # <= (x-1)//t), so the division below is only needed otherwise: it is the hot loop.
+        if kl > 1 or R.relation == 2:
+            hi = _min(hi, (x - kl) // t)
+        if x > R.kmax:
+            lo = _max(lo, (x - R.kmax + t - 1) // t)
     slo[0] = lo
     shi[0] = hi
     return hi >= lo
@@ -228,7 +232,8 @@ def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int
                         hi = _k_interval(xx, yy, 1, s, &R, &lo)
                         if hi >= lo:
                             mult_by_y[y] += hi - lo + 1
-            for y in range(1, x + 1):
+            # a conv output below O_d can never reach O_d (sizes only shrink)
+            for y in range(_max(1, size_out), x + 1):
                 if R.floor_mode:
                     v = mult_by_y[y]
                 else:
@@ -250,7 +255,7 @@ def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int
                 e += 1
         ptr[S] = e
     sizes = np.arange(1, S + 1, dtype=np.int64).reshape(S, 1)
-    return (sizes, ptr_a, conv_a[:e].reshape(e, 1).copy(), dst_a[:e].copy(), mult_a[:e].copy())
+    return (sizes, ptr_a, conv_a[:e].reshape(e, 1), dst_a[:e], mult_a[:e])
 
 
 def joint_edges(const int64_t[::1] x, const int64_t[::1] pool_k, const int64_t[::1] pool_s, tuple rules):
@@ -311,8 +316,15 @@ def count_table(const int64_t[::1] edge_ptr, const int64_t[::1] edge_dst, const 
     cdef uint64_t[:, :, ::1] g = g_a
     for i in range(ends.shape[0]):
         g[0, ends[i], 0] = 1
+    cdef uint64_t *g1 = &g[0, 0, 0]
     with nogil:
-        for r in range(1, max_layers + 1):
+        if W == 1:
+            for r in range(1, max_layers + 1):
+                for u in range(S):
+                    for e in range(edge_ptr[u], edge_ptr[u + 1]):
+                        overflow |= u64_muladd(&g1[r * S + u], g1[(r - 1) * S + edge_dst[e]], <uint64_t>edge_mult[e])
+        else:
+          for r in range(1, max_layers + 1):
             for u in range(S):
                 for e in range(edge_ptr[u], edge_ptr[u + 1]):
                     if not limbs_is_zero(&g[r - 1, edge_dst[e], 0], W):

@@ -22,6 +22,14 @@ static inline int limbs_muladd(uint64_t *acc, const uint64_t *a, uint64_t m, int
     return carry != 0;
 }
 
+/* One-limb acc += a * m; returns 1 on overflow. */
+static inline int u64_muladd(uint64_t *acc, uint64_t a, uint64_t m) {
+    uint64_t p;
+    int o = __builtin_mul_overflow(a, m, &p);
+    o |= __builtin_add_overflow(*acc, p, acc);
+    return o;
+}
+
 /* dst = a + b; returns 1 on overflow. */
 static inline int limbs_add(uint64_t *dst, const uint64_t *a, const uint64_t *b, int W) {
     uint64_t carry = 0;
