@@ -385,3 +385,64 @@ def test_build_model_builds_both_kinds():
     assert isinstance(chain, ConvChain) and chain.width == 5
     resnet = nnx.eval_shape(lambda: build_model("resnet18", RESNET_SPACE, None, width_multiplier=0.5, rngs=nnx.Rngs(0)))
     assert isinstance(resnet, ResNet18) and resnet.arch == ORIGINAL_RESNET_ARCH and resnet.widths[0] == 32
+
+
+# -- checkpoints ------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
+    from nasgen import checkpoint
+
+    space = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
+    model = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (4, 9, 9, 1))
+    y = jnp.arange(4)
+    model.train()
+    grads = nnx.grad(_loss)(model, x, y)  # also moves the BatchNorm running averages
+    optimizer.update(model, grads)
+
+    assert checkpoint.latest_step(tmp_path / "run") is None
+    checkpoint.save(tmp_path / "run", 1, {"model": model, "optimizer": optimizer})
+    checkpoint.save(tmp_path / "run", 5, model)
+    assert checkpoint.all_steps(tmp_path / "run") == [1, 5]
+    assert checkpoint.latest_step(tmp_path / "run") == 5
+
+    fresh = ConvChain(space, arch, width=3, rngs=nnx.Rngs(1))
+    fresh_optimizer = nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)
+    assert not np.allclose(fresh.convs[0].kernel[...], model.convs[0].kernel[...])
+    checkpoint.restore(tmp_path / "run", step=1, target={"model": fresh, "optimizer": fresh_optimizer})
+    for want, got in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert int(fresh_optimizer.step[...]) == 1
+    model.eval()
+    fresh.eval()
+    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+
+    # Without a target the stored tree comes back as plain nested dicts.
+    raw = checkpoint.restore(tmp_path / "run")
+    np.testing.assert_array_equal(raw["convs"]["0"]["kernel"]["value"], np.asarray(model.convs[0].kernel[...]))
+
+
+def test_checkpoint_errors(tmp_path):
+    from nasgen import checkpoint
+
+    space = SearchSpace((9,), (3,), min_layers=1, max_layers=1)
+    arch = Architecture(kernel=((7,),), stride=((1,),))
+    model = ConvChain(space, arch, width=2, rngs=nnx.Rngs(0))
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found"):
+        checkpoint.restore(tmp_path / "empty")
+    checkpoint.save(tmp_path, 0, model)
+    with pytest.raises(checkpoint.CheckpointError, match="step 0 already exists"):
+        checkpoint.save(tmp_path, 0, model)
+    checkpoint.save(tmp_path, 0, {"w": jnp.ones(2)}, overwrite=True)
+    assert set(checkpoint.restore(tmp_path, 0)) == {"w"}
+    checkpoint.save(tmp_path, 2, model)
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint step 3 .* saved steps: \[0, 2\]"):
+        checkpoint.restore(tmp_path, 3)
+    with pytest.raises(checkpoint.CheckpointError, match="non-negative integer"):
+        checkpoint.save(tmp_path, -1, model)
+    wider = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
+    with pytest.raises(checkpoint.CheckpointError, match="does not match the target"):
+        checkpoint.restore(tmp_path, 2, target=wider)

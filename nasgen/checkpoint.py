@@ -1,0 +1,175 @@
+"""Save and restore trained weights (any nnx state or JAX pytree) with orbax.
+
+A checkpoint directory holds one sub-directory per integer step, managed by
+``orbax.checkpoint.CheckpointManager``. A model is rebuilt from its
+architecture JSON, model options and seed (see :func:`nasgen.models.build_model`)
+and its weights are then restored into it:
+
+>>> import tempfile
+>>> from flax import nnx
+>>> from nasgen.models import ResNet18
+>>> model = ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(0))
+>>> directory = tempfile.mkdtemp()
+>>> _ = save(directory, 10, model)
+>>> latest_step(directory)
+10
+>>> fresh = ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(1))
+>>> _ = restore(directory, target=fresh)  # fresh now holds model's weights
+
+What can be saved: an ``nnx.Module``, an ``nnx.Optimizer``, a dict or list of
+them (e.g. ``{"model": model, "optimizer": optimizer}``), an ``nnx.State``,
+or any pytree of arrays and scalars. Modules are saved as ``nnx.state(...)``
+(parameters, batch statistics, RNG state, optimizer moments).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from nasgen.space import NasgenError
+
+__all__ = ["CheckpointError", "save", "restore", "latest_step", "all_steps"]
+
+
+class CheckpointError(NasgenError):
+    """A checkpoint that is missing, already exists, or does not fit its target."""
+
+
+def _contains_graph_node(tree: Any) -> bool:
+    is_node = lambda x: isinstance(x, nnx.Pytree)  # noqa: E731 - a predicate, read inline
+    return any(is_node(leaf) for leaf in jax.tree.leaves(tree, is_leaf=is_node))
+
+
+def _as_state(tree: Any) -> Any:
+    # nnx.state accepts a Module/Optimizer or plain containers of them and
+    # returns their Variables as one pytree; anything else is a pytree already.
+    return nnx.state(tree) if _contains_graph_node(tree) else tree
+
+
+def _directory(directory: str | os.PathLike) -> Path:
+    # orbax wants absolute paths.
+    return Path(directory).expanduser().resolve()
+
+
+def _manager(directory: Path, *, create: bool) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(create=create, max_to_keep=None)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def _step_value(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint step must be a non-negative integer, got {step!r}")
+    return step
+
+
+def save(directory: str | os.PathLike, step: int, state: Any, *, overwrite: bool = False) -> Path:
+    """Save ``state`` as checkpoint ``step`` under ``directory``.
+
+    Args:
+        directory: the checkpoint directory (created if missing).
+        step: a non-negative integer, e.g. the training step or epoch.
+        state: an ``nnx.Module``/``nnx.Optimizer`` (or a dict/list of them),
+            an ``nnx.State``, or any pytree of arrays.
+        overwrite: replace an existing checkpoint of the same step instead
+            of refusing.
+
+    Returns:
+        The path of the step's checkpoint directory.
+
+    Raises:
+        CheckpointError: if ``step`` is invalid, or already saved and
+            ``overwrite`` is False.
+    """
+    step = _step_value(step)
+    path = _directory(directory)
+    with _manager(path, create=True) as manager:
+        if step in manager.all_steps():
+            if not overwrite:
+                raise CheckpointError(
+                    f"checkpoint step {step} already exists in {path}: choose another step or pass overwrite=True"
+                )
+            manager.delete(step)
+        saved = manager.save(step, args=ocp.args.StandardSave(_as_state(state)))
+        manager.wait_until_finished()
+    assert saved, "orbax skipped a save that nasgen asked for"
+    return path / str(step)
+
+
+def all_steps(directory: str | os.PathLike) -> list[int]:
+    """The steps saved under ``directory``, ascending (empty if there is none)."""
+    path = _directory(directory)
+    if not path.is_dir():
+        return []
+    with _manager(path, create=False) as manager:
+        return sorted(manager.all_steps())
+
+
+def latest_step(directory: str | os.PathLike) -> int | None:
+    """The largest step saved under ``directory``, or None if there is none."""
+    steps = all_steps(directory)
+    return steps[-1] if steps else None
+
+
+def restore(directory: str | os.PathLike, step: int | None = None, target: Any = None) -> Any:
+    """Restore checkpoint ``step`` (default: the latest) from ``directory``.
+
+    Args:
+        directory: the checkpoint directory.
+        step: the step to restore; None means :func:`latest_step`.
+        target: what to restore into.
+
+            * None: return the stored tree as nested dicts of arrays (an
+              nnx state comes back as ``{..., "kernel": {"value": array}}``).
+            * an ``nnx.Module``/``nnx.Optimizer`` or a dict/list of them: the
+              arrays are written into it in place (``nnx.update``) and it is
+              returned. Build it with the same architecture and options; an
+              abstract model from ``nnx.eval_shape`` also works.
+            * any other pytree (an ``nnx.State``, arrays or
+              ``jax.ShapeDtypeStruct`` leaves): a tree of the same structure
+              is returned.
+
+    Returns:
+        The restored tree, or ``target`` updated in place.
+
+    Raises:
+        CheckpointError: if there is no such checkpoint, or it does not
+            match ``target`` (different architecture or options).
+    """
+    path = _directory(directory)
+    steps = all_steps(path)
+    if not steps:
+        raise CheckpointError(f"no checkpoint found in {path}")
+    if step is None:
+        step = steps[-1]
+    step = _step_value(step)
+    if step not in steps:
+        raise CheckpointError(f"no checkpoint step {step} in {path}; saved steps: {steps}")
+    graph_target = target is not None and _contains_graph_node(target)
+    with _manager(path, create=False) as manager:
+        if target is None:
+            # An empty StandardRestore reads the stored tree as it is (orbax
+            # warns when it has to guess the handler).
+            return manager.restore(step, args=ocp.args.StandardRestore())
+        reference = _as_state(target)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, reference)
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as exc:
+            # orbax is strict about shapes and tree structure; its first line
+            # names the mismatch, the rest is a tensorstore spec dump.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"checkpoint step {step} in {path} does not match the target "
+                f"(build it with the same architecture and options): {first_line}"
+            ) from None
+    if graph_target:
+        nnx.update(target, restored)
+        return target
+    return restored
+
