@@ -329,6 +329,11 @@ def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool =
     if samples < 0:
         raise NasgenError(f"the number of samples must be >= 0, got {samples}")
     total = compiled.total
+    if not replace and min(samples, total) * 8 * (3 + space.max_layers * space.dims) > MEMORY_LIMIT_BYTES:
+        raise NasgenError(
+            f"{min(samples, total)} distinct architectures would not fit in memory "
+            f"({MEMORY_LIMIT_BYTES / 2**30:.1f} GiB limit): ask for fewer, or draw with replacement in a stream"
+        )
     if replace:
         stream = _Stream(compiled, seed)
         done = 0
@@ -384,6 +389,12 @@ def sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = True
     Raises:
         NasgenError: if the space is empty.
     """
+    row_bytes = 8 * (1 + 2 * space.max_layers * space.dims)
+    if samples * row_bytes > MEMORY_LIMIT_BYTES:
+        raise NasgenError(
+            f"{samples} samples need {samples * row_bytes / 2**30:.1f} GiB of arrays, more than the "
+            f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB limit: draw them in chunks with iter_sample_arrays"
+        )
     # One chunk for independent draws: the stream is the same however it is chunked.
     chunk = max(samples, 1) if replace else 65536
     chunks = list(iter_sample_arrays(space, samples, seed=seed, replace=replace, chunk=chunk))

@@ -351,3 +351,17 @@ def test_pure_python_switch_gives_same_results(tmp_path):
                               env=env).stdout
     assert env_fast.startswith("True ") and env_slow.startswith("False ")
     assert env_fast.split(" ", 1)[1] == env_slow.split(" ", 1)[1]
+
+
+def test_import_nasgen_loads_neither_z3_nor_jax():
+    import subprocess
+    import sys
+
+    code = "import sys, nasgen, nasgen.cli; print(sorted(m for m in ('z3', 'jax', 'flax', 'optax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_sample_memory_guard():
+    with pytest.raises(NasgenError, match="GiB"):
+        core.sample_arrays(SearchSpace((30,), (20,), 1, 3), 10**12)
