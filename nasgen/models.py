@@ -148,7 +148,7 @@ class ConvChain(nnx.Module):
 
     >>> from flax import nnx
     >>> space = SearchSpace((12,), (4,), min_layers=2, max_layers=2)
-    >>> arch = Architecture(kernel=((3,), (3,)), stride=((1,), (2,)))
+    >>> arch = Architecture(kernel=((3,), (4,)), stride=((1,), (2,)))
     >>> model = ConvChain(space, arch, width=4, rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 12, 1))).shape
     (2, 10)

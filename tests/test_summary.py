@@ -1,0 +1,212 @@
+"""Tests for nasgen.summary: the analytic model view against the real Flax models and XLA.
+
+The summary never builds a network, so each of its figures is checked here
+against an independent source: parameter shapes of the built nnx module at
+the row's path, shapes from ``jax.eval_shape`` and ``Architecture.conv_shapes``,
+and FLOPs from XLA's cost analysis of the compiled forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_SPACE, ConvChain, ResNet18
+from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
+from nasgen.summary import conv_taps, model_stats, summarize
+
+CHAINS = [
+    # (space, arch, options)
+    (
+        SearchSpace((12, 12), (3, 3), min_layers=2, max_layers=2, pool=(2, 1)),
+        Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2))),
+        {},
+    ),
+    (
+        SearchSpace((12, 12), (3, 3), min_layers=2, max_layers=2, pool=(2, 1)),
+        Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2))),
+        {"norm": None, "pooling": "avg"},
+    ),
+    (
+        SearchSpace((20,), (4,), min_layers=1, max_layers=3, rounding="floor"),
+        Architecture(kernel=((5,), (3,), (3,)), stride=((2,), (1,), (1,))),
+        {"in_channels": 3, "num_classes": 4},
+    ),
+    (
+        SearchSpace((7, 6, 5), (2, 2, 2), min_layers=1, max_layers=2, pool=((2, 2), (1, 1), (2, 1)), rounding="floor", relation="any"),
+        Architecture(kernel=((3, 3, 3),), stride=((1, 2, 1),)),
+        {"width": 3},
+    ),
+]
+
+
+def _module_at(model: nnx.Module, path: str):
+    node = model
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def _count(node, kind) -> int:
+    if not isinstance(node, nnx.Module):
+        return 0
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(node, kind)))
+
+
+def _check_rows_against_model(rows, model):
+    """Every module row's params and batch stats equal those of the module at its path."""
+    seen_params = 0
+    seen_stats = 0
+    for row in rows[1:-1]:
+        if row["params"] == 0:
+            continue  # pools and the global average pool own no module
+        module = _module_at(model, row["name"])
+        assert _count(module, nnx.Param) == row["params"], row["name"]
+        assert _count(module, nnx.BatchStat) == row["batch_stats"], row["name"]
+        seen_params += row["params"]
+        seen_stats += row["batch_stats"]
+    # ... and together they account for the whole model.
+    assert seen_params == _count(model, nnx.Param) == rows[-1]["params"]
+    assert seen_stats == _count(model, nnx.BatchStat) == rows[-1]["batch_stats"]
+
+
+def _xla_flops(function, *args) -> float:
+    analysis = nnx.jit(function).lower(*args).compile().cost_analysis()
+    if isinstance(analysis, list):  # older jax returned one dict per device
+        analysis = analysis[0]
+    return analysis["flops"]
+
+
+def test_conv_taps_by_counting():
+    # SAME 3x3 on 5: outputs at 0 and 4 lose one tap each.
+    assert conv_taps(5, 3, 1, 1, 5) == 5 * 3 - 2
+    # Valid padding never loses a tap.
+    assert conv_taps(9, 4, 2, 0, 3) == 3 * 4
+    # The ResNet stem: 28 wide, 7 taps, stride 2, pad 3 -> 14 outputs; the first
+    # two outputs lose 3 and 1 taps, the last loses 2.
+    assert conv_taps(28, 7, 2, 3, 14) == 14 * 7 - 3 - 1 - 2
+
+
+@pytest.mark.parametrize("index", range(len(CHAINS)))
+def test_chain_rows_match_the_model(index):
+    space, arch, options = CHAINS[index]
+    rows = model_stats(space, arch, model="chain", **options)
+    model = nnx.eval_shape(lambda: ConvChain(space, arch, rngs=nnx.Rngs(0), **options))
+    _check_rows_against_model(rows, model)
+    # Shapes after each conv and each pool, from space.py's own arithmetic.
+    width = options.get("width", 16)
+    conv_rows = [r for r in rows if r["name"].startswith("convs.")]
+    pool_rows = [r for r in rows if r["name"].startswith("pool.")]
+    for l, (conv_shape, pooled_shape) in enumerate(arch.conv_shapes(space)):
+        assert conv_rows[l]["output_shape"] == (*conv_shape, width)
+        if space.pool is not None:
+            assert pool_rows[l]["output_shape"] == (*pooled_shape, width)
+    x = jax.ShapeDtypeStruct((1, *space.input_shape, options.get("in_channels", 1)), jnp.float32)
+    logits = nnx.eval_shape(lambda m, x: m(x), model, x)
+    assert rows[-1]["output_shape"] == logits.shape[1:]
+
+
+@pytest.mark.parametrize("index", range(len(CHAINS)))
+def test_chain_flops_equal_xla_cost_analysis(index):
+    space, arch, options = CHAINS[index]
+    rows = model_stats(space, arch, model="chain", **options)
+    model = ConvChain(space, arch, rngs=nnx.Rngs(0), **options)
+    model.eval()
+    x = jnp.ones((1, *space.input_shape, options.get("in_channels", 1)))
+    assert _xla_flops(lambda m, x: m(x), model, x) == rows[-1]["flops"]
+
+
+RESNET_VARIANT = Architecture(kernel=((3, 2), (2, 4), (2, 2)), stride=((2, 1), (1, 2), (1, 1)))
+
+
+@pytest.mark.parametrize("arch", [None, RESNET_VARIANT])
+def test_resnet_rows_match_the_model(arch):
+    rows = model_stats(RESNET_SPACE, arch, model="resnet18", width_multiplier=1 / 16)
+    model = nnx.eval_shape(lambda: ResNet18(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0)))
+    _check_rows_against_model(rows, model)
+    by_name = {r["name"]: r for r in rows}
+
+    def shapes(model, x):
+        x = nnx.relu(model.stem_bn(model.stem_conv(x)))
+        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        found = [x]
+        for block in model.blocks:
+            x = block(x)
+            found.append(x)
+        return found, model(jnp.zeros((1, 28, 28, 1)))
+
+    found, logits = nnx.eval_shape(shapes, model, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    assert by_name["max_pool"]["output_shape"] == found[0].shape[1:]
+    for i, activation in enumerate(found[1:]):
+        last_row = [r for r in rows if r["name"].startswith(f"blocks.{i}.")][-1]
+        assert last_row["output_shape"] == activation.shape[1:]
+    assert rows[-1]["output_shape"] == logits.shape[1:] == (10,)
+
+
+def test_resnet_full_width_totals():
+    rows = model_stats(None, None, model="resnet18")
+    model = nnx.eval_shape(lambda: ResNet18(rngs=nnx.Rngs(0)))
+    _check_rows_against_model(rows, model)
+    assert rows[-1]["params"] == 9_799_114
+
+
+@pytest.mark.slow
+def test_resnet_flops_equal_xla_per_block_and_agree_in_total():
+    rows = model_stats(RESNET_SPACE, RESNET_VARIANT, model="resnet18", width_multiplier=1 / 16)
+    model = ResNet18(RESNET_VARIANT, width_multiplier=1 / 16, rngs=nnx.Rngs(0))
+    model.eval()
+
+    def block_flops(prefix):
+        return sum(r["flops"] for r in rows if r["name"].startswith(prefix))
+
+    def stem(model, x):
+        x = nnx.relu(model.stem_bn(model.stem_conv(x)))
+        return nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    x = jnp.ones((1, 28, 28, 1))
+    assert _xla_flops(stem, model, x) == block_flops("stem_") + block_flops("max_pool")
+    h = stem(model, x)
+    # One block of each kind (basic, downsampling at each stage) compiled alone.
+    for i, block in enumerate(model.blocks):
+        if i in (1, 2, 4, 6):
+            assert _xla_flops(lambda b, x: b(x), block, h) == block_flops(f"blocks.{i}."), i
+        h = block(h)
+    assert _xla_flops(lambda m, x: m.head(jnp.mean(x, axis=(1, 2))), model, h) == block_flops("global_avg_pool") + block_flops("head")
+    # Compiled whole, XLA's fusion may duplicate cheap elementwise work into
+    # several consumers and count it again, so the totals agree to within 2%.
+    whole = _xla_flops(lambda m, x: m(x), model, x)
+    assert abs(whole - rows[-1]["flops"]) <= 0.02 * whole
+
+
+def test_summarize_lists_every_row_and_the_totals():
+    space, arch, options = CHAINS[0]
+    rows = model_stats(space, arch, **options)
+    text = summarize(space, arch, **options)
+    lines = text.splitlines()
+    for row in rows[1:-1]:
+        matching = [line for line in lines if line.split()[:1] == [row["name"]]]
+        assert len(matching) == 1
+        assert f"{row['params']:,}" in matching[0] and f"{row['flops']:,}" in matching[0]
+    assert f"Trainable params: {rows[-1]['params']:,}" in lines
+    assert f"FLOPs per example (inference): {rows[-1]['flops']:,}" in lines
+    resnet = summarize(None, None, model="resnet18")
+    assert "Trainable params: 9,799,114" in resnet.splitlines()
+    assert ORIGINAL_RESNET_ARCH.to_json() in resnet
+
+
+def test_model_stats_refuses_bad_input():
+    space, arch, _ = CHAINS[0]
+    with pytest.raises(ArchitectureError, match="layer 2, dimension 0"):
+        model_stats(space, Architecture(kernel=((3, 3), (11, 3)), stride=((1, 1), (1, 1))))
+    with pytest.raises(NasgenError, match="model kind 'vgg'"):
+        model_stats(space, arch, model="vgg")
+    with pytest.raises(SpaceError, match="7x7 -> 1x1"):
+        model_stats(space, arch, model="resnet18")
+    with pytest.raises(NasgenError, match="needs both"):
+        model_stats(space, None)
+    with pytest.raises(NasgenError, match="pooling 'min'"):
+        model_stats(space, arch, pooling="min")
