@@ -59,7 +59,39 @@ def _directory(directory: str | os.PathLike) -> Path:
 
 def _manager(directory: Path, *, create: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(create=create, max_to_keep=None)
-    return ocp.CheckpointManager(directory, options=options)
+    # Naming the handler lets the manager read a step's metadata (shapes)
+    # without restoring it.
+    return ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _key_text(entry: Any) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(entry, attribute):
+            return str(getattr(entry, attribute))
+    return str(entry)
+
+
+def _shapes_by_path(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+    # Stored trees have string keys ("0", "value") where a live nnx state has
+    # ints and attributes, so compare paths as tuples of strings.
+    return {
+        tuple(_key_text(entry) for entry in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _mismatch(stored: Any, abstract: Any) -> str | None:
+    """Describe the first difference between stored metadata and the target, or None."""
+    have = _shapes_by_path(stored)
+    want = _shapes_by_path(abstract)
+    for path in sorted(want.keys() - have.keys()):
+        return f"the target has {'.'.join(path)} but the checkpoint does not"
+    for path in sorted(have.keys() - want.keys()):
+        return f"the checkpoint has {'.'.join(path)} but the target does not"
+    for path in sorted(want):
+        if want[path] != have[path]:
+            return f"{'.'.join(path)} is stored with shape {have[path]} but the target has shape {want[path]}"
+    return None
 
 
 def _step_value(step: Any) -> int:
@@ -153,21 +185,19 @@ def restore(directory: str | os.PathLike, step: int | None = None, target: Any =
     graph_target = target is not None and _contains_graph_node(target)
     with _manager(path, create=False) as manager:
         if target is None:
-            # An empty StandardRestore reads the stored tree as it is (orbax
-            # warns when it has to guess the handler).
             return manager.restore(step, args=ocp.args.StandardRestore())
         reference = _as_state(target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, reference)
-        try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError, TypeError) as exc:
-            # orbax is strict about shapes and tree structure; its first line
-            # names the mismatch, the rest is a tensorstore spec dump.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Compare against the stored metadata first: orbax would also refuse
+        # a mismatch, but only after starting its asynchronous reads, whose
+        # abandoned coroutines then surface as unraisable-exception warnings.
+        problem = _mismatch(manager.item_metadata(step), abstract)
+        if problem is not None:
             raise CheckpointError(
                 f"checkpoint step {step} in {path} does not match the target "
-                f"(build it with the same architecture and options): {first_line}"
-            ) from None
+                f"(build it with the same architecture and options): {problem}"
+            )
+        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     if graph_target:
         nnx.update(target, restored)
         return target

@@ -16,6 +16,7 @@ import optax
 import pytest
 from flax import nnx
 
+import nasgen
 from nasgen.models import (
     ORIGINAL_RESNET_ARCH,
     RESNET_BASELINE_SPACE,
@@ -206,9 +207,22 @@ def _resnet_logits_shape(arch, batch=3, width_multiplier=1 / 16):
 def test_resnet_logits_shape_for_original_and_drawn_architectures():
     members = brute_force_architectures(RESNET_SPACE)
     rng = np.random.default_rng(7)
-    drawn = [members[i] for i in rng.choice(len(members), size=10, replace=False)]
-    for arch in [None, ORIGINAL_RESNET_ARCH, *drawn]:
+    drawn = [members[i] for i in rng.choice(len(members), size=6, replace=False)]
+    # Also the sampler the training runs use; its draws must be true members.
+    sampled = nasgen.sample(RESNET_SPACE, 6, seed=3)
+    assert set(sampled) <= set(members)
+    for arch in [None, ORIGINAL_RESNET_ARCH, *drawn, *sampled]:
         assert _resnet_logits_shape(arch) == (3, 10)
+
+
+@pytest.mark.parametrize("index", range(1, len(SMALL_SPACES), 3))
+def test_chains_from_the_core_sampler(index):
+    space, _ = SMALL_SPACES[index]
+    members = set(brute_force_architectures(space))
+    assert nasgen.count(space) == len(members)
+    for arch in nasgen.sample(space, 3, seed=index):
+        assert arch in members
+        assert _features_shape(space, arch, width=2) == (2, *space.output_shape, 2)
 
 
 def _hand_counted_resnet18_params(in_channels: int, num_classes: int) -> int:
@@ -444,5 +458,9 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="non-negative integer"):
         checkpoint.save(tmp_path, -1, model)
     wider = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
-    with pytest.raises(checkpoint.CheckpointError, match="does not match the target"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"convs\.0\.kernel\.value is stored with shape \(7, 1, 2\)"):
         checkpoint.restore(tmp_path, 2, target=wider)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    checkpoint.save(tmp_path, 4, {"model": model, "optimizer": optimizer})
+    with pytest.raises(checkpoint.CheckpointError, match="the checkpoint has optimizer.step.value but the target does not"):
+        checkpoint.restore(tmp_path, 4, target={"model": model})
