@@ -100,7 +100,9 @@ def _step_value(step: Any) -> int:
     return step
 
 
-def save(directory: str | os.PathLike, step: int, state: Any, *, overwrite: bool = False) -> Path:
+def save(
+    directory: str | os.PathLike, step: int, state: Any, *, overwrite: bool = False, keep: int | None = None
+) -> Path:
     """Save ``state`` as checkpoint ``step`` under ``directory``.
 
     Args:
@@ -110,15 +112,19 @@ def save(directory: str | os.PathLike, step: int, state: Any, *, overwrite: bool
             an ``nnx.State``, or any pytree of arrays.
         overwrite: replace an existing checkpoint of the same step instead
             of refusing.
+        keep: after the new checkpoint is complete on disk, delete all but
+            the ``keep`` highest steps; None keeps everything.
 
     Returns:
         The path of the step's checkpoint directory.
 
     Raises:
-        CheckpointError: if ``step`` is invalid, or already saved and
-            ``overwrite`` is False.
+        CheckpointError: if ``step`` or ``keep`` is invalid, or ``step`` is
+            already saved and ``overwrite`` is False.
     """
     step = _step_value(step)
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise CheckpointError(f"keep must be a positive integer or None, got {keep!r}")
     path = _directory(directory)
     with _manager(path, create=True) as manager:
         if step in manager.all_steps():
@@ -127,8 +133,13 @@ def save(directory: str | os.PathLike, step: int, state: Any, *, overwrite: bool
                     f"checkpoint step {step} already exists in {path}: choose another step or pass overwrite=True"
                 )
             manager.delete(step)
-        saved = manager.save(step, args=ocp.args.StandardSave(_as_state(state)))
+        # force: orbax's own policy silently skips any step below the latest;
+        # nasgen has already decided (the step is new or was just deleted).
+        saved = manager.save(step, args=ocp.args.StandardSave(_as_state(state)), force=True)
         manager.wait_until_finished()
+        if keep is not None:
+            for old_step in sorted(manager.all_steps())[:-keep]:
+                manager.delete(old_step)
     assert saved, "orbax skipped a save that nasgen asked for"
     return path / str(step)
 

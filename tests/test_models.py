@@ -457,6 +457,13 @@ def test_checkpoint_errors(tmp_path):
         checkpoint.restore(tmp_path, 3)
     with pytest.raises(checkpoint.CheckpointError, match="non-negative integer"):
         checkpoint.save(tmp_path, -1, model)
+    with pytest.raises(checkpoint.CheckpointError, match="keep must be a positive integer"):
+        checkpoint.save(tmp_path, 9, model, keep=0)
+    checkpoint.save(tmp_path / "kept", 1, model)
+    checkpoint.save(tmp_path / "kept", 7, model)
+    checkpoint.save(tmp_path / "kept", 3, model, keep=2)
+    assert checkpoint.all_steps(tmp_path / "kept") == [3, 7]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["3", "7"]
     wider = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
     with pytest.raises(checkpoint.CheckpointError, match=r"convs\.0\.kernel\.value is stored with shape \(7, 1, 2\)"):
         checkpoint.restore(tmp_path, 2, target=wider)
