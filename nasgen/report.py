@@ -74,6 +74,11 @@ def alpha_deviation(alpha: Sequence[float]) -> float:
     return float(math.sqrt(float(((a[1:] - a[0]) ** 2).sum()) / (m - 1)))
 
 
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no NaN: an undefined figure (alpha deviation with M < 2) is null.
+    return None if math.isnan(value) else float(value)
+
+
 def _floats(values: Iterable[float]) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float64).ravel()]
 
@@ -105,7 +110,7 @@ def epoch_record(
         "epoch": int(epoch),
         "alpha": _floats(alpha),
         "softmax_alpha": _floats(softmax(alpha)),
-        "alpha_deviation": alpha_deviation(alpha),
+        "alpha_deviation": _finite_or_none(alpha_deviation(alpha)),
         "train_loss": _floats(train_losses),
         "mixture_train_loss": float(mixture_train_loss),
         "test_accuracy": _floats(test_accuracies),
@@ -187,7 +192,7 @@ def summarize(records: Sequence[dict[str, Any]], *, names: Sequence[str], datase
         "mixture_accuracy": float(last["mixture_test_accuracy"]),
         "alpha": list(last["alpha"]),
         "softmax_alpha": list(last["softmax_alpha"]),
-        "alpha_deviation": [float(r["alpha_deviation"]) for r in records],
+        "alpha_deviation": [r["alpha_deviation"] for r in records],
     }
 
 
@@ -268,7 +273,8 @@ def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]]
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["alpha_deviation"] for r in records], marker="o")
+    deviation = [np.nan if r["alpha_deviation"] is None else r["alpha_deviation"] for r in records]
+    ax.plot(epochs, deviation, marker="o")
     ax.set(xlabel="epoch", ylabel="α deviation from c0", title="α deviation from the baseline (Figure 5)")
     fig.tight_layout()
     fig.savefig(paths["alpha_deviation"], dpi=120)

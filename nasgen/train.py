@@ -137,6 +137,11 @@ class TrainConfig:
         train_limit, test_limit: use only the first n training / test images
             (None: all); for smoke runs and tests.
         eval_batch_size: images per evaluation step.
+        bn_momentum: BatchNorm running-average momentum (new = m * old + (1 -
+            m) * batch). 0.9 is PyTorch's default (its ``momentum=0.1``); Flax's
+            0.99 still holds ~10% of the initial statistics after the 234 steps
+            of two MNIST epochs at batch 512, and the test accuracy measured
+            with those running averages lags far behind the training accuracy.
 
     Raises:
         NasgenError: for any invalid setting (one-line message).
@@ -160,6 +165,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     eval_batch_size: int = 1000
+    bn_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -193,6 +199,9 @@ class TrainConfig:
         set_("learning_rate", float(self.learning_rate))
         set_("weight_decay", float(self.weight_decay))
         set_("width_multiplier", float(self.width_multiplier))
+        if not (isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum < 1):
+            raise NasgenError(f"BatchNorm momentum must be in [0, 1), got {self.bn_momentum!r}")
+        set_("bn_momentum", float(self.bn_momentum))
         archs = _arch_dicts(self.architectures)
         set_("architectures", archs)
         space = self.search_space()
@@ -380,7 +389,8 @@ def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int
     """c_0 (the baseline) then c_1..c_M, each initialised from its own seed.
 
     Network i is initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)``
-    so that its initial weights do not depend on the other networks.
+    so that its initial weights do not depend on the other networks; every
+    BatchNorm gets ``config.bn_momentum``.
     """
     space = config.search_space()
     archs = [config.baseline_architecture(), *config.generated_architectures()]
@@ -394,6 +404,10 @@ def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int
                 width=config.width, width_multiplier=config.width_multiplier, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
             )
         )
+    for network in networks:
+        for _, module in nnx.iter_modules(network):
+            if isinstance(module, nnx.BatchNorm):
+                module.momentum = config.bn_momentum
     return Mixture(networks, mixing=config.mixing)
 
 

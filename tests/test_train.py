@@ -222,6 +222,7 @@ def test_run_writes_log_reports_and_plots(uninterrupted):
         assert len(r["alpha"]) == len(r["test_accuracy"]) == len(r["train_loss"]) == 3
         assert sum(r["softmax_alpha"]) == pytest.approx(1.0)
         assert r["alpha_deviation"] == pytest.approx(report.alpha_deviation(r["alpha"]))
+    assert "NaN" not in (out / "log.jsonl").read_text()
     assert summary["accuracies"] == records[-1]["test_accuracy"]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert "| Baseline (c0) | digits |" in (out / "summary.md").read_text()

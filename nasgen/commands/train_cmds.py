@@ -16,7 +16,7 @@ from nasgen.space import Architecture, NasgenError, SearchSpace
 # Settings that map one to one onto TrainConfig fields (CLI flag -> field).
 _CONFIG_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "learning_rate", "weight_decay", "optimizer", "mixing",
-    "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size",
+    "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size", "bn_momentum",
 )
 
 
@@ -42,6 +42,8 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
     g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     g.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     g.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation step (default 1000)")
+    g.add_argument("--bn-momentum", type=float, default=None,
+                   help="BatchNorm running-average momentum (default 0.9, PyTorch's default)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
