@@ -36,7 +36,6 @@ from flax import nnx
 
 from nasgen.space import (
     Architecture,
-    ArchitectureError,
     NasgenError,
     SearchSpace,
     SpaceError,

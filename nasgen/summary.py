@@ -38,7 +38,6 @@ from nasgen.models import (
     POOLINGS,
     RESNET_BASELINE_SPACE,
     RESNET_INPUT_SHAPE,
-    RESNET_SPACE,
     _check_option,
     _check_resnet_space,
     _positive,
