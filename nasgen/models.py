@@ -53,6 +53,7 @@ __all__ = [
     "RESNET_INPUT_SHAPE",
     "RESNET_STAGE_WIDTHS",
     "MODEL_KINDS",
+    "BN_MOMENTUM",
     "NORMS",
     "HEADS",
     "POOLINGS",
@@ -64,6 +65,12 @@ NORMS = ("batch", None)
 HEADS = ("logits", "features")
 POOLINGS = ("max", "avg")
 MODEL_KINDS = ("chain", "resnet18")
+
+BN_MOMENTUM = 0.99
+"""Default BatchNorm momentum (flax's): running = m * running + (1 - m) * batch.
+
+PyTorch's default corresponds to 0.9 here (its ``momentum=0.1``).
+"""
 
 RESNET_INPUT_SHAPE = (28, 28)
 """Spatial input shape of :class:`ResNet18`; the stem maps it to 7x7."""
@@ -105,6 +112,12 @@ def _positive(value, what: str) -> int:
     return value
 
 
+def _momentum(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise NasgenError(f"bn_momentum must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _check_input(x: jax.Array, spatial: tuple[int, ...], channels: int, model: str) -> None:
     # Shapes are static under tracing, so this check costs nothing at run time
     # and turns an opaque XLA shape error into a message that names the fix.
@@ -138,6 +151,8 @@ class ConvChain(nnx.Module):
             returns the feature map ``(batch, *O, width)``.
         pooling: ``"max"`` or ``"avg"``, the window op used for the space's
             pool (ignored when the space has none).
+        bn_momentum: BatchNorm running-average momentum (see
+            :data:`BN_MOMENTUM`).
         rngs: ``nnx.Rngs`` for parameter initialisation.
 
     Raises:
@@ -165,9 +180,11 @@ class ConvChain(nnx.Module):
         norm: str | None = "batch",
         head: str = "logits",
         pooling: str = "max",
+        bn_momentum: float = BN_MOMENTUM,
         rngs: nnx.Rngs,
     ) -> None:
         _check_option(norm, NORMS, "norm")
+        bn_momentum = _momentum(bn_momentum)
         _check_option(head, HEADS, "head")
         _check_option(pooling, POOLINGS, "pooling")
         _positive(num_classes, "num_classes")
@@ -199,7 +216,7 @@ class ConvChain(nnx.Module):
                 nnx.Conv(features, width, kernel, stride, padding="VALID", use_bias=use_bias, rngs=rngs)
             )
             if norm == "batch":
-                norms.append(nnx.BatchNorm(width, rngs=rngs))
+                norms.append(nnx.BatchNorm(width, momentum=bn_momentum, rngs=rngs))
             features = width
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
@@ -261,11 +278,11 @@ class BasicBlock(nnx.Module):
     ``relu(x + bn(conv3x3(relu(bn(conv3x3(x))))))``, SAME padding, stride 1.
     """
 
-    def __init__(self, features: int, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, features: int, *, bn_momentum: float = BN_MOMENTUM, rngs: nnx.Rngs) -> None:
         self.conv1 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False, rngs=rngs)
-        self.bn1 = nnx.BatchNorm(features, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False, rngs=rngs)
-        self.bn2 = nnx.BatchNorm(features, rngs=rngs)
+        self.bn2 = nnx.BatchNorm(features, momentum=bn_momentum, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
@@ -286,6 +303,7 @@ class DownsamplingBlock(nnx.Module):
         out_features: output channels.
         kernel: per-dimension kernel of the generated layer.
         stride: per-dimension stride of the generated layer.
+        bn_momentum: BatchNorm running-average momentum.
         rngs: ``nnx.Rngs`` for initialisation.
     """
 
@@ -296,17 +314,18 @@ class DownsamplingBlock(nnx.Module):
         kernel: Sequence[int],
         stride: Sequence[int],
         *,
+        bn_momentum: float = BN_MOMENTUM,
         rngs: nnx.Rngs,
     ) -> None:
         kernel, stride = tuple(kernel), tuple(stride)
         self.conv1 = nnx.Conv(in_features, out_features, kernel, stride, padding="VALID", use_bias=False, rngs=rngs)
-        self.bn1 = nnx.BatchNorm(out_features, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(out_features, out_features, (3, 3), 1, padding="SAME", use_bias=False, rngs=rngs)
-        self.bn2 = nnx.BatchNorm(out_features, rngs=rngs)
+        self.bn2 = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.shortcut_conv = nnx.Conv(
             in_features, out_features, kernel, stride, padding="VALID", use_bias=False, rngs=rngs
         )
-        self.shortcut_bn = nnx.BatchNorm(out_features, rngs=rngs)
+        self.shortcut_bn = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
@@ -333,6 +352,8 @@ class ResNet18(nnx.Module):
             :func:`resnet_widths`); 1.0 is the standard network.
         num_classes: number of logits.
         in_channels: channels of the input image.
+        bn_momentum: BatchNorm running-average momentum (see
+            :data:`BN_MOMENTUM`).
         rngs: ``nnx.Rngs`` for initialisation.
 
     Raises:
@@ -353,8 +374,10 @@ class ResNet18(nnx.Module):
         width_multiplier: float = 1.0,
         num_classes: int = 10,
         in_channels: int = 1,
+        bn_momentum: float = BN_MOMENTUM,
         rngs: nnx.Rngs,
     ) -> None:
+        bn_momentum = _momentum(bn_momentum)
         if arch is None:
             arch = ORIGINAL_RESNET_ARCH
         if not isinstance(arch, Architecture):
@@ -371,11 +394,15 @@ class ResNet18(nnx.Module):
         self.stem_conv = nnx.Conv(
             in_channels, widths[0], (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False, rngs=rngs
         )
-        self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs)
-        blocks = [BasicBlock(widths[0], rngs=rngs), BasicBlock(widths[0], rngs=rngs)]
+        self.stem_bn = nnx.BatchNorm(widths[0], momentum=bn_momentum, rngs=rngs)
+        blocks = [BasicBlock(widths[0], bn_momentum=bn_momentum, rngs=rngs) for _ in range(2)]
         for l in range(3):
-            blocks.append(DownsamplingBlock(widths[l], widths[l + 1], arch.kernel[l], arch.stride[l], rngs=rngs))
-            blocks.append(BasicBlock(widths[l + 1], rngs=rngs))
+            blocks.append(
+                DownsamplingBlock(
+                    widths[l], widths[l + 1], arch.kernel[l], arch.stride[l], bn_momentum=bn_momentum, rngs=rngs
+                )
+            )
+            blocks.append(BasicBlock(widths[l + 1], bn_momentum=bn_momentum, rngs=rngs))
         self.blocks = nnx.List(blocks)
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
 
@@ -419,6 +446,7 @@ def build_model(
     in_channels: int = 1,
     width: int = 16,
     width_multiplier: float = 1.0,
+    bn_momentum: float = BN_MOMENTUM,
     rngs: nnx.Rngs,
     **options,
 ) -> nnx.Module:
@@ -438,6 +466,8 @@ def build_model(
         in_channels: input channels.
         width: channels of every chain convolution (``"chain"`` only).
         width_multiplier: ResNet stage-width multiplier (``"resnet18"`` only).
+        bn_momentum: BatchNorm running-average momentum, both kinds (see
+            :data:`BN_MOMENTUM`).
         rngs: ``nnx.Rngs`` for initialisation.
         **options: further keyword options of :class:`ConvChain`
             (``activation``, ``norm``, ``head``, ``pooling``).
@@ -460,7 +490,8 @@ def build_model(
         if space is None or arch is None:
             raise NasgenError("a chain model needs both a search space and an architecture")
         return ConvChain(
-            space, arch, num_classes=num_classes, in_channels=in_channels, width=width, rngs=rngs, **options
+            space, arch, num_classes=num_classes, in_channels=in_channels, width=width,
+            bn_momentum=bn_momentum, rngs=rngs, **options,
         )
     if options:
         raise NasgenError(
@@ -471,5 +502,6 @@ def build_model(
         if arch is not None and arch != ORIGINAL_RESNET_ARCH:
             check_membership(space, arch)
     return ResNet18(
-        arch, width_multiplier=width_multiplier, num_classes=num_classes, in_channels=in_channels, rngs=rngs
+        arch, width_multiplier=width_multiplier, num_classes=num_classes, in_channels=in_channels,
+        bn_momentum=bn_momentum, rngs=rngs,
     )

@@ -294,6 +294,21 @@ def test_batch_norm_uses_batch_statistics_in_train_and_running_averages_in_eval(
     np.testing.assert_array_equal(np.asarray(model.norms[0].mean.get_value()), mean_after)
 
 
+def test_bn_momentum_reaches_every_batch_norm():
+    def momenta(model):
+        return {m.momentum for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)}
+
+    resnet = nnx.eval_shape(lambda: build_model("resnet18", None, None, width_multiplier=1 / 16, bn_momentum=0.9, rngs=nnx.Rngs(0)))
+    assert momenta(resnet) == {0.9}
+    assert sum(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(resnet)) == 1 + 2 * 2 + 3 * 3 + 3 * 2  # stem, stage 1, downsampling blocks, their basic blocks
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
+    chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, bn_momentum=0.5, rngs=nnx.Rngs(0)))
+    assert momenta(chain) == {0.5}
+    assert momenta(nnx.eval_shape(lambda: ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {0.99}
+    with pytest.raises(NasgenError, match=r"bn_momentum must be a number in \[0, 1\)"):
+        ConvChain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
+
+
 # -- one optimisation step lowers the loss -----------------------------------------
 
 
