@@ -308,6 +308,13 @@ def _cmd_show(args) -> int:
     else:
         arch = architecture_at(space, args.rank)
     rows = arch.conv_shapes(space)
+    model_view = None
+    if args.model:
+        # built before anything is printed, so a bad model option fails with nothing half-shown
+        from nasgen.summary import summarize
+
+        model_view = summarize(space, arch, model=args.model, width=args.width, num_classes=args.num_classes,
+                               in_channels=args.in_channels, width_multiplier=args.width_multiplier)
     fmt = "x".join
     header = f"{'layer':>5}  {'kernel':>12}  {'stride':>12}  {'after conv':>12}  {'after pool':>12}"
     print(space.describe())
@@ -318,12 +325,9 @@ def _cmd_show(args) -> int:
             f"{l + 1:>5}  {fmt(map(str, arch.kernel[l])):>12}  {fmt(map(str, arch.stride[l])):>12}  "
             f"{fmt(map(str, conv)):>12}  {fmt(map(str, pooled)):>12}"
         )
-    if args.model:
-        from nasgen.summary import summarize
-
+    if model_view is not None:
         print()
-        print(summarize(space, arch, model=args.model, width=args.width, num_classes=args.num_classes,
-                        in_channels=args.in_channels, width_multiplier=args.width_multiplier))
+        print(model_view)
     return 0
 
 
