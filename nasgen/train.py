@@ -412,12 +412,18 @@ def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int
 
 
 def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
-    """Gradients of the zero-order scheme for every network and alpha, in one pass.
+    """Gradients of the zero-order scheme for every network and alpha.
 
-    Differentiates ``NLL(y, y_hat) + sum_i NLL(y, c_i(x))``: alpha's gradient
-    comes from the first term only (the only one that depends on alpha) and
-    network i's from its own term only (the mixture sees its logits through
-    ``stop_gradient``).
+    Network i's weights get ``grad NLL(y, c_i(x))``, its own loss; alpha gets
+    ``grad_alpha NLL(y, y_hat)`` with the networks' logits held fixed
+    (``stop_gradient``). This is the gradient of ``NLL(y, y_hat) + sum_i
+    NLL(y, c_i(x))`` with stopped logits in y_hat, computed network by
+    network: each network's forward and backward pass run before the next
+    network starts (an ``optimization_barrier`` orders them), so only one
+    network's activations are alive at a time. Computed jointly, XLA runs
+    every forward pass first and holds all M+1 networks' activations for the
+    backward passes, which on a CPU made the fused step slower than stepping
+    the networks one by one.
 
     Args:
         mixture: the networks and alpha (train mode updates BatchNorm statistics).
@@ -426,15 +432,31 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
 
     Returns:
         ``(grads, (mixture_loss, network_losses))`` with ``grads`` an
-        ``nnx.State`` of the mixture's ``nnx.Param`` leaves.
+        ``nnx.State`` shaped like ``nnx.state(mixture, nnx.Param)``.
     """
+    logits, losses, network_grads = [], [], []
+    inputs = images
+    for network in mixture.networks:
 
-    def loss_fn(model: Mixture):
-        logits = [network(images) for network in model.networks]
-        mixture_loss, network_losses = mixture_losses(model.alpha[...], logits, labels, model.mixing)
-        return mixture_loss + network_losses.sum(), (mixture_loss, network_losses)
+        def own_loss(model, inputs=inputs):
+            z = model(inputs)
+            return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
 
-    return nnx.grad(loss_fn, has_aux=True)(mixture)
+        (loss, z), grads = nnx.value_and_grad(own_loss, has_aux=True)(network)
+        logits.append(z)
+        losses.append(loss)
+        network_grads.append(grads)
+        # The next network's input passes through a barrier with this
+        # network's gradients, so its work cannot start before they exist.
+        inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads)))
+
+    def alpha_loss(model: Mixture):
+        return mixture_losses(model.alpha[...], logits, labels, model.mixing)[0]
+
+    mixture_loss, grads = nnx.value_and_grad(alpha_loss)(mixture)
+    for i, network_grad in enumerate(network_grads):
+        grads["networks"][i] = network_grad
+    return grads, (mixture_loss, jnp.stack(losses))
 
 
 @nnx.jit
@@ -681,7 +703,7 @@ class TrainingRun:
         Returns:
             The summary dict (see :func:`nasgen.report.summarize`).
         """
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         config = self.config
         count = len(self.train_labels)

@@ -373,3 +373,33 @@ def test_cli_train_and_resume(tmp_path, capsys, uninterrupted):
     assert code == 2 and "drop the changed options (seed)" in err
     code, out, _ = _cli(["train", "--resume", str(tmp_path / "run"), "--no-progress"], capsys)
     assert code == 0 and "Mixture training" in out
+
+
+@pytest.mark.slow
+def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
+    """The whole pipeline (sample 7x7 -> 1x1, train with ResNet-18, report) on random 28x28 images."""
+    rng = np.random.default_rng(0)
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    np.savez(data_dir / "mnist.npz", x_train=rng.integers(0, 256, (96, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 96), x_test=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 40))
+    out = tmp_path / "paper"
+    code, stdout, err = _cli(["experiment", "paper-mnist", "--samples", "2", "--output-dir", str(out),
+                              "--data-dir", str(data_dir), "--width-multiplier", "0.0625", "--epochs", "1",
+                              "--batch-size", "32", "--no-progress"], capsys)
+    assert code == 0, err
+    archs = [json.loads(line) for line in (out / "architectures.jsonl").read_text().splitlines()]
+    assert len(archs) == 2
+    from nasgen.models import RESNET_SPACE
+    from nasgen.space import check_membership
+
+    for a in archs:
+        check_membership(RESNET_SPACE, Architecture.from_dict(a))
+    config = json.loads((out / "run" / "config.json").read_text())["config"]
+    assert (config["model"], config["dataset"], config["learning_rate"], config["architectures"]) == ("resnet18", "mnist", 1e-4, archs)
+    assert "| Generated-2 | MNIST |" in stdout
+    # A second experiment into the same directory is refused, nothing changed.
+    before = _snapshot(out)
+    code, _, err = _cli(["experiment", "paper-mnist", "--output-dir", str(out), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and "not empty" in err and _snapshot(out) == before
