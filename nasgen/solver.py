@@ -1,25 +1,28 @@
 """The paper's z3 methods: All, Limited-M and Limited_Uniform-M (UniWit), and z3 model counting.
 
-The search space becomes a quantifier-free bit-vector formula F (Calhas et al.
-2022, Section 3) with one kernel, stride and size per layer position and
-dimension, and one activation boolean per layer (x_l implies x_{l-1}; the
-first n are on). Inactive layers are forced to k = s = 0 and pass their size
-through, so that one architecture is exactly one model of F projected on the
-*sampling set*: the B low bits of every kernel and stride plus the N
-activation bits (B = ``space.bit_width``). Enumeration, blocking clauses and
-XOR hashes use only that set; the sizes are auxiliary and functionally
-determined by it.
+The search space becomes a z3 formula F (Calhas et al. 2022, Section 3). Its
+decision variables are the *sampling set*: for every layer position and
+dimension the B bits of the kernel and the B bits of the stride
+(B = ``space.bit_width``), then one activation boolean per layer (x_l implies
+x_{l-1}; the first n are on), in the order of the canonical bit-vector.
+Inactive layers are forced to k = s = 0 and pass their size through, so one
+architecture is exactly one assignment of the sampling set. Enumeration,
+blocking clauses and XOR hashes use only that set; sizes and table selectors
+are auxiliary and determined by it.
 
-Widths come from the space: every arithmetic variable is a bit-vector of
-``2 * B + 2`` bits and is bounded by the input size, so no product of two
-sizes can wrap around and every value is non-negative when read as signed.
-Exact division is encoded as multiplication (``x = (c - 1) * s + k``) and
-floor rounding as ``(c - 1) * s <= x - k < c * s``.
+Without pruning, kernels and strides are bit-vectors of ``2 * B + 2`` bits
+built from those bits, sizes are bit-vector variables bounded by the input
+(no product of two sizes wraps around, no value is negative when read as
+signed), exact division is a product (``x = (c - 1) * s + k``) and floor
+rounding is ``(c - 1) * s <= x - k < c * s``.
 
-With ``prune=True`` the dynamic program of :func:`nasgen.core.layer_domains`
-first restricts every layer position's sizes and (k, s) pairs to values that
-lie on some input-to-output chain; these domains enter F as disjunctions,
-which makes the bit-blasted problem much easier without changing its models.
+With pruning, :func:`nasgen.core.layer_domains` first restricts every layer
+position to the sizes and (k, s) pairs that lie on some input-to-output
+chain, and each position becomes a table of its transitions: a propositional
+formula with the same models (for very large inputs the arithmetic is kept
+and the domains are added as disjunctions).
+
+z3's ``QF_BV`` solver bit-blasts all of it into its incremental SAT core.
 
 References:
     S. Chakraborty, K. S. Meel, M. Y. Vardi. A scalable and nearly uniform
@@ -39,11 +42,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import z3
 
 from nasgen.space import Architecture, NasgenError, SearchSpace, conv_output_size
-from nasgen.where import Where, floor_div, parse_where_all  # noqa: F401  (floor_div documents the rule)
+from nasgen.where import Where, parse_where_all
 
 __all__ = [
     "METHODS",
     "START_XORS",
+    "SamplerStatistics",
     "SolverSampler",
     "SolverVariables",
     "SolverError",
@@ -54,6 +58,10 @@ __all__ = [
 
 METHODS = ("all", "limited", "uniwit")
 START_XORS = ("paper", "count")
+
+# Above this many transition-table rows (all positions together), pruning
+# uses the arithmetic with the domains as disjunctions instead of tables.
+_TABLE_ROW_LIMIT = 20000
 
 # UniWit gives up on one sample after this many failed attempts in a row
 # (an empty cell each time); with any non-trivial space this never happens.
@@ -164,10 +172,16 @@ class _Formula:
         self._pair_cache: dict[int, frozenset] = {}
         needs_sizes = bool(wheres) or constraint is not None
         self._encode_activations()
-        if prune:
-            self._encode_tables(_layer_domains(space), link_sizes=needs_sizes)
+        domains = _layer_domains(space) if prune else None
+        # Tables are the fast encoding for the paper's sizes; for big inputs a
+        # table of every (size, k, s) row explodes, and the arithmetic with
+        # the domains as disjunctions is smaller.
+        self.encoding = "arithmetic"
+        if domains is not None and self._table_rows(domains) <= _TABLE_ROW_LIMIT:
+            self.encoding = "table"
+            self._encode_tables(domains, link_sizes=needs_sizes)
         else:
-            self._encode_arithmetic()
+            self._encode_arithmetic(domains)
         for where in wheres:
             self.assertions.append(where.fold(_Z3Algebra(self, where.magnitude(space)), space))
         if constraint is not None:
@@ -197,13 +211,19 @@ class _Formula:
 
     # -- without pruning: the paper's arithmetic ---------------------------------
 
-    def _encode_arithmetic(self) -> None:
+    def _table_rows(self, domains: list) -> int:
+        """An upper bound on the rows of every transition table together."""
+        return sum(len(dom.sizes_in) * len(dom.pairs) for row in domains for dom in row)
+
+    def _encode_arithmetic(self, domains: list | None = None) -> None:
         space, add = self.space, self.assertions.append
         for l in range(space.max_layers):
             for d in range(space.dims):
                 x = self.const(space.input_shape[d]) if l == 0 else self.size[l - 1][d]
                 k, s, conv, y = self.kernel[l][d], self.stride[l][d], self.conv[l][d], self.size[l][d]
                 on = self._arithmetic_layer(d, x, k, s, conv, y)
+                if domains is not None:
+                    on = z3.And(on, self._domain_layer(domains[l][d], x, k, s, conv, y))
                 add(z3.If(self.active[l], on, z3.And(conv == x, y == x)))
                 if space.square and d > 0:
                     add(k == self.kernel[l][0])
@@ -232,6 +252,18 @@ class _Formula:
             pk, ps = space.pool[d]
             on += [ule(c(pk), conv)] + self._window(conv, c(pk), c(ps), y)
         return z3.And(on)
+
+    def _domain_layer(self, domain: Any, x: Any, k: Any, s: Any, conv: Any, y: Any) -> Any:
+        """The pruned domains as disjunctions: each value must lie on some input-to-output chain."""
+        c = self.const
+        if not domain.pairs:
+            return z3.BoolVal(False, self.ctx)
+        one_of = lambda var, values: z3.Or([var == c(v) for v in sorted(values)])  # noqa: E731
+        # Kernels and strides separately: a sound superset of the pair set
+        # (the arithmetic decides), with far fewer terms than one per pair.
+        return z3.And(one_of(x, domain.sizes_in), one_of(k, {p[0] for p in domain.pairs}),
+                      one_of(s, {p[1] for p in domain.pairs}), one_of(conv, domain.sizes_conv),
+                      one_of(y, domain.sizes_out))
 
     def _window(self, x: Any, k: Any, s: Any, out: Any) -> list:
         """``out`` is the valid-padding output size of window (k, s) on x."""
@@ -450,10 +482,12 @@ class _Stop(Exception):
 
 
 @dataclass
-class _Statistics:
+class SamplerStatistics:
+    """Counters of one sampler: z3 queries, failed UniWit attempts, XORs per successful hashed draw."""
+
     queries: int = 0
     failures: int = 0
-    xors: list = field(default_factory=list)  # number of XORs of each successful uniwit draw
+    xors: list = field(default_factory=list)
 
 
 class SolverSampler:
@@ -523,7 +557,7 @@ class SolverSampler:
         self.start_xors = start_xors
         self.found = 0
         self.stop_reason: str | None = None
-        self.statistics = _Statistics()
+        self.statistics = SamplerStatistics()
         self._rng = random.Random(self.seed)
         self._ctx = z3.Context()
         self._formula = _Formula(space, self.prune, self.wheres, constraint, self._ctx)
@@ -568,8 +602,18 @@ class SolverSampler:
         return uniwit_pivot(self.sampling_bits, self.pivot_k)
 
     @property
+    def encoding(self) -> str:
+        """``"table"`` (pruned, propositional) or ``"arithmetic"`` (the paper's, with or without domains)."""
+        return self._formula.encoding
+
+    @property
     def variables(self) -> SolverVariables:
-        """The formula's variables (for inspection; constraints go through ``constraint``)."""
+        """The formula's variables (constraints go through ``constraint``).
+
+        With the pruned table encoding and no constraint, ``conv`` and
+        ``size`` are left unconstrained (nothing reads them); kernels,
+        strides, activations and ``layers`` always hold.
+        """
         return self._formula.variables
 
     # -- public iteration ----------------------------------------------------
@@ -584,7 +628,8 @@ class SolverSampler:
         ``"complete"`` (every architecture was yielded), ``"unsat"`` (the
         space with its constraints has none), ``"timeout"``, ``"budget"`` (a
         query hit ``query_rlimit``), ``"failed"`` (uniwit drew empty cells
-        too often in a row) or ``"interrupted"``.
+        too often in a row), ``"interrupted"`` or ``"stopped"`` (the caller
+        closed the generator early).
 
         Args:
             samples: M, how many to yield; None (``all`` only) for every one.
@@ -627,6 +672,9 @@ class SolverSampler:
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
             raise
+        finally:
+            if self.stop_reason is None:
+                self.stop_reason = "stopped"  # the caller closed the generator early
 
     # -- queries ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import z3
 from scipy.stats import binom, chisquare
 
 from nasgen import core
+from nasgen import solver
 from nasgen.solver import SolverError, SolverSampler, SolverTimeout, count_solutions, uniwit_pivot
 from nasgen.space import SearchSpace, check_membership
 from nasgen.where import parse_where
@@ -80,6 +81,18 @@ def test_all_equals_exact_enumeration(seed, prune):
         assert len(archs) == len(set(archs)), space
         assert set(archs) == set(exact), space
         assert reason == ("complete" if exact else "unsat")
+
+
+def test_pruned_arithmetic_encoding_equals_exact_enumeration(monkeypatch):
+    # Large spaces keep the arithmetic and add the domains as disjunctions;
+    # force that encoding on small ones to check it against the exact set.
+    monkeypatch.setattr(solver, "_TABLE_ROW_LIMIT", -1)
+    for space in random_spaces(5, 12):
+        with SolverSampler(space, method="all") as sampler:
+            assert sampler.encoding == "arithmetic"
+            archs = list(sampler.solutions())
+        assert len(archs) == len(set(archs))
+        assert set(archs) == set(core.enumerate_architectures(space)), space
 
 
 @pytest.mark.parametrize("prune", [True, False])
@@ -207,6 +220,15 @@ def test_solutions_stream_one_query_per_architecture():
         first = next(stream)
         check_membership(space, first)
         assert sampler.statistics.queries == 1 and sampler.found == 1
+
+
+def test_closing_the_stream_early_says_stopped():
+    space = SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2)
+    with SolverSampler(space, method="all") as sampler:
+        stream = sampler.solutions()
+        next(stream)
+        stream.close()
+        assert sampler.stop_reason == "stopped" and sampler.found == 1
 
 
 def test_unsat_space_reports_unsat():
