@@ -566,6 +566,9 @@ class SolverSampler:
         # prefix reaches both its SAT and SMT cores (a "sat."/"smt." prefix is
         # rejected here and set_param would change every other z3 user too).
         self._solver.set("random_seed", self.seed % (1 << 32))
+        # A compacted model costs more to build than the SAT query itself on
+        # these formulas; we only evaluate the sampling set in it.
+        self._solver.set("model.compact", False)
         if self.query_rlimit is not None:
             self._solver.set("rlimit", self.query_rlimit)
         self._solver.add(self._formula.assertions)
