@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -15,7 +15,7 @@ import nasgen
 from nasgen import _pykernel, core
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
 
-from .conftest import brute_force_space, small_spaces
+from .conftest import brute_force_chains, brute_force_space, small_spaces
 
 kernel = pytest.importorskip("nasgen._kernel", reason="the compiled kernel must be built (pip install .)")
 
@@ -44,6 +44,12 @@ def test_figure4_counts_depend_on_difference_only():
 
 @given(small_spaces())
 def test_enumeration_equals_brute_force(space):
+    # keep the brute force affordable: bound the product of per-dimension chain counts, found by brute force too
+    bound = sum(
+        int(np.prod([len(brute_force_chains(space, d, space.input_shape[d], L)) for d in range(space.dims)]))
+        for L in range(space.min_layers, space.max_layers + 1)
+    )
+    assume(bound <= 20000)
     expected = brute_force_space(space)
     listed = list(nasgen.enumerate_architectures(space))
     assert len(listed) == len(set(listed)), "enumeration repeated an architecture"
