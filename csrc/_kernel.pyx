@@ -38,6 +38,8 @@ cdef extern from "limbs.h" nogil:
     uint64_t nasgen_splitmix64(uint64_t *state)
     void limbs_random_below(uint64_t *out, const uint64_t *bound, int W, uint64_t *state)
     int nasgen_popcount64(uint64_t x)
+    int64_t nasgen_adjacent_sum(const uint64_t *v, int64_t M, int64_t words)
+    void nasgen_hamming(const uint64_t *v, int64_t M, int64_t words, int64_t *out)
 
 cdef struct Rules:
     int64_t kmin
@@ -539,26 +541,20 @@ def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, cons
 
 def adjacent_distance_sum(const uint64_t[:, ::1] vectors):
     """Sum over m of popcount(v[m] XOR v[m+1]) (an exact integer)."""
-    cdef int64_t M = vectors.shape[0], words = vectors.shape[1], i, w
-    cdef int64_t total = 0
+    cdef int64_t M = vectors.shape[0], words = vectors.shape[1], total = 0
+    if M < 2 or words == 0:
+        return 0
     with nogil:
-        for i in range(M - 1):
-            for w in range(words):
-                total += nasgen_popcount64(vectors[i, w] ^ vectors[i + 1, w])
+        total = nasgen_adjacent_sum(&vectors[0, 0], M, words)
     return total
 
 
 def hamming_matrix(const uint64_t[:, ::1] vectors):
     """All pairwise Hamming distances, shape (M, M) int64."""
-    cdef int64_t M = vectors.shape[0], words = vectors.shape[1], i, j, w, t
+    cdef int64_t M = vectors.shape[0], words = vectors.shape[1]
     out_a = np.zeros((M, M), dtype=np.int64)
     cdef int64_t[:, ::1] out = out_a
-    with nogil:
-        for i in range(M):
-            for j in range(i + 1, M):
-                t = 0
-                for w in range(words):
-                    t += nasgen_popcount64(vectors[i, w] ^ vectors[j, w])
-                out[i, j] = t
-                out[j, i] = t
+    if M >= 2 and words > 0:
+        with nogil:
+            nasgen_hamming(&vectors[0, 0], M, words, &out[0, 0])
     return out_a

@@ -105,4 +105,50 @@ static inline void limbs_random_below(uint64_t *out, const uint64_t *bound, int 
 
 static inline int nasgen_popcount64(uint64_t x) { return __builtin_popcountll(x); }
 
+/* Distance loops, compiled twice on x86-64: with the POPCNT instruction and without
+ * (the portable baseline lacks it and GCC then calls a slow software popcount);
+ * the CPU is asked once at run time. */
+#define NASGEN_ADJ_BODY                                                        \
+    int64_t total = 0;                                                         \
+    for (int64_t i = 0; i + 1 < M; i++) {                                      \
+        const uint64_t *a = v + i * words, *b = a + words;                     \
+        for (int64_t w = 0; w < words; w++) total += __builtin_popcountll(a[w] ^ b[w]); \
+    }                                                                          \
+    return total;
+
+#define NASGEN_HAM_BODY                                                        \
+    for (int64_t i = 0; i < M; i++) {                                          \
+        const uint64_t *a = v + i * words;                                     \
+        for (int64_t j = i + 1; j < M; j++) {                                  \
+            const uint64_t *b = v + j * words;                                 \
+            int64_t t = 0;                                                     \
+            for (int64_t w = 0; w < words; w++) t += __builtin_popcountll(a[w] ^ b[w]); \
+            out[i * M + j] = t;                                                \
+            out[j * M + i] = t;                                                \
+        }                                                                      \
+    }
+
+static int64_t nasgen_adj_generic(const uint64_t *v, int64_t M, int64_t words) { NASGEN_ADJ_BODY }
+static void nasgen_ham_generic(const uint64_t *v, int64_t M, int64_t words, int64_t *out) { NASGEN_HAM_BODY }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("popcnt")))
+static int64_t nasgen_adj_popcnt(const uint64_t *v, int64_t M, int64_t words) { NASGEN_ADJ_BODY }
+__attribute__((target("popcnt")))
+static void nasgen_ham_popcnt(const uint64_t *v, int64_t M, int64_t words, int64_t *out) { NASGEN_HAM_BODY }
+#define NASGEN_HAS_POPCNT() __builtin_cpu_supports("popcnt")
+#else
+#define nasgen_adj_popcnt nasgen_adj_generic
+#define nasgen_ham_popcnt nasgen_ham_generic
+#define NASGEN_HAS_POPCNT() 0
+#endif
+
+static inline int64_t nasgen_adjacent_sum(const uint64_t *v, int64_t M, int64_t words) {
+    return NASGEN_HAS_POPCNT() ? nasgen_adj_popcnt(v, M, words) : nasgen_adj_generic(v, M, words);
+}
+
+static inline void nasgen_hamming(const uint64_t *v, int64_t M, int64_t words, int64_t *out) {
+    if (NASGEN_HAS_POPCNT()) nasgen_ham_popcnt(v, M, words, out); else nasgen_ham_generic(v, M, words, out);
+}
+
 #endif

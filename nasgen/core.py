@@ -146,6 +146,14 @@ def _build_dimensions(space: SearchSpace, rules):
         ends.append(offset + space.output_shape[d] - 1)
         parts.append(part)
         offset += part[0].shape[0]
+    starts, kd, dim0 = [], [], []
+    for d in range(space.dims):
+        key = (space.input_shape[d], space.output_shape[d], pool_k[d], pool_s[d])
+        starts.append(offsets[key][0] + space.input_shape[d] - 1)
+        kd.append(1)
+        dim0.append(d)
+    if len(parts) == 1:  # the common case: nothing to concatenate
+        return parts[0], np.array(ends, dtype=np.int64), starts, kd, dim0
     sizes = np.concatenate([p[0] for p in parts])
     edge_ptr, conv, dst, mult = [np.zeros(1, dtype=np.int64)], [], [], []
     edge_offset = 0
@@ -157,12 +165,6 @@ def _build_dimensions(space: SearchSpace, rules):
         mult.append(p[4])
         edge_offset += len(p[3])
         state_offset += p[0].shape[0]
-    starts, kd, dim0 = [], [], []
-    for d in range(space.dims):
-        key = (space.input_shape[d], space.output_shape[d], pool_k[d], pool_s[d])
-        starts.append(offsets[key][0] + space.input_shape[d] - 1)
-        kd.append(1)
-        dim0.append(d)
     graph = (sizes, np.concatenate(edge_ptr), np.concatenate(conv), np.concatenate(dst), np.concatenate(mult))
     return graph, np.array(ends, dtype=np.int64), starts, kd, dim0
 
