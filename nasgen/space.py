@@ -441,7 +441,7 @@ def check_membership(space: SearchSpace, arch: Architecture) -> None:
             raise ArchitectureError(f"layer {l + 1}: the space is square but kernel {list(ks)} / stride {list(ss)} differ across dimensions")
         for d in range(space.dims):
             x, k, s = current[d], ks[d], ss[d]
-            if (k, s) not in _allowed(space, x, k, s):
+            if not _pair_allowed(space, x, k, s):
                 raise ArchitectureError(
                     f"layer {l + 1}, dimension {d}: kernel {k} stride {s} is not allowed on size {x} "
                     f"(need k <= {x}, s <= {x}, k {_REL_TEXT[space.relation]} s"
@@ -470,13 +470,13 @@ def check_membership(space: SearchSpace, arch: Architecture) -> None:
 _REL_TEXT = {"gt": ">", "ge": ">=", "any": "any"}
 
 
-def _allowed(space: SearchSpace, size: int, k: int, s: int) -> tuple[tuple[int, int], ...]:
-    ok = 1 <= k <= size and 1 <= s <= size and _relation_holds(k, s, space.relation)
+def _pair_allowed(space: SearchSpace, size: int, k: int, s: int) -> bool:
+    """Whether (k, s) is a pair the space offers a layer on ``size`` (divisibility aside)."""
+    if not (1 <= k <= size and 1 <= s <= size and _relation_holds(k, s, space.relation)):
+        return False
     if space.kernel_range and not space.kernel_range[0] <= k <= space.kernel_range[1]:
-        ok = False
-    if space.stride_range and not space.stride_range[0] <= s <= space.stride_range[1]:
-        ok = False
-    return ((k, s),) if ok else ()
+        return False
+    return not (space.stride_range and not space.stride_range[0] <= s <= space.stride_range[1])
 
 
 def architectures_from_lines(lines: Iterable[str], source: str = "input") -> Iterable[Architecture]:
@@ -488,9 +488,3 @@ def architectures_from_lines(lines: Iterable[str], source: str = "input") -> Ite
             yield Architecture.from_json(line)
         except ArchitectureError as exc:
             raise ArchitectureError(f"{source} line {number}: {exc}") from None
-
-
-def as_architecture(value: Architecture | dict | Sequence) -> Architecture:
-    if isinstance(value, Architecture):
-        return value
-    return Architecture.from_dict(value)
