@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,13 +11,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
 from nasgen import report
 from nasgen.core import sample
-from nasgen.data import Dataset, load_digits
+from nasgen.data import load_digits
 from nasgen.space import Architecture, ArchitectureError, NasgenError
 from nasgen.train import (
     DIGITS_BASELINE,
