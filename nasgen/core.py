@@ -104,6 +104,11 @@ class _Compiled:
         return sum(self.by_layers.values())
 
     def layer_tables(self):
+        """(feasible L values, inclusive prefix counts as limbs, the same prefix as Python ints)."""
+        return self._layer_tables
+
+    @functools.cached_property
+    def _layer_tables(self):
         values = [L for L, c in self.by_layers.items() if c]
         prefix, acc = [], 0
         for L in values:
@@ -274,11 +279,8 @@ def _require_nonempty(compiled: _Compiled) -> None:
 def _unrank(compiled: _Compiled, ranks: Sequence[int]):
     """Global ranks -> (layers, kernel, stride) arrays, in the documented enumeration order."""
     space = compiled.space
-    values = [L for L, c in compiled.by_layers.items() if c]
-    prefix, acc = [], 0
-    for L in values:
-        acc += compiled.by_layers[L]
-        prefix.append(acc)
+    values, _, prefix = compiled.layer_tables()
+    values = values.tolist()
     C = len(compiled.comp_start)
     W = compiled.g.shape[2]
     layers = np.zeros(len(ranks), dtype=np.int64)
