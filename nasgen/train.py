@@ -45,7 +45,7 @@ from flax import nnx
 
 from nasgen import report
 from nasgen.data import Dataset, batches, load_dataset
-from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_SPACE, build_model
+from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_SPACE, build_model
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
 
 __all__ = [
@@ -142,6 +142,12 @@ class TrainConfig:
             0.99 still holds ~10% of the initial statistics after the 234 steps
             of two MNIST epochs at batch 512, and the test accuracy measured
             with those running averages lags far behind the training accuracy.
+        init_scale: kernel initialisation of every conv and dense layer: a
+            number s draws kernels uniformly with variance ``s / fan_in``;
+            ``"lecun"`` is flax's LeCun normal; None picks the model's
+            default (``"lecun"`` for chains,
+            :data:`~nasgen.models.RESNET_INIT_SCALE` = 0.01 for resnet18,
+            which trains far faster at the paper's learning rate).
 
     Raises:
         NasgenError: for any invalid setting (one-line message).
@@ -166,6 +172,7 @@ class TrainConfig:
     test_limit: int | None = None
     eval_batch_size: int = 1000
     bn_momentum: float = 0.9
+    init_scale: float | str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -202,6 +209,13 @@ class TrainConfig:
         if not (isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum < 1):
             raise NasgenError(f"BatchNorm momentum must be in [0, 1), got {self.bn_momentum!r}")
         set_("bn_momentum", float(self.bn_momentum))
+        if self.init_scale is None:
+            set_("init_scale", "lecun" if self.model == "chain" else RESNET_INIT_SCALE)
+        if self.init_scale != "lecun":
+            value = self.init_scale
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+                raise NasgenError(f"init scale must be a positive number or 'lecun', got {value!r}")
+            set_("init_scale", float(value))
         archs = _arch_dicts(self.architectures)
         set_("architectures", archs)
         space = self.search_space()
@@ -401,7 +415,8 @@ def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int
         networks.append(
             build_model(
                 config.model, kind_space, arch, num_classes=num_classes, in_channels=in_channels,
-                width=config.width, width_multiplier=config.width_multiplier, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
+                width=config.width, width_multiplier=config.width_multiplier,
+                init_scale=None if config.init_scale == "lecun" else config.init_scale, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
             )
         )
     for network in networks:

@@ -20,6 +20,7 @@ import nasgen
 from nasgen.models import (
     ORIGINAL_RESNET_ARCH,
     RESNET_BASELINE_SPACE,
+    RESNET_INIT_SCALE,
     RESNET_SPACE,
     ConvChain,
     ResNet18,
@@ -307,6 +308,48 @@ def test_bn_momentum_reaches_every_batch_norm():
     assert momenta(nnx.eval_shape(lambda: ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {0.99}
     with pytest.raises(NasgenError, match=r"bn_momentum must be a number in \[0, 1\)"):
         ConvChain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
+
+
+def _kernel_variances(model):
+    """(empirical variance, fan_in) of every conv and dense kernel."""
+    out = []
+    for _, m in nnx.iter_modules(model):
+        if isinstance(m, (nnx.Conv, nnx.Linear)):
+            k = np.asarray(m.kernel[...], np.float64)
+            out.append((k.var(), int(np.prod(k.shape[:-1]))))
+    return out
+
+
+@pytest.mark.parametrize("scale", [RESNET_INIT_SCALE, 1 / 3, 2.0])
+def test_init_scale_sets_kernel_variance(scale):
+    """Every kernel has variance scale / fan_in (uniform draws), the head included."""
+    model = ResNet18(width_multiplier=0.25, init_scale=scale, rngs=nnx.Rngs(3))
+    variances = _kernel_variances(model)
+    assert len(variances) == 1 + 2 * 2 + 3 * 3 + 3 * 2 + 1  # stem, stage 1, downsampling, basic blocks, head
+    pooled = [v * fan_in / scale for v, fan_in in variances]
+    # Each ratio is an estimate of 1 from at least 160 draws (the head: 128 x 10 = 1280).
+    assert np.median(pooled) == pytest.approx(1.0, rel=0.05)
+    assert all(0.6 < r < 1.4 for r in pooled)
+    # Uniform on [-b, b] with b^2 / 3 = scale / fan_in: nothing beyond the bound.
+    for _, m in nnx.iter_modules(model):
+        if isinstance(m, nnx.Conv):
+            k = np.asarray(m.kernel[...])
+            bound = np.sqrt(3 * scale / np.prod(k.shape[:-1]))
+            assert np.abs(k).max() <= bound * (1 + 1e-6)
+
+
+def test_init_scale_defaults_and_errors():
+    lecun = _kernel_variances(build_model("chain", CHAIN_SPACE, Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1))),
+                                          width=64, rngs=nnx.Rngs(0)))
+    # Chains keep flax's LeCun normal: variance 1 / fan_in.
+    assert np.median([v * f for v, f in lecun]) == pytest.approx(1.0, rel=0.15)
+    resnet = _kernel_variances(build_model("resnet18", None, None, width_multiplier=0.25, rngs=nnx.Rngs(0)))
+    assert np.median([v * f for v, f in resnet]) == pytest.approx(RESNET_INIT_SCALE, rel=0.05)
+    flax_default = _kernel_variances(build_model("resnet18", None, None, width_multiplier=0.25, init_scale=None, rngs=nnx.Rngs(0)))
+    assert np.median([v * f for v, f in flax_default]) == pytest.approx(1.0, rel=0.05)
+    for bad in (0, -1.0, True, "big"):
+        with pytest.raises(NasgenError, match="init_scale must be a positive number"):
+            ResNet18(width_multiplier=1 / 16, init_scale=bad, rngs=nnx.Rngs(0))
 
 
 # -- one optimisation step lowers the loss -----------------------------------------

@@ -316,6 +316,11 @@ def test_paper_defaults_for_mnist():
                          model="resnet18", dataset="mnist")
     assert (config.epochs, config.batch_size, config.learning_rate, config.weight_decay, config.seed) == (10, 512, 1e-4, 1e-4, 42)
     assert (config.optimizer, config.mixing) == ("adam-l2", "logits")
+    assert config.init_scale == 0.01 and _tiny_config().init_scale == "lecun"
+    assert _tiny_config(init_scale=0.5).init_scale == 0.5
+    for bad in (0, float("nan"), "big", True):
+        with pytest.raises(NasgenError, match="init scale must be a positive number or 'lecun'"):
+            _tiny_config(init_scale=bad)
 
 
 def test_probability_mixing_runs(tmp_path, digits):
@@ -356,6 +361,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     code, _, err = _cli(["train", "--architectures", str(foreign), "--output-dir", str(tmp_path / "r"),
                          "--dataset", "mnist", "--data-dir", str(tmp_path / "no-mnist")], capsys)
     assert code == 2 and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(["train", "--architectures", str(foreign), "--output-dir", str(tmp_path / "r"), "--init-scale", "big"], capsys)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "'big' is not a positive number or 'lecun'" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -17,7 +17,21 @@ from nasgen.space import Architecture, NasgenError, SearchSpace
 _CONFIG_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "learning_rate", "weight_decay", "optimizer", "mixing",
     "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size", "bn_momentum",
+    "init_scale",
 )
+
+
+def _init_scale(text: str):
+    """``--init-scale``: a positive number or ``lecun``."""
+    if text.strip().lower() == "lecun":
+        return "lecun"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number or 'lecun'")
+    return value
 
 
 def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool = True) -> None:
@@ -44,6 +58,9 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
     g.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation step (default 1000)")
     g.add_argument("--bn-momentum", type=float, default=None,
                    help="BatchNorm running-average momentum (default 0.9, PyTorch's default)")
+    g.add_argument("--init-scale", type=_init_scale, default=None,
+                   help="kernel init: variance = SCALE / fan_in (uniform), or 'lecun' (flax's default) "
+                        "(default: 0.01 for resnet18, lecun for chain)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
