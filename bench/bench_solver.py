@@ -118,6 +118,78 @@ def pruning_section(repeats: int, timeout: float) -> list[str]:
     return lines
 
 
+def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
+    """Enumerate every model the way ``all`` does, timing each phase of the per-model round trip.
+
+    ``space=None`` is the floor: a formula of 12 free booleans (4,095 models
+    once ``Or`` excludes all-false), so check, model and blocking cost only
+    z3's fixed per-query work.
+    """
+    import z3
+
+    from nasgen.solver import _Formula
+
+    ctx = z3.Context()
+    solver = z3.SolverFor("QF_BV", ctx=ctx)
+    solver.set("model.compact", False)
+    if space is None:
+        bits = [z3.Bool(f"b{i}", ctx) for i in range(12)]
+        one, zero = z3.BitVecVal(1, 1, ctx), z3.BitVecVal(0, 1, ctx)
+        packed = z3.Concat([z3.If(b, one, zero) for b in bits][::-1])
+        solver.add(z3.Or(bits))
+
+        negations = [z3.Not(b) for b in bits]
+
+        def block(v):  # through the C API, as nasgen's blocking_clause does
+            literals = [(negations[i] if v >> i & 1 else b).as_ast() for i, b in enumerate(bits)]
+            array = (z3.Ast * len(literals))(*literals)
+            return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(literals), array), ctx)
+    else:
+        formula = _Formula(space, prune, [], None, ctx)
+        packed, block = formula.packed, formula.blocking_clause
+        solver.add(formula.assertions)
+    phases = dict(check=0.0, model=0.0, decode=0.0, block=0.0)
+    models = 0
+    while True:
+        t0 = time.perf_counter()
+        result = solver.check()
+        t1 = time.perf_counter()
+        phases["check"] += t1 - t0
+        if result != z3.sat:
+            break
+        model = solver.model()
+        t2 = time.perf_counter()
+        vector = model.eval(packed, model_completion=True).as_long()
+        t3 = time.perf_counter()
+        solver.add(block(vector))
+        t4 = time.perf_counter()
+        phases["model"] += t2 - t1
+        phases["decode"] += t3 - t2
+        phases["block"] += t4 - t3
+        models += 1
+    return models, phases
+
+
+def round_trip_section() -> list[str]:
+    """Why pruning cannot make ``all`` 10x faster here: z3's per-model round trip."""
+    lines = ["## Where the time of `all` goes: one z3 round trip per architecture", "",
+             "`all` asks z3 for one model per query and blocks it (the paper's All). Microseconds per "
+             "architecture, by phase; the last row is a formula of 12 free booleans, the fixed cost of "
+             "one query, model and blocking clause however small the formula.", "",
+             "| formula | models | check | model | decode | block | total |", "|---|---|---|---|---|---|---|"]
+    space = space_for(3, 3, True)
+    rows = [("3-D, 3 layers, pooled, pruned (table)", space, True),
+            ("3-D, 3 layers, pooled, unpruned (arithmetic)", space, False),
+            ("floor: 12 free booleans", None, True)]
+    for label, sp, prune in rows:
+        models, phases = _round_trip(sp, prune)
+        us = {k: v / max(models, 1) * 1e6 for k, v in phases.items()}
+        lines.append(f"| {label} | {models} | {us['check']:.0f} | {us['model']:.0f} | {us['decode']:.0f} | "
+                     f"{us['block']:.0f} | {sum(us.values()):.0f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def adj_t_section(pooled: bool, layer_range, repeats: int, timeout: float) -> list[str]:
     table = "table2_adj_t_pool_2_1" if pooled else "table1_adj_t_no_pool"
     title = "Table 2 (pool (2, 1))" if pooled else "Table 1 (no pool)"
@@ -273,7 +345,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cell-timeout", type=float, default=30.0, help="seconds before a cell gives up")
     parser.add_argument("--quick", action="store_true", help="one repeat, smaller grids")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--pruning-only", action="store_true",
+                        help="only the pruning and round-trip sections, printed (no file written)")
     args = parser.parse_args(argv)
+    if args.pruning_only:
+        pruning_section(args.repeats, args.cell_timeout)
+        round_trip_section()
+        return 0
     repeats = 1 if args.quick else args.repeats
     args.out.mkdir(parents=True, exist_ok=True)
     header = [
@@ -286,6 +364,7 @@ def main(argv=None) -> int:
     ]
     sections = []
     sections += pruning_section(repeats, args.cell_timeout) + [""]
+    sections += round_trip_section() + [""]
     lines, plot = time_section(repeats, args.cell_timeout)
     sections += lines + table4_plot(args.out, plot) + [""]
     sections += adj_t_section(False, (2, 3) if args.quick else (2, 3, 4), repeats, args.cell_timeout) + [""]
