@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import jax
@@ -143,6 +145,8 @@ def run_case(name: str, config: TrainConfig, x: np.ndarray, y: np.ndarray, steps
         "fused_img_s": images / fused,
         "sequential_img_s": images / sequential,
         "speedup": sequential / fused,
+        # Each round's sequential time over the fused time measured next to it.
+        "paired": sorted(q / f for f, q in zip(fused_times, sequential_times)),
         "fused_compile_s": fused_compile,
         "sequential_compile_s": sequential_compile,
         "flops_per_step": flops,
@@ -185,6 +189,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20, help="M, generated networks")
     parser.add_argument("--width-multiplier", type=float, default=0.25)
     parser.add_argument("--data-dir", default=None, help="MNIST for the resnet case")
+    parser.add_argument("--out", default=None, help="also append the table to this markdown file")
     args = parser.parse_args()
 
     peak = matmul_peak()
@@ -197,15 +202,24 @@ def main() -> None:
           f"(2048^3, median of 10): {peak / 1e9:.1f} GFLOP/s")
     header = ("case", "nets", "batch", "fused s/step", "seq s/round", "fused img/s", "seq img/s",
               "fused/seq speedup", "compile fused s", "compile seq s", "GFLOP/step", "GFLOP/s", "of peak")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        print(
+        lines.append(
             f"| {r['case']} | {r['networks']} | {r['batch']} | {r['fused_s']:.4f} | {r['sequential_s']:.4f} | "
             f"{r['fused_img_s']:.0f} | {r['sequential_img_s']:.0f} | {r['speedup']:.2f}x | "
             f"{r['fused_compile_s']:.1f} | {r['sequential_compile_s']:.1f} | {r['flops_per_step'] / 1e9:.3f} | "
             f"{r['flop_s'] / 1e9:.1f} | {r['flop_s'] / peak:.1%} |"
         )
+    lines.append("")
+    for r in rows:
+        paired = ", ".join(f"{v:.2f}" for v in r["paired"])
+        lines.append(f"{r['case']}: sequential/fused per interleaved round, sorted: {paired}")
+    print("\n".join(lines))
+    if args.out is not None:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
+                    f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs); "
+                    f"matmul peak {peak / 1e9:.1f} GFLOP/s\n\n" + "\n".join(lines) + "\n\n")
 
 
 if __name__ == "__main__":

@@ -434,11 +434,12 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
     (``stop_gradient``). This is the gradient of ``NLL(y, y_hat) + sum_i
     NLL(y, c_i(x))`` with stopped logits in y_hat, computed network by
     network: each network's forward and backward pass run before the next
-    network starts (an ``optimization_barrier`` orders them), so only one
-    network's activations are alive at a time. Computed jointly, XLA runs
-    every forward pass first and holds all M+1 networks' activations for the
-    backward passes, which on a CPU made the fused step slower than stepping
-    the networks one by one.
+    network starts (an ``optimization_barrier`` orders them). Computed
+    jointly, XLA ran every forward pass first and the fused step was slower
+    on a CPU than stepping the networks one by one; ordered, it is faster
+    (see docs/training.md). XLA's CPU backend still gives every network its
+    own scratch buffers (about 109 MB per width-1/4 ResNet at batch 512, by
+    ``memory_analysis``), barrier or not.
 
     Args:
         mixture: the networks and alpha (train mode updates BatchNorm statistics).
