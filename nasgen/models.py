@@ -82,10 +82,10 @@ not change the function, only how far one optimiser step moves it: Adam's
 steps have a size set by the learning rate alone, so a smaller kernel turns
 more per step. At the paper's learning rate 1e-4, LeCun-scale kernels
 (``init_scale=1``, flax's default) train slowly: in a 2-epoch MNIST run of
-the original network at width 1/4 (batch 512, seed 42) the test accuracy
+the original network at width 1/4 (batch 512, data order of seed 42) the test accuracy
 was 0.905 at scale 1, 0.949 at 1/3 (PyTorch's default), 0.964-0.968 at 0.1,
 0.974-0.975 at 0.03 and 0.979 at 0.01. The head gets the same scale, so the
-initial logits are near zero. See docs/models.md.
+initial logits are near zero. See docs/training.md.
 """
 
 RESNET_INPUT_SHAPE = (28, 28)
