@@ -127,7 +127,7 @@ def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
     """
     import z3
 
-    from nasgen.solver import _Formula
+    from nasgen.solver import _Formula, clause
 
     ctx = z3.Context()
     solver = z3.SolverFor("QF_BV", ctx=ctx)
@@ -140,10 +140,8 @@ def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
 
         negations = [z3.Not(b) for b in bits]
 
-        def block(v):  # through the C API, as nasgen's blocking_clause does
-            literals = [(negations[i] if v >> i & 1 else b).as_ast() for i, b in enumerate(bits)]
-            array = (z3.Ast * len(literals))(*literals)
-            return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(literals), array), ctx)
+        def block(v):  # as nasgen's blocking_clause does
+            return clause(ctx, [(negations[i] if v >> i & 1 else b).as_ast() for i, b in enumerate(bits)])
     else:
         formula = _Formula(space, prune, [], None, ctx)
         packed, block = formula.packed, formula.blocking_clause

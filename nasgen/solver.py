@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import z3
 
 from nasgen.space import Architecture, NasgenError, SearchSpace, conv_output_size
-from nasgen.where import Where, parse_where_all
+from nasgen.where import OperatorAlgebra, Where, parse_where_all
 
 __all__ = [
     "METHODS",
@@ -373,10 +373,7 @@ class _Formula:
     def blocking_clause(self, vector: int) -> Any:
         """The clause over the sampling set that excludes exactly this canonical bit-vector."""
         literals = [self._negative[i] if vector >> i & 1 else self._positive[i] for i in range(len(self.sampling))]
-        # Built through the C API: z3py's Or coerces every argument, which
-        # costs more than the SAT query itself on small spaces.
-        array = (z3.Ast * len(literals))(*literals)
-        return z3.BoolRef(z3.Z3_mk_or(self.ctx.ref(), len(literals), array), self.ctx)
+        return clause(self.ctx, literals)
 
     def xor_constraint(self, mask: int, parity: int) -> Any:
         """``XOR of the sampling bits selected by mask == parity`` (one row of an H_xor hash)."""
@@ -387,6 +384,16 @@ class _Formula:
         for bit in chosen[1:]:
             acc = z3.Xor(acc, bit)
         return acc if parity else z3.Not(acc)
+
+
+def clause(ctx: z3.Context, literals: Sequence) -> z3.BoolRef:
+    """The disjunction of boolean ASTs (``.as_ast()`` pointers), built through the C API.
+
+    z3py's ``Or`` coerces every argument, which costs more than the SAT query
+    itself on small spaces.
+    """
+    array = (z3.Ast * len(literals))(*literals)
+    return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(literals), array), ctx)
 
 
 def _layer_domains(space: SearchSpace):
@@ -410,7 +417,7 @@ def _user_constraints(constraint: Constraint, variables: SolverVariables, ctx: z
     return items
 
 
-class _Z3Algebra:
+class _Z3Algebra(OperatorAlgebra):
     """Lowers a :class:`Where` onto F with signed bit-vectors wide enough for every intermediate."""
 
     def __init__(self, formula: _Formula, magnitude: int) -> None:
@@ -430,24 +437,16 @@ class _Z3Algebra:
         table = {"k": self.f.kernel, "s": self.f.stride, "size": self.f.size}[name]
         return self._int(table[layer][dim])
 
-    def neg(self, x: Any) -> Any:
-        return -x
-
-    def arith(self, op: str, a: Any, b: Any) -> Any:
+    def floor_div(self, a: Any, b: Any) -> Any:
+        # bvsdiv truncates toward zero; Python floors. x // 0 is 0 by the language's rule.
         zero = self.const(0)
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "//":
-            # bvsdiv truncates toward zero; Python floors. x // 0 is 0 by the language's rule.
-            q, r = a / b, z3.SRem(a, b)
-            floored = z3.If(z3.And(r != zero, (r < zero) != (b < zero)), q - 1, q)
-            return z3.If(b == zero, zero, floored)
+        q, r = a / b, z3.SRem(a, b)
+        floored = z3.If(z3.And(r != zero, (r < zero) != (b < zero)), q - 1, q)
+        return z3.If(b == zero, zero, floored)
+
+    def floor_mod(self, a: Any, b: Any) -> Any:
         # bvsmod takes the divisor's sign, as Python's % does; x % 0 is x.
-        return z3.If(b == zero, a, a % b)
+        return z3.If(b == self.const(0), a, a % b)
 
     def call(self, fn: str, args: list) -> Any:
         if fn == "abs":
@@ -459,9 +458,6 @@ class _Z3Algebra:
         for x in args[1:]:
             best = z3.If(x > best, x, best) if fn == "max" else z3.If(x < best, x, best)
         return best
-
-    def compare(self, op: str, a: Any, b: Any) -> Any:
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[op]
 
     def and_(self, xs: list) -> Any:
         return z3.And(xs)

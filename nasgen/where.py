@@ -30,6 +30,7 @@ its own algebra; :meth:`Where.evaluate` is the pure-Python reference.
 from __future__ import annotations
 
 import ast
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NoReturn, Protocol, Sequence
 
@@ -68,6 +69,37 @@ class Algebra(Protocol):
     def and_(self, xs: list) -> Any: ...
     def or_(self, xs: list) -> Any: ...
     def not_(self, x: Any) -> Any: ...
+
+
+_ARITH_FN = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_COMPARE_FN = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+              "==": operator.eq, "!=": operator.ne}
+
+
+class OperatorAlgebra:
+    """The :class:`Algebra` methods for values that overload Python's operators.
+
+    Python ints and z3 bit-vectors share ``-x``, ``+ - *`` and the six
+    comparisons; subclasses give ``floor_div`` and ``floor_mod`` (Python's
+    ``//`` and ``%`` with ``x // 0 == 0`` and ``x % 0 == x``) and the rest.
+    """
+
+    def neg(self, x: Any) -> Any:
+        return -x
+
+    def arith(self, op: str, a: Any, b: Any) -> Any:
+        if op in _ARITH_FN:
+            return _ARITH_FN[op](a, b)
+        return self.floor_div(a, b) if op == "//" else self.floor_mod(a, b)
+
+    def compare(self, op: str, a: Any, b: Any) -> Any:
+        return _COMPARE_FN[op](a, b)
+
+    def floor_div(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def floor_mod(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -434,7 +466,7 @@ def floor_mod(a: int, b: int) -> int:
     return a if b == 0 else a % b
 
 
-class _PythonAlgebra:
+class _PythonAlgebra(OperatorAlgebra):
     """Evaluates on one architecture: the reference semantics."""
 
     def __init__(self, arch: Architecture, space: SearchSpace) -> None:
@@ -454,29 +486,16 @@ class _PythonAlgebra:
             return self.values[name][layer][dim]
         return self.output[dim] if name == "size" else 0
 
-    def neg(self, x: int) -> int:
-        return -x
+    def floor_div(self, a: int, b: int) -> int:
+        return floor_div(a, b)
 
-    def arith(self, op: str, a: int, b: int) -> int:
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "//":
-            return floor_div(a, b)
+    def floor_mod(self, a: int, b: int) -> int:
         return floor_mod(a, b)
 
     def call(self, fn: str, args: list) -> int:
         if fn == "abs":
             return abs(args[0])
         return {"sum": sum, "max": max, "min": min}[fn](args)
-
-    def compare(self, op: str, a: int, b: int) -> bool:
-        return {
-            "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b,
-        }[op]
 
     def and_(self, xs: list) -> bool:
         return all(xs)

@@ -245,18 +245,20 @@ def _cmd_paper_mnist(args) -> int:
         changed = sorted(k for k, v in options.items() if stored.get(k) != v)
         if changed:
             raise NasgenError(f"--resume continues the experiment in {root} with its own settings; drop {', '.join(changed)}")
-        config_data = stored
+        config_data, data = stored, None
     else:
         root = Path(args.output_dir)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise NasgenError(f"output directory {root} is not empty; choose a new or empty directory (nothing was overwritten)")
-        if args.fetch:
-            try:
-                load_mnist(options.get("data_dir") or _default_cache())
-            except DataError:
-                options["data_dir"] = str(fetch_mnist(options.get("data_dir"), log=_log))
-        # Load before sampling so that missing data fails before any work.
-        load_mnist(options.get("data_dir") or _default_cache())
+        # Load before sampling so that missing data fails before any work;
+        # the training below reuses these arrays.
+        try:
+            data = load_mnist(options.get("data_dir") or _default_cache())
+        except DataError:
+            if not args.fetch:
+                raise
+            options["data_dir"] = str(fetch_mnist(options.get("data_dir"), log=_log))
+            data = load_mnist(options["data_dir"])
         archs = _sample_resnet_architectures(args.method, args.samples, args.sample_seed)
         root.mkdir(parents=True, exist_ok=True)
         from nasgen.core import write_architectures
@@ -271,7 +273,7 @@ def _cmd_paper_mnist(args) -> int:
     from nasgen.train import TrainConfig, train
 
     config = TrainConfig.from_dict(config_data)
-    train(config, root / "run", resume=args.resume is not None, progress=not args.no_progress)
+    train(config, root / "run", resume=args.resume is not None, dataset=data, progress=not args.no_progress)
     _print_summary(root / "run")
     return 0
 
