@@ -25,6 +25,7 @@ from nasgen.models import (
     ConvChain,
     ResNet18,
     build_model,
+    max_pool,
     resnet_widths,
 )
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
@@ -318,6 +319,40 @@ def _kernel_variances(model):
             k = np.asarray(m.kernel[...], np.float64)
             out.append((k.var(), int(np.prod(k.shape[:-1]))))
     return out
+
+
+@pytest.mark.parametrize(
+    "shape, window, strides, padding",
+    [
+        ((3, 9, 9, 2), (3, 3), (2, 2), ((1, 1), (1, 1))),  # the ResNet stem's pool
+        ((2, 10, 7, 3), (2, 3), (2, 1), "VALID"),
+        ((2, 11, 3), (4,), (3,), ((2, 1),)),
+        ((2, 6, 5, 4, 2), (2, 2, 3), (1, 2, 1), "SAME"),
+        ((1, 5, 5, 1), (5, 5), (1, 1), "VALID"),
+    ],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_matches_flax_values_and_gradients(shape, window, strides, padding, ties):
+    """Same outputs and same vector-Jacobian products as nnx.max_pool (JAX's reduce_window rule).
+
+    With ties (values drawn from {0, 1, 2}, as after a ReLU) both give each
+    window's cotangent to its first maximum, so the gradients agree too.
+    """
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 3, shape) if ties else rng.normal(size=shape)
+    x = jnp.asarray(x, jnp.float32)
+    y_ref, vjp_ref = jax.vjp(lambda a: nnx.max_pool(a, window, strides, padding), x)
+    y, vjp = jax.vjp(lambda a: max_pool(a, window, strides, padding), x)
+    np.testing.assert_array_equal(y, y_ref)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    (grad,), (grad_ref,) = vjp(g), vjp_ref(g)
+    # Overlapping windows may add the same cotangents in another order.
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-6)
+    # Every cotangent lands somewhere: the gradient's total is the cotangents' total.
+    assert float(grad.sum()) == pytest.approx(float(g.sum()), rel=1e-5, abs=1e-5)
+    # Under jit and inside jax.grad of a scalar loss, too.
+    loss = lambda f: jax.jit(jax.grad(lambda a: (f(a, window, strides, padding) ** 2).sum()))
+    np.testing.assert_allclose(loss(max_pool)(x), loss(nnx.max_pool)(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [RESNET_INIT_SCALE, 1 / 3, 2.0])
