@@ -107,7 +107,7 @@ def pool_gradient_case(repeats: int = 20) -> dict:
     for _ in range(repeats):
         flax_times.append(_median_seconds(flax_grad, 1))
         nasgen_times.append(_median_seconds(nasgen_grad, 1))
-    return {"flax_s": statistics.median(flax_times), "nasgen_s": statistics.median(nasgen_times)}
+    return {"flax_s": statistics.median(flax_times), "nasgen_s": statistics.median(nasgen_times), "repeats": repeats}
 
 
 def _single_step_factory():
@@ -223,14 +223,11 @@ def main() -> None:
 
     if args.case == "pool":
         r = pool_gradient_case()
-        line = (f"ResNet stem max pool (512x14x14x16, 3x3 stride 2) value+gradient, median of 20 interleaved: "
-                f"nnx.max_pool {r['flax_s'] * 1e3:.2f} ms, nasgen.models.max_pool {r['nasgen_s'] * 1e3:.2f} ms, "
-                f"{r['flax_s'] / r['nasgen_s']:.2f}x")
+        line = (f"ResNet stem max pool (512x14x14x16, 3x3 stride 2) value+gradient, median of {r['repeats']} "
+                f"interleaved: nnx.max_pool {r['flax_s'] * 1e3:.2f} ms, nasgen.models.max_pool "
+                f"{r['nasgen_s'] * 1e3:.2f} ms, {r['flax_s'] / r['nasgen_s']:.2f}x")
         print(line)
-        if args.out is not None:
-            with open(args.out, "a", encoding="utf-8") as f:
-                f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
-                        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs)\n\n{line}\n\n")
+        _append_result(args.out, "", line)
         return
     peak = matmul_peak()
     rows = []
@@ -255,11 +252,16 @@ def main() -> None:
         paired = ", ".join(f"{v:.2f}" for v in r["paired"])
         lines.append(f"{r['case']}: sequential/fused per interleaved round, sorted: {paired}")
     print("\n".join(lines))
-    if args.out is not None:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
-                    f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs); "
-                    f"matmul peak {peak / 1e9:.1f} GFLOP/s\n\n" + "\n".join(lines) + "\n\n")
+    _append_result(args.out, f"; matmul peak {peak / 1e9:.1f} GFLOP/s", "\n".join(lines))
+
+
+def _append_result(path: str | None, note: str, body: str) -> None:
+    """Append ``body`` under a line naming this command, the time and the CPU count (nothing if no path)."""
+    if path is None:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
+                f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs){note}\n\n{body}\n\n")
 
 
 if __name__ == "__main__":

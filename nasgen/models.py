@@ -176,8 +176,7 @@ def max_pool(
         padding: ``"VALID"``, ``"SAME"`` or one ``(low, high)`` pair per
             spatial axis; padding never wins the max.
     """
-    k = len(window_shape)
-    strides = tuple(strides) if strides is not None else (1,) * k
+    strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(x.shape[1:-1], window_shape, strides, padding)
     return _max_pool(x, tuple(window_shape), strides, tuple(tuple(p) for p in padding))
