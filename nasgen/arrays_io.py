@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 import zipfile
@@ -28,7 +29,7 @@ import numpy as np
 
 from nasgen.space import ArchitectureError, NasgenError, SearchSpace, architectures_from_lines
 
-__all__ = ["FORMATS", "ArchitectureWriter", "format_for", "read_arrays", "write_arrays"]
+__all__ = ["FORMATS", "ArchitectureWriter", "StagedFile", "format_for", "iter_arrays", "read_arrays", "write_arrays"]
 
 FORMATS = ("jsonl", "npz")
 
@@ -81,20 +82,113 @@ def _jsonl_lines(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> 
     return "".join(line + "\n" for line in lines)
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the umask (mkstemp's 0o600 is stricter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class StagedFile:
+    """A file written beside its target under a temporary name and renamed into place by :meth:`commit`.
+
+    A target that exists and is not a regular file (``/dev/full``, a FIFO) is
+    not staged: renaming onto it would replace the device node, so it is
+    opened and written in place and :attr:`regular` is False.
+
+    Args:
+        path: the target.
+        binary: open the temporary file in binary mode.
+
+    Raises:
+        NasgenError: the target is a directory, or its folder is missing, not a
+            folder or not writable (named, with the OS reason).
+    """
+
+    def __init__(self, path: str | os.PathLike, binary: bool = False) -> None:
+        self.path = Path(path)
+        self.temp: Path | None = None
+        try:
+            target = Path(os.path.realpath(self.path))  # write through a symlink, not over it
+            try:
+                info = target.stat()
+            except FileNotFoundError:
+                info = None
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                raise NasgenError(f"cannot write {self.path}: it is a directory")
+            self.regular = info is None or stat.S_ISREG(info.st_mode)
+            if not self.regular:
+                self.handle = open(target, "wb" if binary else "w", encoding=None if binary else "utf-8")
+                return
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            self.temp, self.target = Path(name), target
+            try:
+                os.chmod(fd, stat.S_IMODE(info.st_mode) if info is not None else _new_file_mode())
+                self.handle = os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8")
+            except BaseException:
+                os.close(fd)
+                self.temp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise NasgenError(f"cannot write {self.path}: {_reason(exc)}") from None
+
+    def write(self, data) -> None:
+        """Write and flush ``data``; an OS error becomes a NasgenError naming the target (a closed pipe stays BrokenPipeError)."""
+        try:
+            self.handle.write(data)
+            self.handle.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise NasgenError(f"cannot write {self.path}: {_reason(exc)}") from None
+
+    def commit(self) -> None:
+        """Close the file and rename it onto the target."""
+        try:
+            self.handle.close()
+            if self.temp is not None:
+                os.replace(self.temp, self.target)
+                self.temp = None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self.discard()
+            raise NasgenError(f"cannot write {self.path}: {_reason(exc)}") from None
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; the target stays as it was."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # the data is being thrown away; a failing flush does not matter
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
+            self.temp = None
+
+
 class ArchitectureWriter:
     """Streams architecture chunks to a JSON Lines or npz file (or JSON Lines to stdout).
 
-    A file target is written through a temporary file in the same folder and
-    renamed into place by :meth:`close` (``commit=True``, also on an
+    A regular-file target is written through a temporary file in the same
+    folder and renamed into place by :meth:`close` (``commit=True``, also on an
     interrupt); ``close(commit=False)`` removes the temporary file and leaves
-    any existing target untouched. JSON Lines are flushed after every chunk.
+    any existing target untouched. A device or FIFO target (``/dev/null``) is
+    written in place. JSON Lines are flushed after every chunk; if standard
+    output is a regular file and a write fails (a full disk), it is cut back
+    to the last complete line.
 
     Args:
         path: the target file, or None / ``"-"`` for standard output.
         fmt: ``"jsonl"`` or ``"npz"``; default from the file name.
 
     Raises:
-        NasgenError: the folder does not exist or cannot be written.
+        NasgenError: the folder does not exist or cannot be written; later, a
+            failed write (named, with the OS reason). A closed standard output
+            raises BrokenPipeError (the CLI exits quietly).
     """
 
     def __init__(self, path: str | os.PathLike | None, fmt: str | None = None) -> None:
@@ -102,23 +196,17 @@ class ArchitectureWriter:
         self.path = None if path in (None, "-") else Path(path)
         self.written = 0
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._temp: Path | None = None
-        self._handle: IO[str] | None = None
+        self._file: StagedFile | None = None
+        self._stdout_good: int | None = None
         if self.path is None:
-            self._handle = sys.stdout
+            self._stdout_good = _stdout_offset()
             return
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        try:
-            if self.path.is_dir():
-                raise NasgenError(f"cannot write {self.path}: it is a directory")
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=folder)
-        except OSError as exc:
-            raise NasgenError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._temp = Path(name)
-        if self.format == "jsonl":
-            self._handle = os.fdopen(fd, "w", encoding="utf-8")
-        else:
-            os.close(fd)
+        self._file = StagedFile(self.path, binary=self.format == "npz")
+
+    @property
+    def regular_file(self) -> bool:
+        """Whether the target is a regular file (only then does a sidecar belong beside it)."""
+        return self._file is not None and self._file.regular
 
     def write(self, layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> None:
         """Append one chunk of architectures."""
@@ -126,41 +214,43 @@ class ArchitectureWriter:
             return
         if self.format == "npz":
             self._chunks.append((layers, kernel, stride))
+        elif self._file is not None:
+            self._file.write(_jsonl_lines(layers, kernel, stride))
         else:
-            try:
-                self._handle.write(_jsonl_lines(layers, kernel, stride))
-                self._handle.flush()
-            except OSError as exc:
-                raise NasgenError(f"cannot write {self.path or 'standard output'}: {exc.strerror or exc}") from None
+            self._write_stdout(_jsonl_lines(layers, kernel, stride))
         self.written += len(layers)
+
+    def _write_stdout(self, text: str) -> None:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            _cut_stdout(self._stdout_good)
+            raise NasgenError(f"cannot write standard output: {_reason(exc)}") from None
+        self._stdout_good = _stdout_offset()
 
     def close(self, commit: bool = True) -> None:
         """Finish: rename the temporary file into place (``commit``) or remove it."""
-        if self.path is None:
-            if self._handle is not None:
-                self._handle.flush()
-            self._handle = None
+        if self._file is None:
             return
-        if self._temp is None:
+        staged, self._file = self._file, None
+        if not commit:
+            staged.discard()
             return
-        temp, self._temp = self._temp, None
         try:
-            if commit and self.format == "npz":
+            if self.format == "npz":
                 if self._chunks:
                     arrays = [np.concatenate(parts) for parts in zip(*self._chunks)]
                 else:
                     arrays = [np.zeros(0, dtype=np.uint8), np.zeros((0, 0, 0), dtype=np.uint8),
                               np.zeros((0, 0, 0), dtype=np.uint8)]
-                temp.write_bytes(_npz_bytes(*arrays))
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
-            if commit:
-                os.replace(temp, self.path)
-        except OSError as exc:
-            raise NasgenError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        finally:
-            temp.unlink(missing_ok=True)  # already renamed away when committed
+                staged.write(_npz_bytes(*arrays))
+        except BaseException:
+            staged.discard()
+            raise
+        staged.commit()
 
     def __enter__(self) -> "ArchitectureWriter":
         return self
@@ -168,6 +258,28 @@ class ArchitectureWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         # an interrupt keeps what was completed; an error leaves the target as it was
         self.close(commit=exc_type is None or issubclass(exc_type, KeyboardInterrupt))
+
+
+def _stdout_offset() -> int | None:
+    """The position of standard output when it is a regular file (so a failed write can be cut back), else None."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        sys.stdout.flush()
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _cut_stdout(offset: int | None) -> None:
+    """Truncate a regular-file standard output back to ``offset`` (the end of the last complete line)."""
+    if offset is None:
+        return
+    try:
+        os.ftruncate(sys.stdout.fileno(), offset)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass  # best effort: the error itself is reported either way
 
 
 def _pad(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray, space: SearchSpace | None):

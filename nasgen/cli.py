@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import signal
 import sys
 from typing import Sequence
@@ -79,29 +81,86 @@ def _terminate(signum, frame):  # pragma: no cover - exercised through subproces
     raise KeyboardInterrupt
 
 
+#: exit code for a closed standard output, as a shell reports a process killed by SIGPIPE (128 + 13)
+EXIT_CLOSED_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null so the interpreter's final flush of a closed or full stdout is quiet.
+
+    Python's documentation of SIGPIPE recommends this for BrokenPipeError.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (an in-process caller's StringIO): nothing will flush it
+
+
+def _say(message: str) -> None:
+    try:
+        print(message, file=sys.stderr)
+    except (OSError, ValueError):
+        pass  # stderr itself is closed: the exit code still tells
+
+
+def _flush_stdout() -> int | None:
+    """Flush stdout; the exit code to use when that fails, else None."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
+    except (OSError, ValueError) as exc:
+        _silence_stdout()
+        _say(f"nasgen: error: cannot write standard output: {getattr(exc, 'strerror', None) or exc}")
+        return 2
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 2 user error, 130 interrupted)."""
+    """Run the command line; returns the exit code.
+
+    0 success, 2 user error (one line on stderr), 130 interrupted, 141 standard output closed.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.command_line = ["nasgen", *argv]  # recorded beside the outputs
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        return _flush_stdout() or code
     except NasgenError as exc:
-        print(f"nasgen: error: {exc}", file=sys.stderr)
+        _flush_stdout()
+        _say(f"nasgen: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("nasgen: interrupted", file=sys.stderr)
+        _flush_stdout()
+        _say("nasgen: interrupted")
         return 130
     except ModuleNotFoundError as exc:
         message = missing_package_message(exc)
         if message is None:
             raise
-        print(f"nasgen: error: {message}", file=sys.stderr)
+        _say(f"nasgen: error: {message}")
         return 2
     except BrokenPipeError:
-        return 0
+        # the reader of our standard output went away (nasgen sample | head): a quiet exit
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
+    except OSError as exc:
+        # an I/O fault no command turned into a message of its own: name the file and the reason
+        if getattr(exc, "filename", None):
+            _flush_stdout()
+            _say(f"nasgen: error: cannot access {exc.filename}: {exc.strerror or exc}")
+            return 2
+        # no file named: almost always a print to a full or failing standard output, which a flush confirms
+        code = _flush_stdout()
+        if code is None:
+            _say(f"nasgen: error: {exc.strerror or exc}")
+        return code or 2
     finally:
         signal.signal(signal.SIGTERM, previous)
 

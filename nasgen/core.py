@@ -32,6 +32,7 @@ from nasgen.space import (
     Architecture,
     conv_output_size,
     ArchitectureError,
+    EmptySpaceError,
     NasgenError,
     SearchSpace,
     architectures_from_lines,
@@ -444,7 +445,7 @@ def _seed_state(seed) -> int:
 
 def _require_nonempty(tables: SpaceTables) -> None:
     if tables.count == 0:
-        raise NasgenError(
+        raise EmptySpaceError(
             f"the space {tables.space.describe()} is empty: no architecture maps the input to the output; "
             "widen the layer bounds, ranges or relation"
         )

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
-from nasgen.space import NasgenError, SearchSpace
+from nasgen.space import EmptySpaceError, NasgenError, SearchSpace
 
 __all__ = [
     "Method",
@@ -396,6 +396,11 @@ class _SolverMethod(Method):
             self.stop_reason = self._sampler.stop_reason
             stats = self._sampler.statistics
             self.statistics = {"queries": stats.queries, "failures": stats.failures, "xors": list(stats.xors)}
+        if self.stop_reason == "unsat":
+            # the same error, and so the same exit code, as the exact method's on an empty space
+            constrained = " with the --where constraints" if self.config.where else ""
+            raise EmptySpaceError(f"the space {self.space.describe()}{constrained} is empty: no architecture "
+                                  "satisfies it; widen the layer bounds, ranges, relation or constraints")
 
     def close(self) -> None:
         self._sampler.close()

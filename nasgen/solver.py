@@ -33,8 +33,11 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -42,7 +45,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import z3
 
 from nasgen.space import Architecture, NasgenError, SearchSpace, conv_output_size
-from nasgen.where import OperatorAlgebra, Where, parse_where_all
+from nasgen.where import OperatorAlgebra, Where, WhereError, parse_where_all
 
 __all__ = [
     "METHODS",
@@ -62,6 +65,13 @@ START_XORS = ("paper", "count")
 # Above this many transition-table rows (all positions together), pruning
 # uses the arithmetic with the domains as disjunctions instead of tables.
 _TABLE_ROW_LIMIT = 20000
+
+# A --where is lowered onto signed bit-vectors wide enough for its largest intermediate value
+# (Where.magnitude). Wider than this, or with more multiplier cost (the number of *, // and %
+# times the width squared: a bit-blasted multiplier has about width**2 gates), is refused up
+# front: a 1 KB product of 150 factors would take minutes and gigabytes to bit-blast.
+MAX_WHERE_BITS = 256
+MAX_WHERE_MULTIPLIER_COST = 2**18
 
 # UniWit gives up on one sample after this many failed attempts in a row
 # (an empty cell each time); with any non-trivial space this never happens.
@@ -133,8 +143,9 @@ class _Formula:
     """
 
     def __init__(self, space: SearchSpace, prune: bool, wheres: Sequence[Where],
-                 constraint: Constraint | None, ctx: z3.Context) -> None:
+                 constraint: Constraint | None, ctx: z3.Context, deadline: float | None = None) -> None:
         self.space = space
+        self.deadline = deadline
         self.ctx = ctx
         self.prune = prune
         self.bits = space.bit_width
@@ -172,7 +183,15 @@ class _Formula:
         self._pair_cache: dict[int, frozenset] = {}
         needs_sizes = bool(wheres) or constraint is not None
         self._encode_activations()
-        domains = _layer_domains(space) if prune else None
+        self.check_deadline()
+        if prune:
+            # layer_domains is plain Python over numpy (no z3 objects), so an alarm may safely
+            # interrupt it; everything that builds z3 terms checks the deadline between steps.
+            with _alarm_at(deadline):
+                domains = _layer_domains(space)
+            self.check_deadline()
+        else:
+            domains = None
         # Tables are the fast encoding for the paper's sizes; for big inputs a
         # table of every (size, k, s) row explodes, and the arithmetic with
         # the domains as disjunctions is smaller.
@@ -183,9 +202,15 @@ class _Formula:
         else:
             self._encode_arithmetic(domains)
         for where in wheres:
+            self.check_deadline()
             self.assertions.append(where.fold(_Z3Algebra(self, where.magnitude(space)), space))
         if constraint is not None:
             self.assertions.extend(_user_constraints(constraint, self.variables, ctx))
+
+    def check_deadline(self) -> None:
+        """Raise _Stop("timeout") once the run's deadline has passed (building a big formula takes seconds)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise _Stop("timeout")
 
     def const(self, value: int) -> Any:
         return z3.BitVecVal(value, self.width, self.ctx)
@@ -219,6 +244,7 @@ class _Formula:
         space, add = self.space, self.assertions.append
         for l in range(space.max_layers):
             for d in range(space.dims):
+                self.check_deadline()
                 x = self.const(space.input_shape[d]) if l == 0 else self.size[l - 1][d]
                 k, s, conv, y = self.kernel[l][d], self.stride[l][d], self.conv[l][d], self.size[l][d]
                 on = self._arithmetic_layer(d, x, k, s, conv, y)
@@ -290,6 +316,7 @@ class _Formula:
         for l in range(N):
             row_at = []
             for d in range(K):
+                self.check_deadline()
                 domain = domains[l][d]
                 before = at[l][d]
                 after: dict[int, Any] = {}
@@ -317,6 +344,8 @@ class _Formula:
                         add(z3.Or(z3.Not(values[i]), z3.Not(values[j])))
                 chosen = []
                 for r, (size, size_var, kernel, stride, y) in enumerate(rows):
+                    if r % 512 == 511:
+                        self.check_deadline()
                     e = z3.Bool(f"t_{l}_{d}_{r}", ctx)
                     chosen.append(e)
                     add(z3.Implies(e, z3.And([self.active[l], size_var, after[y]]
@@ -394,6 +423,67 @@ def clause(ctx: z3.Context, literals: Sequence) -> z3.BoolRef:
     """
     array = (z3.Ast * len(literals))(*literals)
     return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(literals), array), ctx)
+
+
+@contextlib.contextmanager
+def _alarm_at(deadline: float | None):
+    """Raise _Stop("timeout") inside the block if it runs past ``deadline`` (``time.monotonic()`` seconds).
+
+    Uses a SIGALRM timer, so only in the main thread and only when no other
+    timer is running; elsewhere the block runs to its end and the caller's
+    next deadline check stops the run. The block must not create z3 objects:
+    an exception raised between two of z3py's C calls could leave a
+    reference count wrong.
+    """
+    usable = (deadline is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Stop("timeout")
+
+    def ring(signum, frame):
+        raise _Stop("timeout")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, left)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def check_where_cost(where: Where, space: SearchSpace) -> None:
+    """Refuse a ``--where`` whose z3 lowering would be too wide or too costly to bit-blast.
+
+    Raises:
+        WhereError: wider than :data:`MAX_WHERE_BITS` bits, or more multiplier cost
+            than :data:`MAX_WHERE_MULTIPLIER_COST`; the message names both figures.
+    """
+    bits = max(2 * space.bit_width + 2, where.magnitude(space).bit_length() + 2)
+    shown = repr(" ".join(where.text.split()))
+    if len(shown) > 80:
+        shown = shown[:60] + "..." + shown[-12:]
+    if bits > MAX_WHERE_BITS:
+        raise WhereError(f"where expression {shown} computes values up to {bits} bits wide; at most "
+                         f"{MAX_WHERE_BITS} bits fit the solver (fewer factors or smaller constants)")
+    products, stack = 0, [where.tree]
+    while stack:
+        node = stack.pop()
+        if node[0] == "arith" and node[1] in ("*", "//", "%"):
+            products += 1
+        stack.extend(child for child in node[1:] if isinstance(child, tuple))
+        for child in node[1:]:
+            if isinstance(child, list):
+                stack.extend(child)
+    if products * bits * bits > MAX_WHERE_MULTIPLIER_COST:
+        raise WhereError(f"where expression {shown} needs {products} multiplications or divisions of {bits}-bit "
+                         f"numbers, more than the solver can bit-blast quickly (products * bits**2 <= "
+                         f"{MAX_WHERE_MULTIPLIER_COST}); use fewer factors")
 
 
 def _layer_domains(space: SearchSpace):
@@ -542,9 +632,12 @@ class SolverSampler:
         self.space = space
         self.method = method
         self.seed = int(seed)
+        # The deadline covers everything from here: formula building, pruning, domains, queries.
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         self.wheres = parse_where_all(where)
         for w in self.wheres:
             w.check(space)
+            check_where_cost(w, space)
         self.prune = bool(prune)
         self.timeout = timeout
         self.query_rlimit = None if query_rlimit is None else int(query_rlimit)
@@ -556,7 +649,14 @@ class SolverSampler:
         self.statistics = SamplerStatistics()
         self._rng = random.Random(self.seed)
         self._ctx = z3.Context()
-        self._formula = _Formula(space, self.prune, self.wheres, constraint, self._ctx)
+        self._known_count = None
+        self._closed = False
+        try:
+            self._formula = _Formula(space, self.prune, self.wheres, constraint, self._ctx, self._deadline)
+        except _Stop:
+            # Out of time while building: the sampler exists, and its runs stop at once with "timeout".
+            self._formula = self._solver = None
+            return
         self._solver = z3.SolverFor("QF_BV", ctx=self._ctx)
         # z3 takes a 32-bit unsigned seed; a solver parameter without a module
         # prefix reaches both its SAT and SMT cores (a "sat."/"smt." prefix is
@@ -568,13 +668,10 @@ class SolverSampler:
         if self.query_rlimit is not None:
             self._solver.set("rlimit", self.query_rlimit)
         self._solver.add(self._formula.assertions)
-        self._known_count = None
         if start_xors == "count" and not self.wheres and constraint is None:
             from nasgen.core import count
 
             self._known_count = count(space)
-        self._deadline: float | None = None
-        self._closed = False
 
     # -- resource handling ---------------------------------------------------
 
@@ -590,10 +687,16 @@ class SolverSampler:
         self._solver = None
         self._formula = None
 
+    def _built(self) -> _Formula:
+        if self._formula is None:
+            raise SolverTimeout("the sampler ran out of time while building its formula"
+                                if not self._closed else "this SolverSampler is closed")
+        return self._formula
+
     @property
     def sampling_bits(self) -> int:
         """|V|, the size of the sampling set (kernel and stride bits plus activations)."""
-        return len(self._formula.sampling)
+        return len(self._built().sampling)
 
     @property
     def pivot(self) -> int:
@@ -603,7 +706,7 @@ class SolverSampler:
     @property
     def encoding(self) -> str:
         """``"table"`` (pruned, propositional) or ``"arithmetic"`` (the paper's, with or without domains)."""
-        return self._formula.encoding
+        return self._built().encoding
 
     @property
     def variables(self) -> SolverVariables:
@@ -613,7 +716,7 @@ class SolverSampler:
         ``size`` are left unconstrained (nothing reads them); kernels,
         strides, activations and ``layers`` always hold.
         """
-        return self._formula.variables
+        return self._built().variables
 
     # -- public iteration ----------------------------------------------------
 
@@ -648,8 +751,9 @@ class SolverSampler:
 
     def _run(self, samples: int | None) -> Iterator[Architecture]:
         self.stop_reason = None
-        if self.timeout is not None and self._deadline is None:
-            self._deadline = time.monotonic() + self.timeout
+        if self._formula is None:
+            self.stop_reason = "timeout"  # the deadline passed while the formula was being built
+            return
         produced = 0
         try:
             if self.method == "uniwit":

@@ -13,16 +13,21 @@ against.
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "NasgenError",
     "SpaceError",
     "ArchitectureError",
+    "EmptySpaceError",
     "SearchSpace",
     "Architecture",
     "conv_output_size",
+    "parse_json",
+    "MAX_INT",
     "ROUNDINGS",
     "RELATIONS",
 ]
@@ -41,6 +46,13 @@ class SpaceError(NasgenError):
 
 class ArchitectureError(NasgenError):
     """An architecture that is malformed or does not belong to its search space."""
+
+
+class EmptySpaceError(NasgenError):
+    """A space (with its constraints) that holds no architecture, so nothing can be drawn from it.
+
+    Every sampling method raises it, before any output is written: one meaning, one exit code (2).
+    """
 
 
 def conv_output_size(size: int, kernel: int, stride: int, rounding: str) -> int | None:
@@ -79,27 +91,59 @@ def _relation_holds(kernel: int, stride: int, relation: str) -> bool:
     return True
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+#: The largest integer a size, layer count, kernel, stride or range bound may take: the compiled
+#: kernel works in 64-bit integers and multiplies two sizes, so every size stays below 2**31.
+MAX_INT = 2**31 - 1
+
+#: The most digits of an integer in any JSON nasgen reads (architectures, sidecars); Python's own
+#: limit (4,300 digits) ends in a ValueError instead of a message.
+MAX_JSON_INT_DIGITS = 40
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is an integer type (int, numpy integer), else None; bools are not integers."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if hasattr(value, "__index__") and not isinstance(value, (str, bytes)):
         try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise SpaceError(f"{what} must be a positive integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise SpaceError(f"{what} must be a positive integer, got {value!r}")
-        value = int(as_float)
-    if value < 1:
-        raise SpaceError(f"{what} must be a positive integer (>= 1), got {value}")
-    return value
+            return operator.index(value)
+        except TypeError:
+            return None
+    return None
+
+
+def _positive_int(value: Any, what: str) -> int:
+    """``value`` checked to be an integer in 1..MAX_INT (no bool, float or string)."""
+    number = _integer(value)
+    if number is None:
+        raise SpaceError(f"{what} must be a positive integer, got {_shown(value)}")
+    if not 1 <= number <= MAX_INT:
+        raise SpaceError(f"{what} must be an integer in 1..{MAX_INT}, got {_shown(number)}")
+    return number
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A short repr for messages (a 400-digit integer is cut, not printed)."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else f"a {len(str(value))}-digit integer"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _sequence(values: Any, what: str, expected: str) -> list:
+    """``values`` as a list, refusing strings and mappings (whose iteration would be characters or keys)."""
+    if isinstance(values, (str, bytes, dict, set, frozenset)) or not isinstance(values, Iterable):
+        raise SpaceError(f"{what} must be {expected}, got {_shown(values)}")
+    items = list(values)
+    if len(items) > 64:
+        raise SpaceError(f"{what} has {len(items)} entries; at most 64 are allowed")
+    return items
 
 
 def _shape(values: Any, what: str) -> tuple[int, ...]:
-    if isinstance(values, (int, str)) and not isinstance(values, bool):
+    if _integer(values) is not None:
         values = [values]
-    try:
-        items = list(values)
-    except TypeError:
-        raise SpaceError(f"{what} must be a list of positive integers, got {values!r}") from None
+    items = _sequence(values, what, "a list of positive integers")
     if not items:
         raise SpaceError(f"{what} needs at least one dimension, got an empty shape")
     return tuple(_positive_int(v, f"{what} dimension {d}") for d, v in enumerate(items))
@@ -108,15 +152,20 @@ def _shape(values: Any, what: str) -> tuple[int, ...]:
 def _range(values: Any, what: str) -> tuple[int, int] | None:
     if values is None:
         return None
-    try:
-        low, high = values
-    except (TypeError, ValueError):
-        raise SpaceError(f"{what} range must be a (min, max) pair, got {values!r}") from None
-    low = _positive_int(low, f"{what} range minimum")
-    high = _positive_int(high, f"{what} range maximum")
+    items = _sequence(values, f"{what} range", "a (min, max) pair of integers")
+    if len(items) != 2:
+        raise SpaceError(f"{what} range must be a (min, max) pair of integers, got {_shown(values)}")
+    low = _positive_int(items[0], f"{what} range minimum")
+    high = _positive_int(items[1], f"{what} range maximum")
     if low > high:
         raise SpaceError(f"{what} range {low}:{high} is empty: the minimum must be <= the maximum")
     return (low, high)
+
+
+def _choice(value: Any, choices: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SpaceError(f"{what} {_shown(value)} is not one of {', '.join(choices)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -174,10 +223,10 @@ class SearchSpace:
         big_n = _positive_int(self.max_layers, "max layers (N)")
         if n > big_n:
             raise SpaceError(f"min layers n={n} is larger than max layers N={big_n}: need 1 <= n <= N")
-        if self.rounding not in ROUNDINGS:
-            raise SpaceError(f"rounding {self.rounding!r} is not one of {', '.join(ROUNDINGS)}")
-        if self.relation not in RELATIONS:
-            raise SpaceError(f"relation {self.relation!r} is not one of {', '.join(RELATIONS)}")
+        _choice(self.rounding, ROUNDINGS, "rounding")
+        _choice(self.relation, RELATIONS, "relation")
+        if not isinstance(self.square, bool) and type(self.square).__name__ not in ("bool", "bool_"):
+            raise SpaceError(f"square must be True or False, got {_shown(self.square)}")
         pool = self._normalise_pool(self.pool, len(inp))
         if pool is not None:
             for d, ((pk, _), i) in enumerate(zip(pool, inp)):
@@ -199,11 +248,8 @@ class SearchSpace:
     def _normalise_pool(pool: Any, dims: int) -> tuple[tuple[int, int], ...] | None:
         if pool is None:
             return None
-        try:
-            items = list(pool)
-        except TypeError:
-            raise SpaceError(f"pool must be a (kernel, stride) pair, got {pool!r}") from None
-        if len(items) == 2 and all(not isinstance(v, (list, tuple)) for v in items):
+        items = _sequence(pool, "pool", "a (kernel, stride) pair of integers, or one pair per dimension")
+        if len(items) == 2 and all(_integer(v) is not None for v in items):
             items = [items] * dims
         if len(items) != dims:
             raise SpaceError(
@@ -212,10 +258,10 @@ class SearchSpace:
             )
         out = []
         for d, pair in enumerate(items):
-            try:
-                pk, ps = pair
-            except (TypeError, ValueError):
-                raise SpaceError(f"pool for dimension {d} must be a (kernel, stride) pair, got {pair!r}") from None
+            pair = _sequence(pair, f"pool for dimension {d}", "a (kernel, stride) pair of integers")
+            if len(pair) != 2:
+                raise SpaceError(f"pool for dimension {d} must be a (kernel, stride) pair, got {_shown(pair)}")
+            pk, ps = pair
             out.append((_positive_int(pk, "pool kernel"), _positive_int(ps, "pool stride")))
         return tuple(out)
 
@@ -274,6 +320,17 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        """The space a :meth:`to_dict` dict describes.
+
+        Raises:
+            SpaceError: not a dict, unknown or missing fields, or invalid values.
+        """
+        if not isinstance(data, dict):
+            raise SpaceError(f"a search space must be a JSON object with input_shape and output_shape, "
+                             f"got {type(data).__name__}")
+        missing = [name for name in ("input_shape", "output_shape") if name not in data]
+        if missing:
+            raise SpaceError(f"the search space lacks the field {missing[0]!r}")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
@@ -303,15 +360,16 @@ def _int_grid(values: Any, what: str) -> tuple[tuple[int, ...], ...]:
         raise ArchitectureError(f"{what} must be a list of layers, each a list of per-dimension integers")
     rows = []
     for l, row in enumerate(values):
-        if isinstance(row, int) and not isinstance(row, bool):
+        if _integer(row) is not None:
             row = [row]
         if not isinstance(row, (list, tuple)) or not row:
             raise ArchitectureError(f"{what} of layer {l} must be a non-empty list of integers, got {row!r}")
         cells = []
         for v in row:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ArchitectureError(f"{what} of layer {l} must hold positive integers, got {v!r}")
-            cells.append(v)
+            number = _integer(v)
+            if number is None or not 1 <= number <= MAX_INT:
+                raise ArchitectureError(f"{what} of layer {l} must hold integers in 1..{MAX_INT}, got {_shown(v)}")
+            cells.append(number)
         rows.append(tuple(cells))
     return tuple(rows)
 
@@ -376,11 +434,17 @@ class Architecture:
         return arch
 
     @classmethod
-    def from_json(cls, line: str) -> "Architecture":
+    def from_json(cls, line: str | bytes) -> "Architecture":
+        """The architecture one JSON Lines line holds.
+
+        Raises:
+            ArchitectureError: not valid JSON, nested deeper than :data:`MAX_JSON_DEPTH`, an
+                integer of more than :data:`MAX_JSON_INT_DIGITS` digits, or not an architecture.
+        """
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            data = parse_json(line)
+        except NasgenError as exc:
+            raise ArchitectureError(str(exc)) from None
         return cls.from_dict(data)
 
     def shapes(self, space: SearchSpace) -> list[tuple[int, ...]]:
@@ -477,6 +541,41 @@ def _pair_allowed(space: SearchSpace, size: int, k: int, s: int) -> bool:
     if space.kernel_range and not space.kernel_range[0] <= k <= space.kernel_range[1]:
         return False
     return not (space.stride_range and not space.stride_range[0] <= s <= space.stride_range[1])
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise NasgenError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_JSON_INT_DIGITS} are read)")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise NasgenError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` with bounds: integer digits, nesting depth, no NaN or Infinity.
+
+    Python's parser converts integers of up to 4,300 digits (a huge integer
+    would overflow numpy later, a longer one ends in ValueError) and recurses
+    once per nesting level (a 100,000-deep array ends in RecursionError); both
+    become one-line errors here. The depth bound is the interpreter's recursion
+    limit, far above the 3 levels of an architecture and 4 of a sidecar.
+
+    Raises:
+        NasgenError: invalid JSON or a bound exceeded, in one line.
+
+    >>> parse_json('{"layers": 1, "kernel": [[3]], "stride": [[1]]}')["kernel"]
+    [[3]]
+    """
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise NasgenError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise NasgenError("not UTF-8 text") from None
+    except RecursionError:
+        raise NasgenError("JSON nested too deeply (an architecture is 3 levels deep)") from None
 
 
 def architectures_from_lines(lines: Iterable[str], source: str = "input") -> Iterable[Architecture]:

@@ -44,6 +44,12 @@ _COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "=="
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
 _VALID = "names k[l][d], s[l][d], size[l][d], layers; functions sum, max, min, abs"
 
+#: Bounds on one expression, checked before and right after Python's parser (whose recursion
+#: 20,000 unary minuses or 3,000 terms would exhaust): characters, syntax-tree nodes, nesting depth.
+MAX_WHERE_CHARS = 2000
+MAX_WHERE_NODES = 1000
+MAX_WHERE_DEPTH = 100
+
 
 class WhereError(NasgenError):
     """A ``--where`` expression that is malformed or does not fit the search space."""
@@ -199,12 +205,20 @@ def parse_where(expr: str) -> Where:
     if not isinstance(expr, str) or not expr.strip():
         raise WhereError(f"where expression {expr!r} is empty: write a condition such as 'k[0][0] > 2'")
     shown = repr(" ".join(expr.split()))
+    if len(shown) > 80:
+        shown = shown[:60] + "..." + shown[-12:]
+    if len(expr) > MAX_WHERE_CHARS:
+        raise WhereError(f"where expression {shown} is {len(expr)} characters long; at most {MAX_WHERE_CHARS} "
+                         "are allowed (split it into several --where, which must all hold)")
     try:
         # Newlines inside a --where are just spaces to the user.
         parsed = ast.parse(" ".join(expr.split()), mode="eval")
     except SyntaxError as exc:
         column = f" at column {exc.offset}" if exc.offset else ""
         raise WhereError(f"where expression {shown}: syntax error{column} ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise WhereError(f"where expression {shown} nests too deeply (at most {MAX_WHERE_DEPTH} levels)") from None
+    _check_size(parsed.body, shown)
     tree = _Checker(shown).boolean(parsed.body)
     return Where(text=expr, tree=tree)
 
@@ -217,6 +231,22 @@ def parse_where_all(exprs: Iterable[str | Where]) -> list[Where]:
 def evaluate_all(wheres: Sequence[Where], arch: Architecture, space: SearchSpace) -> bool:
     """True when ``arch`` satisfies every expression (the conjunction, as repeated ``--where``)."""
     return all(w.evaluate(arch, space) for w in wheres)
+
+
+def _check_size(root: ast.AST, shown: str) -> None:
+    """Refuse a syntax tree with more than MAX_WHERE_NODES nodes or deeper than MAX_WHERE_DEPTH, without recursing."""
+    nodes, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_WHERE_NODES:
+            raise WhereError(f"where expression {shown} has more than {MAX_WHERE_NODES} terms and operators; "
+                             "use sum(k[l]) or split it into several --where")
+        if depth > MAX_WHERE_DEPTH:
+            raise WhereError(f"where expression {shown} nests more than {MAX_WHERE_DEPTH} levels deep "
+                             "(a chain a + b + ... counts one level per operator; use sum([...]))")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
+                     if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)))
 
 
 class _Checker:

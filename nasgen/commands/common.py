@@ -13,6 +13,9 @@ from nasgen.space import NasgenError, SearchSpace, SpaceError
 #: the largest integer accepted in a shape, range or pool option (the kernel works in 64-bit integers)
 MAX_OPTION_INT = 2**31 - 1
 
+#: a sidecar is a few kilobytes; anything far larger is not one
+_MAX_SIDECAR_BYTES = 2**20
+
 
 def _int(text: str, what: str, example: str) -> int:
     text = text.strip()
@@ -48,6 +51,25 @@ def pool_arg(text: str | None):
             raise SpaceError(f"pool must be KERNEL,STRIDE (or one pair per dimension joined by ':'), got {text[:40]!r}")
         pairs.append(tuple(values))
     return pairs[0] if len(pairs) == 1 else pairs
+
+
+def emit(lines: str | list[str]) -> None:
+    """Print a command's result to standard output, all at once.
+
+    Raises:
+        NasgenError: standard output cannot be written (a full disk), with the OS reason.
+        BrokenPipeError: its reader has gone (the CLI exits quietly).
+    """
+    import sys
+
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise NasgenError(f"cannot write standard output: {exc.strerror or exc}") from None
 
 
 def add_space_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -189,16 +211,67 @@ def read_sidecar(path: str | Path) -> dict | None:
     Raises:
         NasgenError: the sidecar exists but is not a readable JSON object with a space.
     """
+    from nasgen.space import parse_json
+
     sidecar = sidecar_path(path)
-    if not sidecar.is_file():
+    if not sidecar.exists():
         return None
+    if sidecar.is_dir():
+        raise NasgenError(f"cannot read {sidecar}: it is a directory")
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        with open(sidecar, "rb") as handle:
+            data = handle.read(_MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise NasgenError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_SIDECAR_BYTES:
+        raise NasgenError(f"{sidecar} is over {_MAX_SIDECAR_BYTES // 2**20} MiB: not a nasgen sidecar")
+    try:
+        data = parse_json(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise NasgenError(f"cannot read {sidecar}: not UTF-8 text") from None
+    except NasgenError as exc:
         raise NasgenError(f"cannot read {sidecar}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
         raise NasgenError(f"{sidecar} is not a nasgen sidecar (a JSON object with a 'space')")
     return data
+
+
+def check_sidecar_target(path: str | Path | None) -> None:
+    """Refuse, before a run starts, an output whose ``path.config.json`` could not be written.
+
+    Raises:
+        NasgenError: ``path.config.json`` is a directory.
+    """
+    if path in (None, "-"):
+        return
+    sidecar = sidecar_path(path)
+    if sidecar.is_dir():
+        raise NasgenError(f"cannot write {sidecar}: it is a directory (remove it or choose another -o)")
+
+
+def stage_sidecar(path: str | Path, record: dict[str, Any]):
+    """Write ``path.config.json`` under a temporary name; the caller commits it after the output itself.
+
+    Returns:
+        A :class:`nasgen.arrays_io.StagedFile`: ``commit()`` renames it into place, ``discard()`` removes it.
+
+    Raises:
+        NasgenError: it cannot be written (named, with the OS reason), or a
+            figure is not finite (JSON has no NaN).
+    """
+    from nasgen.arrays_io import StagedFile
+
+    try:
+        text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise NasgenError(f"cannot write {sidecar_path(path)}: {exc}") from None
+    staged = StagedFile(sidecar_path(path))
+    try:
+        staged.write(text)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
 
 
 def write_sidecar(path: str | Path, record: dict[str, Any]) -> None:
@@ -207,20 +280,7 @@ def write_sidecar(path: str | Path, record: dict[str, Any]) -> None:
     Raises:
         NasgenError: it cannot be written (named, with the OS reason).
     """
-    import os
-    import tempfile
-
-    sidecar = sidecar_path(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".part", dir=sidecar.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(name, sidecar)
-    except OSError as exc:
-        if "name" in locals():
-            Path(name).unlink(missing_ok=True)
-        raise NasgenError(f"cannot write {sidecar}: {exc.strerror or exc}") from None
+    stage_sidecar(path, record).commit()
 
 
 def run_record(space: SearchSpace, config, command_line: list[str], **figures: Any) -> dict[str, Any]:

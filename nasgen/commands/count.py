@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nasgen.commands.common import add_space_arguments, space_from_args
+from nasgen.commands.common import add_space_arguments, emit, space_from_args
 
 
 def register(subparsers) -> None:
@@ -36,10 +36,10 @@ def run(args) -> int:
         payload = {"count": total, "exact": True, "space": space.to_dict()}
         if by_layers is not None:
             payload["by_layers"] = {str(L): c for L, c in by_layers.items()}
-        print(json.dumps(payload))
+        emit(json.dumps(payload))
         return 0
+    lines = []
     if by_layers is not None and len(by_layers) > 1:
-        for L, c in by_layers.items():
-            print(f"{L} layers: {c}")
-    print(total)
+        lines += [f"{L} layers: {c}" for L, c in by_layers.items()]
+    emit(lines + [str(total)])
     return 0

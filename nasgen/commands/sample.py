@@ -8,10 +8,11 @@ import time
 from nasgen.commands.common import (
     add_sampling_arguments,
     add_space_arguments,
+    check_sidecar_target,
     config_from_args,
     run_record,
     space_from_args,
-    write_sidecar,
+    stage_sidecar,
 )
 
 
@@ -31,13 +32,15 @@ def run(args) -> int:
     from nasgen.sampling import draw
 
     # everything is validated before any output is opened: a refused run touches nothing
+    started = time.perf_counter()
     space = space_from_args(args)
     config = config_from_args(args)
     fmt = format_for(args.output_file, args.format)
+    check_sidecar_target(args.output_file)
     adj = AdjTAccumulator()
     status = "complete"
-    started = time.perf_counter()
     with draw(space, config) as method:
+        # A method that fails (an empty space) raises from draw(): the temporary file goes, the target stays.
         with ArchitectureWriter(args.output_file, fmt=fmt) as writer:
             try:
                 for layers, kernel, stride in method.draw():
@@ -46,12 +49,22 @@ def run(args) -> int:
                 status = method.stop_reason or "complete"
             except KeyboardInterrupt:
                 status = "interrupted"
-        elapsed = time.perf_counter() - started
-        config = method.config  # the seed actually used
-        if args.output_file not in (None, "-"):
-            write_sidecar(args.output_file, run_record(
-                space, config, args.command_line, format=fmt, count=method.count, written=writer.written, elapsed_s=round(elapsed, 6),
-                adj_t=adj.value, stop=status, statistics=method.statistics))
+            elapsed = time.perf_counter() - started
+            config = method.config  # the seed actually used
+            sidecar = None
+            if writer.regular_file:
+                # staged before the output is committed and renamed after it: no sidecar without its output
+                sidecar = stage_sidecar(args.output_file, run_record(
+                    space, config, args.command_line, format=fmt, count=method.count, written=writer.written,
+                    elapsed_s=round(elapsed, 6), adj_t=adj.value, stop=status, statistics=method.statistics))
+            try:
+                writer.close()
+            except BaseException:
+                if sidecar is not None:
+                    sidecar.discard()
+                raise
+            if sidecar is not None:
+                sidecar.commit()
     where_to = f" to {args.output_file}" if args.output_file not in (None, "-") else ""
     size_text = f" from a space of {method.count}" if method.count is not None else ""
     print(

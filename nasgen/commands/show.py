@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nasgen.commands.common import add_space_arguments, space_from_args
+from nasgen.commands.common import add_space_arguments, emit, space_from_args
 from nasgen.space import NasgenError
 
 
@@ -51,15 +51,14 @@ def run(args) -> int:
                                in_channels=args.in_channels, width_multiplier=args.width_multiplier)
     fmt = "x".join
     header = f"{'layer':>5}  {'kernel':>12}  {'stride':>12}  {'after conv':>12}  {'after pool':>12}"
-    print(space.describe())
-    print(header)
-    print(f"{'input':>5}  {'':>12}  {'':>12}  {'':>12}  {fmt(map(str, space.input_shape)):>12}")
+    lines = [space.describe(), header,
+             f"{'input':>5}  {'':>12}  {'':>12}  {'':>12}  {fmt(map(str, space.input_shape)):>12}"]
     for l, (conv, pooled) in enumerate(rows):
-        print(
+        lines.append(
             f"{l + 1:>5}  {fmt(map(str, arch.kernel[l])):>12}  {fmt(map(str, arch.stride[l])):>12}  "
             f"{fmt(map(str, conv)):>12}  {fmt(map(str, pooled)):>12}"
         )
     if model_view is not None:
-        print()
-        print(model_view)
+        lines += ["", str(model_view)]
+    emit(lines)
     return 0
