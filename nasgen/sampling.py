@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping
@@ -342,14 +343,19 @@ class ExactMethod(Method):
         from nasgen.core import SpaceTables
 
         super().__init__(space, config)
+        self._deadline = None if config.timeout is None else time.monotonic() + config.timeout
         self.tables = SpaceTables(space)
         self.count = self.tables.count
 
     def draw(self):
         config = self.config
         samples = self.count if config.samples is None else config.samples
-        yield from self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace,
-                                                  chunk=config.options.get("chunk", 16384))
+        for chunk in self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace,
+                                                    chunk=config.options.get("chunk", 16384)):
+            yield chunk
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self.stop_reason = "timeout"
+                return
         self.stop_reason = "complete"
 
 

@@ -120,7 +120,7 @@ def _positive_int(value: Any, what: str) -> int:
     if number is None:
         raise SpaceError(f"{what} must be a positive integer, got {_shown(value)}")
     if not 1 <= number <= MAX_INT:
-        raise SpaceError(f"{what} must be an integer in 1..{MAX_INT}, got {_shown(number)}")
+        raise SpaceError(f"{what} must be a positive integer (1..{MAX_INT}), got {_shown(number)}")
     return number
 
 
