@@ -16,6 +16,7 @@ half-written target behind and an interrupted one leaves a valid file with every
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import stat
@@ -27,7 +28,7 @@ from typing import IO
 
 import numpy as np
 
-from nasgen.space import ArchitectureError, NasgenError, SearchSpace, architectures_from_lines
+from nasgen.space import MAX_INT, Architecture, ArchitectureError, NasgenError, SearchSpace
 
 __all__ = ["FORMATS", "ArchitectureWriter", "StagedFile", "format_for", "iter_arrays", "read_arrays", "write_arrays"]
 
@@ -304,35 +305,25 @@ def _cut_stdout(offset: int | None) -> None:
         pass  # best effort: the error itself is reported either way
 
 
-def _pad(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray, space: SearchSpace | None):
-    if space is None:
-        return layers, kernel, stride
-    M, N, K = kernel.shape
-    if K != space.dims and M:
-        raise ArchitectureError(f"the architectures have {K} dimensions; the space has {space.dims}")
-    if N > space.max_layers and M and int(layers.max()) > space.max_layers:
-        raise ArchitectureError(
-            f"an architecture has {int(layers.max())} layers; the space allows at most {space.max_layers}")
-    out = []
-    for a in (kernel, stride):
-        b = np.zeros((M, space.max_layers, space.dims), dtype=np.int64)
-        n = min(N, space.max_layers)
-        if M and K == space.dims:
-            b[:, :n] = a[:, :n]
-        out.append(b)
-    return layers, out[0], out[1]
-
-
 def _read_npz(data: bytes, source: str):
+    from nasgen.core import human_bytes, memory_limit_bytes
+
+    limit = memory_limit_bytes()
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            # the sizes the zip directory states, checked before anything is inflated (a zip bomb stops here)
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > limit:
+            raise NasgenError(f"{source} holds {human_bytes(unpacked)} of arrays, more than the {human_bytes(limit)} "
+                              "limit (NASGEN_MEMORY_LIMIT)")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [name for name in ("layers", "kernel", "stride") if name not in npz.files]
             if missing:
                 raise NasgenError(f"{source} is an npz file without the array {missing[0]!r} "
                                   "(nasgen writes layers, kernel and stride)")
             arrays = [np.asarray(npz[name]) for name in ("layers", "kernel", "stride")]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise NasgenError(f"{source} is not a readable npz file ({exc})") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError) as exc:
+        raise NasgenError(f"{source} is not a readable npz file ({str(exc)[:200]})") from None
     layers, kernel, stride = arrays
     if (layers.ndim != 1 or kernel.ndim != 3 or stride.shape != kernel.shape or len(kernel) != len(layers)
             or any(a.dtype.kind not in "iu" for a in arrays)):
@@ -340,7 +331,119 @@ def _read_npz(data: bytes, source: str):
                           f"{layers.shape} {layers.dtype}, {kernel.shape} {kernel.dtype}, {stride.shape} {stride.dtype}")
     if layers.size and (int(layers.min()) < 1 or int(layers.max()) > kernel.shape[1]):
         raise NasgenError(f"{source}: a layer count is outside 1..{kernel.shape[1]}")
+    if kernel.size and (kernel.shape[2] < 1 or int(min(kernel.min(), stride.min())) < 0
+                        or int(max(kernel.max(), stride.max())) > MAX_INT):
+        raise NasgenError(f"{source}: kernels and strides must be integers in 0..{MAX_INT} (0 past an "
+                          "architecture's last layer) in at least one dimension")
     return tuple(a.astype(np.int64) for a in arrays)
+
+
+def _open_source(path: str | os.PathLike):
+    """(binary file object, name for messages) for a path or ``"-"`` (standard input)."""
+    if str(path) == "-":
+        return sys.stdin.buffer, "standard input"
+    source = str(path)
+    try:
+        if Path(path).is_dir():
+            raise NasgenError(f"cannot read {source}: it is a directory")
+        return open(path, "rb"), source
+    except OSError as exc:
+        raise NasgenError(f"cannot read {source}: {_reason(exc)}") from None
+
+
+def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str, first: int):
+    """A chunk of Architecture objects as arrays: shaped for ``space`` (checked unless not ``check``) or for itself."""
+    from nasgen.core import to_arrays
+    from nasgen.space import check_membership
+
+    if space is not None:
+        if check:
+            for number, arch in enumerate(archs, start=first):
+                try:
+                    check_membership(space, arch)
+                except ArchitectureError as exc:
+                    raise ArchitectureError(f"{source} architecture {number}: {exc}") from None
+        try:
+            return to_arrays(space, archs)
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{source}: {exc}") from None
+    dims = archs[0].dims
+    if any(a.dims != dims for a in archs):
+        raise ArchitectureError(f"{source}: architectures of different numbers of dimensions")
+    deepest = max(a.layers for a in archs)
+    layers = np.array([a.layers for a in archs], dtype=np.int64)
+    kernel = np.zeros((len(archs), deepest, dims), dtype=np.int64)
+    stride = np.zeros_like(kernel)
+    for i, a in enumerate(archs):
+        kernel[i, : a.layers] = a.kernel
+        stride[i, : a.layers] = a.stride
+    return layers, kernel, stride
+
+
+def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk: int = 4096, check: bool = True):
+    """Read architectures from a JSON Lines or ``.npz`` file (``"-"``: standard input) chunk by chunk.
+
+    JSON Lines are read a line at a time, so memory stays proportional to
+    ``chunk`` however large the file; an npz file is read whole (it is
+    compressed, and its stated size is checked against the memory limit first).
+
+    Args:
+        path: the file, or ``"-"``.
+        space: shape the arrays (M, N, K) for this space; with ``check``, also refuse
+            an architecture outside it. Without a space each chunk's N is its longest architecture.
+        chunk: architectures per chunk.
+        check: with ``space``, check membership (else only that the arrays fit the space).
+
+    Yields:
+        (layers (m,), kernel (m, N, K), stride (m, N, K)) int64 arrays.
+
+    Raises:
+        NasgenError: an unreadable or malformed file, named with the first bad line or array.
+        ArchitectureError: with ``space``, an architecture outside it.
+    """
+    handle, source = _open_source(path)
+    try:
+        try:
+            head = handle.read(4)
+            if head == b"PK\x03\x04":
+                arrays = _read_npz(head + handle.read(), source)
+                if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
+                    raise ArchitectureError(f"{source}: the architectures have {arrays[1].shape[2]} dimensions; "
+                                            f"the space has {space.dims}")
+                from nasgen.core import arrays_to_architectures
+
+                for start in range(0, len(arrays[0]), chunk):
+                    part = [a[start:start + chunk] for a in arrays]
+                    if space is None:
+                        yield tuple(part)
+                    else:
+                        yield _arrays_of(arrays_to_architectures(*part), space, check, source, start + 1)
+                return
+            archs: list[Architecture] = []
+            first = 1
+            lines = itertools.chain([head + handle.readline()], handle) if head else iter(())
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise NasgenError(f"{source} line {number} is not UTF-8 text (nor is the file an npz archive)") from None
+                if not line.strip():
+                    continue
+                try:
+                    archs.append(Architecture.from_json(line))
+                except ArchitectureError as exc:
+                    raise ArchitectureError(f"{source} line {number}: {exc}") from None
+                if len(archs) == chunk:
+                    yield _arrays_of(archs, space, check, source, first)
+                    first += len(archs)
+                    archs = []
+            if archs:
+                yield _arrays_of(archs, space, check, source, first)
+        except OSError as exc:
+            raise NasgenError(f"cannot read {source}: {_reason(exc)}") from None
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
 
 
 def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
@@ -357,45 +460,19 @@ def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
         NasgenError: an unreadable or malformed file, named with the first bad line or array.
         ArchitectureError: with ``space``, an architecture outside it.
     """
-    from nasgen.core import to_arrays
-    from nasgen.space import check_membership
+    from nasgen.core import empty_arrays
 
-    source = "standard input" if str(path) == "-" else str(path)
-    try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise NasgenError(f"cannot read {source}: {exc.strerror or exc}") from None
-    if data[:4] == b"PK\x03\x04":
-        layers, kernel, stride = _read_npz(data, source)
-        if space is not None:
-            from nasgen.core import arrays_to_architectures
-
-            for number, arch in enumerate(arrays_to_architectures(layers, kernel, stride), start=1):
-                try:
-                    check_membership(space, arch)
-                except ArchitectureError as exc:
-                    raise ArchitectureError(f"{source} architecture {number}: {exc}") from None
-        return _pad(layers, kernel, stride, space)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise NasgenError(f"{source} is neither an npz file nor UTF-8 JSON Lines") from None
-    archs = list(architectures_from_lines(text.splitlines(), source=source))
-    if space is not None:
-        for number, arch in enumerate(archs, start=1):
-            try:
-                check_membership(space, arch)
-            except ArchitectureError as exc:
-                raise ArchitectureError(f"{source} architecture {number}: {exc}") from None
-        return to_arrays(space, archs)
-    dims = archs[0].dims if archs else 1
-    if any(a.dims != dims for a in archs):
-        raise ArchitectureError(f"{source}: architectures of different numbers of dimensions")
-    deepest = max((a.layers for a in archs), default=1)
-    layers = np.array([a.layers for a in archs], dtype=np.int64)
-    kernel = np.zeros((len(archs), deepest, dims), dtype=np.int64)
-    stride = np.zeros_like(kernel)
-    for i, a in enumerate(archs):
-        kernel[i, : a.layers] = a.kernel
-        stride[i, : a.layers] = a.stride
-    return layers, kernel, stride
+    chunks = list(iter_arrays(path, space=space, chunk=65536))
+    if not chunks:
+        return empty_arrays(space) if space is not None else (
+            np.zeros(0, dtype=np.int64), np.zeros((0, 1, 1), dtype=np.int64), np.zeros((0, 1, 1), dtype=np.int64))
+    if len(chunks) == 1:
+        return chunks[0]
+    if space is None:
+        dims = {c[1].shape[2] for c in chunks}
+        if len(dims) > 1:
+            raise ArchitectureError(f"{path}: architectures of different numbers of dimensions")
+        deepest = max(c[1].shape[1] for c in chunks)
+        chunks = [(l, *(np.pad(a, ((0, 0), (0, deepest - a.shape[1]), (0, 0))) for a in (k, s)))
+                  for l, k, s in chunks]
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))

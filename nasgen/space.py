@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import Any
@@ -360,13 +361,13 @@ def _int_grid(values: Any, what: str) -> tuple[tuple[int, ...], ...]:
         raise ArchitectureError(f"{what} must be a list of layers, each a list of per-dimension integers")
     rows = []
     for l, row in enumerate(values):
-        if _integer(row) is not None:
+        if type(row) is int or (not isinstance(row, (list, tuple)) and _integer(row) is not None):
             row = [row]
         if not isinstance(row, (list, tuple)) or not row:
             raise ArchitectureError(f"{what} of layer {l} must be a non-empty list of integers, got {row!r}")
         cells = []
         for v in row:
-            number = _integer(v)
+            number = v if type(v) is int else _integer(v)  # the common case first: this runs per cell of a file
             if number is None or not 1 <= number <= MAX_INT:
                 raise ArchitectureError(f"{what} of layer {l} must hold integers in 1..{MAX_INT}, got {_shown(v)}")
             cells.append(number)
@@ -543,10 +544,11 @@ def _pair_allowed(space: SearchSpace, size: int, k: int, s: int) -> bool:
     return not (space.stride_range and not space.stride_range[0] <= s <= space.stride_range[1])
 
 
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
-        raise NasgenError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_JSON_INT_DIGITS} are read)")
-    return int(text)
+# A run of more digits than any integer nasgen reads; searched for before parsing (at C speed,
+# where a parse_int hook would call Python once per integer). Digits inside a string also match:
+# no nasgen file holds such a string.
+_LONG_DIGITS = re.compile("[0-9]{%d,}" % (MAX_JSON_INT_DIGITS + 1))
+_LONG_DIGITS_BYTES = re.compile(b"[0-9]{%d,}" % (MAX_JSON_INT_DIGITS + 1))
 
 
 def _no_constant(name: str) -> Any:
@@ -568,8 +570,11 @@ def parse_json(text: str | bytes) -> Any:
     >>> parse_json('{"layers": 1, "kernel": [[3]], "stride": [[1]]}')["kernel"]
     [[3]]
     """
+    long_digits = (_LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES).search(text)
+    if long_digits:
+        raise NasgenError(f"a number of {len(long_digits.group())} digits (at most {MAX_JSON_INT_DIGITS} are read)")
     try:
-        return json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise NasgenError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except UnicodeDecodeError:
