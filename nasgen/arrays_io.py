@@ -130,13 +130,13 @@ class StagedFile:
                 raise NasgenError(f"cannot write {self.path}: it is a directory")
             self.regular = info is None or stat.S_ISREG(info.st_mode)
             if not self.regular:
-                self.handle = open(target, "wb")
+                self.handle = open(target, "wb", buffering=0)
                 return
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
             self.temp, self.target = Path(name), target
             try:
                 os.chmod(fd, stat.S_IMODE(info.st_mode) if info is not None else _new_file_mode())
-                self.handle = os.fdopen(fd, "wb")
+                self.handle = os.fdopen(fd, "wb", buffering=0)
             except BaseException:
                 os.close(fd)
                 self.temp.unlink(missing_ok=True)
@@ -155,8 +155,7 @@ class StagedFile:
             data = data.encode("utf-8")
         try:
             self._dirty = True
-            self.handle.write(data)
-            self.handle.flush()
+            _write_all(self.handle.fileno(), data)
             self._good += len(data)
             self._dirty = False
         except BrokenPipeError:
@@ -168,7 +167,6 @@ class StagedFile:
         """Close the file and rename it onto the target."""
         try:
             if self._dirty and self.temp is not None:
-                self.handle.flush()
                 self.handle.truncate(self._good)
             self.handle.close()
             if self.temp is not None:
@@ -245,8 +243,15 @@ class ArchitectureWriter:
 
     def _write_stdout(self, text: str) -> None:
         try:
-            sys.stdout.write(text)
             sys.stdout.flush()
+            try:
+                fd = sys.stdout.fileno()
+            except (AttributeError, ValueError, io.UnsupportedOperation):
+                fd = None  # an in-process caller's StringIO
+            if fd is None:
+                sys.stdout.write(text)
+            else:
+                _write_all(fd, text.encode(sys.stdout.encoding or "utf-8"))
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -281,6 +286,18 @@ class ArchitectureWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         # an interrupt keeps what was completed; an error leaves the target as it was
         self.close(commit=exc_type is None or issubclass(exc_type, KeyboardInterrupt))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte with ``os.write``, so that a short write is followed by the OS's error.
+
+    A buffered file object can take a short write (the disk filled up mid-chunk) as
+    success and leave a torn line; ``os.write`` returns the short count and the next
+    call raises the real reason (ENOSPC, EFBIG).
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _stdout_offset() -> int | None:
