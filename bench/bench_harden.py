@@ -1,0 +1,91 @@
+"""Deadlines and streaming (issue 13's figures): --timeout T on a space whose preparation is slow, and adj's memory.
+
+Prints a markdown table (median of repeats; the baseline is a checkout of another revision, run in the
+same session) and writes it to bench/results/harden.md.
+
+    python bench/bench_harden.py [--repeats 3] [--baseline PATH_TO_OLD_CHECKOUT] [--cap 60]
+
+* ``--timeout 5`` on ``sample -I 1000 -O 1 -N 3 --rounding floor -M 1`` for every method: wall-clock
+  seconds of the whole process (interpreter start included) against T + 2 = 7 s. A baseline run is
+  killed at ``--cap`` seconds and shown as "> cap".
+* ``adj`` on a JSON Lines file of about 99 MB: seconds and peak resident memory (``/usr/bin/time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TIMEOUT_ARGS = ["sample", "-I", "1000", "-O", "1", "-N", "3", "--rounding", "floor", "-M", "1", "--timeout", "5"]
+
+
+def run_nasgen(args, tree: str | None, cap: float, cwd: str):
+    """(seconds, peak KB or None, exit code) of ``python -m nasgen ARGS`` with ``tree`` first on the path."""
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
+    started = time.perf_counter()
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "nasgen", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=cap)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return float("inf"), None, None
+    elapsed = time.perf_counter() - started
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    return elapsed, int(last) if last.isdigit() else None, proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=None, help="a checkout of the old revision (its nasgen/ is imported)")
+    parser.add_argument("--cap", type=float, default=60.0)
+    parser.add_argument("--adj-file", default=None, help="a ~99 MB JSON Lines file with its sidecar (made if absent)")
+    options = parser.parse_args()
+    here = str(Path(__file__).resolve().parents[1])
+    rows = ["| case | this branch (median s) | baseline (median s) | T + 2 |", "| --- | --- | --- | --- |"]
+    work = tempfile.mkdtemp(prefix="bench_harden_")
+    for method in ("exact", "all", "limited", "uniwit"):
+        args = TIMEOUT_ARGS + ["--method", method]
+        ours = statistics.median(run_nasgen(args, here, options.cap, work)[0] for _ in range(options.repeats))
+        base = "-"
+        if options.baseline:
+            value = statistics.median(run_nasgen(args, options.baseline, options.cap, work)[0]
+                                      for _ in range(options.repeats))
+            base = f"> {options.cap:.0f}" if value == float("inf") else f"{value:.2f}"
+        rows.append(f"| `--timeout 5 --method {method}` | {ours:.2f} | {base} | {'yes' if ours <= 7 else 'NO'} |")
+    adj_file = options.adj_file
+    if adj_file is None:
+        adj_file = os.path.join(work, "big.jsonl")
+        subprocess.run([sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
+                        "-M", "780000", "--with-replacement", "-o", adj_file], check=True, env={**os.environ,
+                        "PYTHONPATH": here}, stderr=subprocess.DEVNULL)
+    size = os.path.getsize(adj_file) / 1e6
+    rows += ["", f"| `adj` on {size:.0f} MB of JSON Lines | seconds | peak MB |", "| --- | --- | --- |"]
+    for label, tree in (("this branch", here), ("baseline", options.baseline)):
+        if tree is None:
+            continue
+        runs = [run_nasgen(["adj", adj_file], tree, 10 * options.cap, work) for _ in range(options.repeats)]
+        rows.append(f"| {label} | {statistics.median(r[0] for r in runs):.1f} | "
+                    f"{statistics.median(r[1] for r in runs) / 1024:.0f} |")
+    table = "\n".join(rows)
+    header = (f"# Deadlines and streaming (bench/bench_harden.py)\n\n{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs, Python {platform.python_version()}; median of {options.repeats} runs; "
+              "wall-clock seconds of the whole process.\n\n")
+    print(table)
+    out = Path(here) / "bench" / "results" / "harden.md"
+    out.write_text(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
