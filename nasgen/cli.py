@@ -105,8 +105,8 @@ def _say(message: str) -> None:
         pass  # stderr itself is closed: the exit code still tells
 
 
-def _flush_stdout() -> int | None:
-    """Flush stdout; the exit code to use when that fails, else None."""
+def _flush_stdout(report: bool = True) -> int | None:
+    """Flush stdout; the exit code to use when that fails (with one error line if ``report``), else None."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -114,7 +114,8 @@ def _flush_stdout() -> int | None:
         return EXIT_CLOSED_PIPE
     except (OSError, ValueError) as exc:
         _silence_stdout()
-        _say(f"nasgen: error: cannot write standard output: {getattr(exc, 'strerror', None) or exc}")
+        if report:
+            _say(f"nasgen: error: cannot write standard output: {getattr(exc, 'strerror', None) or exc}")
         return 2
     return None
 
@@ -124,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 success, 2 user error (one line on stderr), 130 interrupted, 141 standard output closed.
     """
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C while the command modules load
+        _say("nasgen: interrupted")
+        return 130
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.command_line = ["nasgen", *argv]  # recorded beside the outputs
@@ -133,11 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.handler(args) or 0)
         return _flush_stdout() or code
     except NasgenError as exc:
-        _flush_stdout()
+        _flush_stdout(report=False)  # one line: the error already says what went wrong
         _say(f"nasgen: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        _flush_stdout()
+        _flush_stdout(report=False)
         _say("nasgen: interrupted")
         return 130
     except ModuleNotFoundError as exc:
@@ -153,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # an I/O fault no command turned into a message of its own: name the file and the reason
         if getattr(exc, "filename", None):
-            _flush_stdout()
+            _flush_stdout(report=False)
             _say(f"nasgen: error: cannot access {exc.filename}: {exc.strerror or exc}")
             return 2
         # no file named: almost always a print to a full or failing standard output, which a flush confirms

@@ -148,6 +148,11 @@ CORPUS = [
     (["show", *SPACE, "--architecture", "[1, 2]"], "architecture"),
     (["show", *SPACE, "--rank", "9" * 30], "rank"),
     (["show", *SPACE, "--rank", "-1"], "rank"),
+    # network options of show
+    (["show", "-I", "7,7", "-O", "1,1", "-n", "3", "-N", "3", "--rounding", "floor", "--model", "resnet18",
+      "--width-multiplier", "inf"], "width-multiplier"),
+    (["show", *SPACE, "--model", "chain", "--width", "9" * 20], "width"),
+    (["show", *SPACE, "--model", "chain", "--num-classes", "0"], "num-classes"),
     # files that are not there, or not files
     (["adj", "/nonexistent/file.jsonl", *SPACE], "/nonexistent/file.jsonl"),
     (["adj", "/", *SPACE], "directory"),

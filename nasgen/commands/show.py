@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from nasgen.commands.common import add_space_arguments, emit, space_from_args
+import math
+
+from nasgen.commands.common import MAX_OPTION_INT, add_space_arguments, emit, space_from_args
 from nasgen.space import NasgenError
 
 
@@ -44,6 +46,13 @@ def run(args) -> int:
     rows = arch.conv_shapes(space)
     model_view = None
     if args.model:
+        # bounded here, at the edge: an infinite multiplier or a 20-digit width would reach int() and numpy
+        if not (math.isfinite(args.width_multiplier) and 0 < args.width_multiplier <= 1e6):
+            raise NasgenError(f"--width-multiplier must be a finite number in (0, 1e6], got {args.width_multiplier}")
+        for flag, value in (("--width", args.width), ("--num-classes", args.num_classes),
+                            ("--in-channels", args.in_channels)):
+            if not 1 <= value <= MAX_OPTION_INT:
+                raise NasgenError(f"{flag} must be an integer in 1..{MAX_OPTION_INT}, got {str(value)[:40]}")
         # built before anything is printed, so a bad model option fails with nothing half-shown
         from nasgen.summary import summarize
 
