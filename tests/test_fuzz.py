@@ -356,12 +356,25 @@ def test_api_where_limits_and_solver_bounds():
     check_where_cost(parse_where("k[0][0] * k[1][0] > 20 and layers == 2"), space)  # an ordinary one passes
 
 
-def test_timeout_covers_formula_building():
-    """The deadline starts with the sampler: a space whose domains take minutes stops with 'timeout'."""
-    space = SearchSpace((1000,), (1,), 1, 3, rounding="floor")
+def test_timeout_covers_formula_building(monkeypatch):
+    """The deadline starts with the sampler: preparation that would take a minute stops with 'timeout'."""
+    import time
+
+    from nasgen import solver
+
+    def slow_domains(space):  # pure Python, as the domain walk was: endless unless the deadline interrupts it
+        started = time.monotonic()
+        while time.monotonic() - started < 120:
+            time.sleep(0.01)
+        raise AssertionError("the deadline did not interrupt the domain walk")
+
+    monkeypatch.setattr(solver, "_layer_domains", slow_domains)
+    space = SearchSpace((30,), (20,), 2, 2)
     with nasgen.sampling.draw(space, nasgen.sampling.SamplingConfig(method="uniwit", samples=1, timeout=1)) as run:
         chunks = list(run.draw())
     assert chunks == [] and run.stop_reason == "timeout"
+    with pytest.raises(nasgen.solver.SolverTimeout):
+        nasgen.solver.count_solutions(space, timeout=1)
 
 
 # -- Hypothesis: argument lists --------------------------------------------------------------
