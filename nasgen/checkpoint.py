@@ -4,9 +4,11 @@ A checkpoint directory holds one sub-directory per integer step, managed by
 ``orbax.checkpoint.CheckpointManager``. Each step holds two orbax items: the
 state (``default``, a PyTree item) and ``nasgen_model``, a JSON item with the
 model spec, search space and architecture of every network found in the
-state plus a sha256 of every saved array. So a step can be rebuilt into its
-network(s) with nothing but the directory (:func:`load_model`), and a
-tampered or truncated step is refused with :class:`CheckpointError`.
+state; once orbax has committed the step, :data:`FILES_RECORD` holds the
+sha256 of every file of both. So a step can be rebuilt into its network(s)
+with nothing but the directory (:func:`load_model`), and a tampered or
+truncated step is refused with :class:`CheckpointError` before orbax reads
+it.
 
 >>> import tempfile
 >>> import jax.numpy as jnp
@@ -63,7 +65,7 @@ STATE_ITEM = "default"
 """The orbax item of the arrays; the name single-item managers used, so older checkpoints stay readable."""
 
 MODEL_ITEM = "nasgen_model"
-"""The orbax JSON item with the networks' specs, spaces, architectures and the arrays' sha256."""
+"""The orbax JSON item with the networks' paths, specs, spaces and architectures."""
 
 FILES_RECORD = "nasgen_files.json"
 """Written into a step's directory once orbax has committed it: the sha256 of every file of its two items.
@@ -190,23 +192,6 @@ def find_networks(state: Any) -> list[SavedNetwork]:
     return sorted(found, key=lambda n: [int(p) if p.isdigit() else p for p in n.path.split(".")] if n.path else [])
 
 
-def _leaf_key(path: Sequence[Any]) -> str:
-    return ".".join(_key_text(entry) for entry in path)
-
-
-def _leaf_digest(leaf: Any) -> str:
-    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.random.key_data(leaf)
-    array = np.ascontiguousarray(np.asarray(leaf))
-    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(memoryview(array).cast("B") if array.ndim else array.tobytes())
-    return digest.hexdigest()
-
-
-def _leaf_digests(tree: Any) -> dict[str, str]:
-    return {_leaf_key(path): _leaf_digest(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
 def _key_text(entry: Any) -> str:
     for attribute in ("key", "idx", "name"):
         if hasattr(entry, attribute):
@@ -289,7 +274,6 @@ def save(
         "format": _FORMAT,
         "networks": networks_json,
         "networks_sha256": hashlib.sha256(json.dumps(networks_json, sort_keys=True).encode()).hexdigest(),
-        "sha256": _leaf_digests(tree),
     }
     path = _directory(directory)
     with _manager(path, create=True, keep=keep) as manager:
@@ -375,7 +359,6 @@ def _read_record(manager: ocp.CheckpointManager, path: Path, step: int) -> dict[
         isinstance(record, dict)
         and record.get("format") == _FORMAT
         and isinstance(record.get("networks"), list)
-        and isinstance(record.get("sha256"), dict)
         and record.get("networks_sha256")
         == hashlib.sha256(json.dumps(record["networks"], sort_keys=True).encode()).hexdigest()
     )
@@ -440,8 +423,8 @@ def restore(
     Raises:
         CheckpointError: if there is no such checkpoint, it does not match
             ``target`` (different architecture or options), or it is
-            damaged (unreadable files, or arrays whose sha256 differs from
-            the one recorded when it was saved).
+            damaged (a file missing, added or differing from the sha256
+            recorded when it was saved, or unreadable).
     """
     directory_path = _directory(directory)
     steps = all_steps(directory_path)
@@ -457,7 +440,6 @@ def restore(
     graph_target = target is not None and _contains_graph_node(target)
     _verify_files(directory_path / str(step), where)
     with _manager(directory_path, create=False) as manager:
-        record = _read_record(manager, directory_path, step)
         stored = _stored_tree(manager, directory_path, step)
         stored_part = _subtree(stored, keys, where)
         if target is None:
@@ -486,10 +468,6 @@ def restore(
             raise
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt files fail in many ways inside orbax
             raise CheckpointError(f"{where} is damaged or incomplete ({_one_line(exc)})") from None
-    if record is not None:
-        for key, digest in _leaf_digests(restored).items():
-            if record["sha256"].get(key) != digest:
-                raise CheckpointError(f"{where} is damaged: {key} differs from what was saved (sha256 mismatch)")
     restored = _subtree(restored, keys, where) if keys else restored
     if graph_target:
         nnx.update(target, restored)
