@@ -46,6 +46,7 @@ __all__ = [
     "read_log",
     "summarize",
     "markdown_summary",
+    "plot_figures",
     "write_plots",
     "write_reports",
     "SUMMARY_JSON",
@@ -470,7 +471,20 @@ def markdown_seed_summary(summary: dict[str, Any]) -> str:
 
 def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], names: Sequence[str],
                 summary: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Three PNGs, readable for any number of networks.
+    """:func:`plot_figures` saved as PNGs into ``output_dir``.
+
+    Returns:
+        ``{"alpha": path, "alpha_deviation": path, "accuracy": path}``.
+    """
+    paths = {key: Path(output_dir) / name for key, name in PLOT_FILES.items()}
+    for key, figure in plot_figures(records, names, summary).items():
+        figure.savefig(paths[key], dpi=120)
+    return paths
+
+
+def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
+                 summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Three figures, readable for any number of networks.
 
     * ``alpha.png``: softmax(alpha) of every network (rows, each labelled)
       per epoch (columns), a heat map with its colour scale;
@@ -483,15 +497,14 @@ def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]]
     change). Epoch axes carry integer ticks only.
 
     Returns:
-        ``{"alpha": path, "alpha_deviation": path, "accuracy": path}``.
+        ``{"alpha": Figure, "alpha_deviation": Figure, "accuracy": Figure}``.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    out = Path(output_dir)
+    figures = {}
     epochs = [int(r["epoch"]) for r in records]
     weights = np.asarray([r["softmax_alpha"] for r in records])  # (epochs, networks)
-    paths = {key: out / name for key, name in PLOT_FILES.items()}
     count = len(names)
     short = [n.split()[0] for n in names]
     row_height = 0.22
@@ -506,7 +519,7 @@ def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]]
     ax.set(xlabel="epoch", title="softmax(α) per network and epoch")
     fig.colorbar(image, ax=ax, label="softmax(α)")
     fig.tight_layout()
-    fig.savefig(paths["alpha"], dpi=120)
+    figures["alpha"] = fig
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -516,7 +529,7 @@ def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]]
     ax.set_ylim(bottom=0)
     ax.set(xlabel="epoch", ylabel="α deviation from c0", title="α deviation from the baseline (Figure 5)")
     fig.tight_layout()
-    fig.savefig(paths["alpha_deviation"], dpi=120)
+    figures["alpha_deviation"] = fig
 
     acc = list(records[-1]["test_accuracy"]) + [records[-1]["mixture_test_accuracy"]]
     labels = [f"{s} (baseline)" if i == 0 else s for i, s in enumerate(short)] + ["mixture"]
@@ -540,8 +553,8 @@ def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]]
     interval_note = ", bars: 95% Wilson interval" if errors is not None else ""
     ax.set(xlabel="test accuracy", title=f"Test accuracy after epoch {records[-1]['epoch']}{interval_note}")
     fig.tight_layout()
-    fig.savefig(paths["accuracy"], dpi=120)
-    return paths
+    figures["accuracy"] = fig
+    return figures
 
 
 def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], summary: dict[str, Any],

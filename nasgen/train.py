@@ -709,11 +709,16 @@ class _Checkpoints:
         save(self.directory, epoch, {"mixture": mixture, "optimizer": optimizer}, overwrite=True)
 
     def prune(self, newest: int) -> None:
-        """Delete all but the ``keep`` newest epochs up to ``newest``, and any later one."""
+        """Delete all but the ``keep`` newest epochs up to ``newest``, any later one, and torn saves."""
         kept = [e for e in self.epochs() if e <= newest][-self.keep:]
         for epoch in self.epochs():
             if epoch not in kept:
                 shutil.rmtree(self.directory.resolve() / str(epoch), ignore_errors=True)
+        # What a save killed half-way leaves behind (orbax's temporary directories).
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                if ".orbax-checkpoint-tmp" in path.name:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def restore(self, epoch: int, mixture: Mixture, optimizer: nnx.Optimizer) -> None:
         from nasgen.checkpoint import restore
@@ -919,7 +924,12 @@ def maybe_initialize_distributed() -> bool:
 
 
 def dataset_record(data: Dataset) -> dict[str, Any]:
-    """Name, source, shapes, sizes and a SHA-256 of the arrays actually trained on."""
+    """Name, source, shapes, sizes and a SHA-256 of the arrays actually trained on.
+
+    The hash covers each array's dtype, shape and bytes (training images,
+    training labels, test images, test labels, in that order), so two runs
+    with the same ``sha256`` saw the same data.
+    """
     digest = hashlib.sha256()
     for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
         contiguous = np.ascontiguousarray(array)
@@ -1141,13 +1151,21 @@ class TrainingRun:
             "platform": self.mesh.devices.flat[0].platform, "command": self.command, "versions": _versions(),
         }
         metadata.setdefault("sessions", []).append(session)
-        metadata.update(dataset=dataset_record(data), devices=self.mesh.size)
+        used = dataclasses.replace(
+            data, train_images=self.train_images, train_labels=self.train_labels,
+            test_images=self.test_images, test_labels=self.test_labels,
+        )
+        metadata.update(dataset=dataset_record(used), devices=self.mesh.size)
         # Nothing on disk changes before this point, so a refused resume
         # (damaged checkpoint, bad log) leaves the directory as it was.
         if jax.process_index() == 0:
             _write_json_atomic(self.output_dir / CONFIG_FILE, metadata)
             # Records past the restored epoch are redone by this run.
             report.write_log(log_path, [r for r in records if r["epoch"] <= self.start_epoch])
+        if self.resume:
+            # Checkpoints past the restored epoch (their records were lost)
+            # are redone; old ones a kill kept from pruning go now.
+            self._checkpoints.prune(self.start_epoch)
         self._metadata = metadata
 
     def __exit__(self, *exc_info) -> None:

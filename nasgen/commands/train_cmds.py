@@ -203,7 +203,6 @@ def _configure_logging() -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("nasgen: %(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
@@ -239,9 +238,9 @@ def _cmd_train(args) -> int:
     if args.seeds is not None:
         from nasgen.train import parse_seeds
 
+        seeds = parse_seeds(args.seeds)
         if args.seed is not None:
             raise NasgenError("give --seed or --seeds, not both")
-        seeds = parse_seeds(args.seeds)
     if args.resume is not None:
         from nasgen.train import SEEDS_FILE, read_config, read_seed_manifest
 
