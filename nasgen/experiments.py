@@ -16,41 +16,42 @@ from typing import Any, Callable
 
 from nasgen.space import Architecture, NasgenError
 
-__all__ = ["PAPER_MNIST_METHODS", "EXPERIMENT_FILE", "ARCHITECTURES_FILE", "RUN_DIR", "paper_mnist", "sample_resnet_architectures"]
+__all__ = ["EXPERIMENT_FILE", "ARCHITECTURES_FILE", "RUN_DIR", "paper_mnist", "sample_resnet_architectures"]
 
-PAPER_MNIST_METHODS = ("exact", "limited", "uniwit")
 EXPERIMENT_FILE = "experiment.json"
 ARCHITECTURES_FILE = "architectures.jsonl"
 RUN_DIR = "run"
 
 
 def sample_resnet_architectures(method: str, samples: int, seed: int) -> list[Architecture]:
-    """M distinct architectures of the ResNet-18 downsampling space.
+    """M distinct architectures of the ResNet-18 downsampling space, through :func:`nasgen.sampling.draw`.
 
     Args:
-        method: ``"exact"`` (nasgen's exact uniform sampler), ``"limited"``
-            (z3's first M, the paper's Limited-M) or ``"uniwit"`` (the
-            paper's Limited_Uniform-M).
+        method: any registered sampling method (:func:`nasgen.sampling.method_names`),
+            e.g. ``"exact"`` (exactly uniform), ``"limited"`` (z3's first M,
+            the paper's Limited-M) or ``"uniwit"`` (the paper's
+            Limited_Uniform-M).
         samples: M, at least 1.
         seed: the sampler's seed.
 
     Raises:
-        NasgenError: an unknown method or a non-positive count.
+        NasgenError: an unknown method, a non-positive count, or a method that
+            stopped before drawing M architectures.
     """
+    from nasgen.core import arrays_to_architectures
     from nasgen.models import RESNET_SPACE
+    from nasgen.sampling import SamplingConfig, draw
 
-    if method not in PAPER_MNIST_METHODS:
-        raise NasgenError(f"sampling method {method!r} is not one of {', '.join(PAPER_MNIST_METHODS)}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise NasgenError(f"--samples must be a positive integer, got {samples!r}")
-    if method == "exact":
-        from nasgen.core import sample
-
-        return sample(RESNET_SPACE, samples, seed=seed, replace=False)
-    from nasgen.solver import SolverSampler
-
-    with SolverSampler(RESNET_SPACE, method=method, seed=seed) as sampler:
-        return list(sampler.solutions(samples))
+    config = SamplingConfig(method=method, samples=samples, seed=seed)
+    with draw(RESNET_SPACE, config) as run:
+        archs = [a for chunk in run.draw() for a in arrays_to_architectures(*chunk)]
+    if len(archs) < samples:
+        raise NasgenError(
+            f"the {method} sampler stopped after {len(archs)} of {samples} architectures ({run.stop_reason})"
+        )
+    return archs
 
 
 def paper_mnist(

@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 from nasgen.space import Architecture, NasgenError
-
-# The experiment module imports no JAX at import time (see nasgen/experiments.py).
-from nasgen.experiments import PAPER_MNIST_METHODS
+from nasgen.sampling import method_names
 
 # Settings that map one to one onto TrainConfig fields (CLI flag -> field).
 _CONFIG_OPTIONS = (
@@ -102,9 +100,10 @@ def register(subparsers) -> None:
         description="Section 6.3: sample M ResNet-18 downsampling schedules, train them and the original "
                     "ResNet-18 as one mixture on MNIST with the paper's settings, write the Table-3 report.",
     )
-    pm.add_argument("--method", choices=PAPER_MNIST_METHODS, default="exact",
-                    help="exact: nasgen's exact uniform sampler (default); limited: the first M in z3's order "
-                         "(Limited-M); uniwit: the paper's Limited_Uniform-M")
+    pm.add_argument("--method", choices=method_names(), default="exact",
+                    help="how the M architectures are drawn (nasgen.sampling): exact: nasgen's exact uniform "
+                         "sampler (default); limited: the first M in z3's order (Limited-M); uniwit: the paper's "
+                         "Limited_Uniform-M")
     pm.add_argument("-M", "--samples", type=int, default=20, help="generated architectures (default 20)")
     pm.add_argument("--sample-seed", type=int, default=42, help="seed of the sampler (default 42)")
     pm.add_argument("--output-dir", default=None, help="new or empty directory for architectures and the run")
