@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -51,7 +50,8 @@ from flax import nnx
 
 from nasgen import report
 from nasgen.data import Dataset, batches, load_dataset
-from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_SPACE, build_model
+from nasgen.models import build_model
+from nasgen.modelspec import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_INPUT_SHAPE, ModelSpec, resnet_space
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
 
 if TYPE_CHECKING:
@@ -83,7 +83,6 @@ __all__ = [
     "enable_compilation_cache",
     "data_mesh",
     "maybe_initialize_distributed",
-    "dataset_record",
     "network_table",
     "network_names",
 ]
@@ -153,7 +152,12 @@ class TrainConfig:
         model: ``"chain"`` (a :class:`~nasgen.models.ConvChain` per
             architecture) or ``"resnet18"`` (a ResNet-18 whose three
             downsampling blocks take each architecture).
-        dataset: ``"digits"`` (bundled 8x8) or ``"mnist"``.
+        dataset: ``"digits"`` (bundled 8x8), ``"mnist"``, or the path of an
+            ``.npz`` with ``x_train, y_train, x_test, y_test`` (any image
+            shape and class count; the paper's MNIST settings by default).
+        image_shape: resnet18's input ``(H, W, C)``; None is MNIST's
+            28x28x1. Its downsampling space is
+            :func:`~nasgen.modelspec.resnet_space` of it.
         space: the search space the architectures belong to (dict form); None
             picks :data:`DIGITS_SPACE` for chain runs on digits and
             :data:`~nasgen.models.RESNET_SPACE` for resnet18.
@@ -211,14 +215,23 @@ class TrainConfig:
     eval_batch_size: int = 1000
     bn_momentum: float = 0.9
     init_scale: float | str | None = None
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         if self.model not in MODELS:
             raise NasgenError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.dataset not in DATASET_DEFAULTS:
-            raise NasgenError(f"dataset {self.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
-        for name, value in DATASET_DEFAULTS[self.dataset].items():
+        if not isinstance(self.dataset, str) or not (self.dataset in DATASET_DEFAULTS or self.dataset.endswith(".npz")):
+            raise NasgenError(f"dataset {self.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)} or a FILE.npz")
+        if self.image_shape is not None:
+            if self.model != "resnet18":
+                raise NasgenError("image_shape applies to resnet18 only; a chain's input is its space's input shape")
+            shape = self.image_shape
+            if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+                raise NasgenError(f"image shape must be three positive integers H,W,C, got {shape!r}")
+            set_("image_shape", tuple(shape))
+        for name, value in DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["mnist"]).items():
             if getattr(self, name) is None:
                 set_(name, value)
         if self.optimizer not in OPTIMIZERS:
@@ -283,7 +296,7 @@ class TrainConfig:
         if self.space is not None:
             return self.space if isinstance(self.space, SearchSpace) else space_from_dict(self.space)
         if self.model == "resnet18":
-            return RESNET_SPACE
+            return resnet_space(self.image_shape or RESNET_INPUT_SHAPE)
         if self.dataset == "digits":
             return DIGITS_SPACE
         raise NasgenError("a chain model on mnist needs an explicit search space (e.g. 28x28 -> 4x4); pass --space")
@@ -302,6 +315,23 @@ class TrainConfig:
         """c_1..c_M as Architecture objects."""
         return [Architecture.from_dict(a) for a in self.architectures]
 
+    def model_spec(self, *, in_channels: int, num_classes: int) -> ModelSpec:
+        """The :class:`~nasgen.modelspec.ModelSpec` every network of the mixture is built from.
+
+        Args:
+            in_channels, num_classes: from the data.
+
+        Raises:
+            NasgenError: the data does not fit the model (e.g. ``image_shape``
+                disagrees with ``in_channels``).
+        """
+        options = {"num_classes": num_classes, "in_channels": in_channels, "bn_momentum": self.bn_momentum,
+                   "init_scale": self.init_scale}
+        if self.model == "chain":
+            return ModelSpec.from_options("chain", width=self.width, **options)
+        shape = self.image_shape or (*RESNET_INPUT_SHAPE, in_channels)
+        return ModelSpec.from_options("resnet18", width_multiplier=self.width_multiplier, image_shape=shape, **options)
+
     @property
     def num_networks(self) -> int:
         """M + 1."""
@@ -311,6 +341,8 @@ class TrainConfig:
         """Plain JSON-ready dict; :meth:`from_dict` inverts it."""
         data = dataclasses.asdict(self)
         data["architectures"] = [dict(a) for a in self.architectures]
+        if self.image_shape is not None:
+            data["image_shape"] = list(self.image_shape)
         return data
 
     @classmethod
@@ -456,27 +488,18 @@ def build_optimizer(optimizer: str, learning_rate: float, weight_decay: float) -
 def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int = 10) -> Mixture:
     """c_0 (the baseline) then c_1..c_M, each initialised from its own seed.
 
-    Network i is initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)``
-    so that its initial weights do not depend on the other networks; every
-    BatchNorm gets ``config.bn_momentum``.
+    Every network is built from :meth:`TrainConfig.model_spec` (which carries
+    ``config.bn_momentum`` and ``config.init_scale``); network i is
+    initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)`` so that its
+    initial weights do not depend on the other networks.
     """
     space = config.search_space()
+    spec = config.model_spec(in_channels=in_channels, num_classes=num_classes)
     archs = [config.baseline_architecture(), *config.generated_architectures()]
     networks = []
     for i, arch in enumerate(archs):
         seed = int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0])
-        kind_space = space if config.model == "chain" else None
-        networks.append(
-            build_model(
-                config.model, kind_space, arch, num_classes=num_classes, in_channels=in_channels,
-                width=config.width, width_multiplier=config.width_multiplier,
-                init_scale=None if config.init_scale == "lecun" else config.init_scale, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
-            )
-        )
-    for network in networks:
-        for _, module in nnx.iter_modules(network):
-            if isinstance(module, nnx.BatchNorm):
-                module.momentum = config.bn_momentum
+        networks.append(build_model(spec, space, arch, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg"))))
     return Mixture(networks, mixing=config.mixing)
 
 
@@ -846,12 +869,10 @@ def estimate_training_memory(config: TrainConfig, *, in_channels: int, num_class
     from nasgen.summary import model_stats
 
     space = config.search_space()
+    spec = config.model_spec(in_channels=in_channels, num_classes=num_classes)
     per_example = params = 0
     for arch in (config.baseline_architecture(), *config.generated_architectures()):
-        rows = model_stats(
-            space if config.model == "chain" else None, arch, model=config.model, width=config.width,
-            num_classes=num_classes, in_channels=in_channels, width_multiplier=config.width_multiplier,
-        )
+        rows = model_stats(spec, space if config.model == "chain" else None, arch)
         params += rows[-1]["params"] + rows[-1]["batch_stats"]
         per_example += sum(math.prod(r["output_shape"]) for r in rows[:-1])
     batch = -(-config.batch_size // devices)
@@ -921,29 +942,6 @@ def maybe_initialize_distributed() -> bool:
             jax.distributed.initialize()
         return True
     return False
-
-
-def dataset_record(data: Dataset) -> dict[str, Any]:
-    """Name, source, shapes, sizes and a SHA-256 of the arrays actually trained on.
-
-    The hash covers each array's dtype, shape and bytes (training images,
-    training labels, test images, test labels, in that order), so two runs
-    with the same ``sha256`` saw the same data.
-    """
-    digest = hashlib.sha256()
-    for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
-        contiguous = np.ascontiguousarray(array)
-        digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
-        digest.update(contiguous.data)
-    return {
-        "name": data.name,
-        "source": str(data.source),
-        "image_shape": [int(v) for v in data.train_images.shape[1:]],
-        "train_size": int(len(data.train_labels)),
-        "test_size": int(len(data.test_labels)),
-        "num_classes": int(data.num_classes),
-        "sha256": digest.hexdigest(),
-    }
 
 
 def _versions() -> dict[str, str]:
@@ -1051,11 +1049,13 @@ class TrainingRun:
         data = self._dataset
         config = self.config
         space = config.search_space()
-        expected = space.input_shape if config.model == "chain" else (28, 28)
-        if tuple(data.image_shape) != tuple(expected):
+        spec = config.model_spec(in_channels=data.channels, num_classes=int(data.num_classes))
+        expected = spec.image_shape(space)
+        if tuple(data.example_shape) != tuple(expected):
+            hint = " (pass --image-shape for another input)" if config.model == "resnet18" else ""
             raise NasgenError(
-                f"{config.model} networks take {'x'.join(map(str, expected))} inputs but "
-                f"{data.name} images are {'x'.join(map(str, data.image_shape))}"
+                f"{config.model} networks here take {'x'.join(map(str, expected))} inputs but "
+                f"{data.name} images are {'x'.join(map(str, data.example_shape))}{hint}"
             )
         limit = lambda array, n: array if n is None else array[:n]  # noqa: E731
         self.train_images = limit(data.train_images, config.train_limit)
@@ -1155,7 +1155,7 @@ class TrainingRun:
             data, train_images=self.train_images, train_labels=self.train_labels,
             test_images=self.test_images, test_labels=self.test_labels,
         )
-        metadata.update(dataset=dataset_record(used), devices=self.mesh.size)
+        metadata.update(dataset=used.record(), devices=self.mesh.size)
         # Nothing on disk changes before this point, so a refused resume
         # (damaged checkpoint, bad log) leaves the directory as it was.
         if jax.process_index() == 0:
@@ -1345,13 +1345,10 @@ def network_table(config: TrainConfig, data: Dataset) -> list[dict[str, Any]]:
     from nasgen.summary import model_stats
 
     space = config.search_space()
+    spec = config.model_spec(in_channels=data.channels, num_classes=int(data.num_classes))
     table = []
     for arch in (config.baseline_architecture(), *config.generated_architectures()):
-        total = model_stats(
-            space if config.model == "chain" else None, arch, model=config.model, width=config.width,
-            num_classes=int(data.num_classes), in_channels=int(data.train_images.shape[-1]),
-            width_multiplier=config.width_multiplier,
-        )[-1]
+        total = model_stats(spec, space if config.model == "chain" else None, arch)[-1]
         table.append({"architecture": arch.to_dict(), "params": int(total["params"]), "flops": int(total["flops"])})
     return table
 

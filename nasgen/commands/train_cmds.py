@@ -19,7 +19,7 @@ from nasgen.sampling import method_names
 _CONFIG_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "learning_rate", "weight_decay", "optimizer", "mixing",
     "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size", "bn_momentum",
-    "init_scale",
+    "init_scale", "image_shape",
 )
 
 
@@ -36,13 +36,35 @@ def _init_scale(text: str):
     return value
 
 
+def _dataset_arg(text: str) -> str:
+    """``--dataset``: digits, mnist or a path ending in .npz."""
+    if text in ("digits", "mnist") or text.endswith(".npz"):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not digits, mnist or a FILE.npz")
+
+
+def _image_shape_arg(text: str) -> list[int]:
+    """``--image-shape``: three positive integers H,W,C."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or min(values) < 1 or max(values) > 2**20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive integers H,W,C such as 32,32,3")
+    return values
+
+
 def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool = True) -> None:
     g = parser.add_argument_group("training (defaults: the paper's settings for mnist; see docs/training.md)")
     if model_choice:
         g.add_argument("--model", choices=("chain", "resnet18"), default=None,
                        help="network family (default: resnet18 on mnist, chain on digits)")
-        g.add_argument("--dataset", choices=("digits", "mnist"), default=None,
-                       help="digits: scikit-learn's bundled 8x8 (no download, default); mnist: see --data-dir")
+        g.add_argument("--dataset", type=_dataset_arg, default=None, metavar="{digits,mnist,FILE.npz}",
+                       help="digits: scikit-learn's bundled 8x8 (no download, default); mnist: see --data-dir; "
+                            "FILE.npz: x_train, y_train, x_test, y_test of any image shape (resnet18 by default)")
+        g.add_argument("--image-shape", type=_image_shape_arg, default=None, metavar="H,W,C",
+                       help="resnet18's input (default: the dataset's images, 28,28,1 for mnist)")
     g.add_argument("--data-dir", default=None, help="MNIST directory or file (default: the `nasgen data mnist` cache)")
     g.add_argument("--epochs", type=int, default=None, help="training epochs (mnist: 10)")
     g.add_argument("--batch-size", type=int, default=None, help="images per step (mnist: 512)")
@@ -233,7 +255,7 @@ def _cmd_train(args) -> int:
     if (args.output_dir is None) == (args.resume is None):
         raise NasgenError("give exactly one of --output-dir DIR (a new run) or --resume DIR (continue a run)")
     options = _explicit_options(args)
-    seeds = None
+    seeds, data = None, None
     if args.seeds is not None:
         from nasgen.train import parse_seeds
 
@@ -268,7 +290,14 @@ def _cmd_train(args) -> int:
         output_dir = Path(args.output_dir)
         dataset = options.get("dataset", "digits")
         options.setdefault("dataset", dataset)
-        options.setdefault("model", "resnet18" if dataset == "mnist" else "chain")
+        options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
+        if dataset.endswith(".npz"):
+            from nasgen.data import load_dataset
+
+            # Loaded here so that ResNet-18 takes the file's image shape.
+            data = load_dataset(dataset)
+            if options["model"] == "resnet18":
+                options.setdefault("image_shape", list(data.example_shape))
         config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
         space = _space_for(args, options["model"])
         if space is not None:
@@ -281,6 +310,8 @@ def _cmd_train(args) -> int:
 
     config = TrainConfig.from_dict(config_data)
     run_options = _run_options(args)
+    if data is not None:
+        run_options["dataset"] = data
     try:
         if seeds is None:
             train(config, output_dir, resume=resume, **run_options)
