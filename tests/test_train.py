@@ -782,3 +782,89 @@ def test_seed_summary_is_mean_and_sample_std(tmp_path, digits, capsys):
         assert json.loads((tmp_path / "seeds" / f"seed-{seed}" / "config.json").read_text())["config"]["seed"] == seed
     code, _, _ = _cli(["train", "--resume", str(tmp_path / "seeds"), "--no-progress", "--no-compile-cache"], capsys)
     assert code == 0
+
+
+# -- any dataset from an npz ----------------------------------------------------------------
+
+
+def _digits_npz(path: Path, digits, scale: float = 1.0):
+    np.savez(path, x_train=digits.train_images[:256] * np.float32(scale), y_train=digits.train_labels[:256],
+             x_test=digits.test_images[:100] * np.float32(scale), y_test=digits.test_labels[:100])
+    return path
+
+
+def _npz_chain_args(tmp_path, npz):
+    args = _tiny_cli_args(tmp_path)
+    args[args.index("--epochs") + 1] = "1"
+    return args + ["--dataset", str(npz), "--model", "chain", "--space", json.dumps(DIGITS_SPACE.to_dict()),
+                   "--baseline", json.dumps(DIGITS_BASELINE.to_dict())]
+
+
+def test_an_npz_dataset_labels_the_report_and_divergence_exits_2(tmp_path, digits, capsys):
+    npz = _digits_npz(tmp_path / "eights.npz", digits)
+    code, out, err = _cli(_npz_chain_args(tmp_path, npz) + ["--output-dir", str(tmp_path / "ok")], capsys)
+    assert code == 0, err
+    assert "| Baseline (c0) | eights |" in out
+    stored = json.loads((tmp_path / "ok" / "config.json").read_text())
+    assert stored["dataset"]["name"] == "eights" and stored["dataset"]["source"] == str(npz)
+    huge = _digits_npz(tmp_path / "huge.npz", digits, scale=3e38)
+    code, _, err = _cli(_npz_chain_args(tmp_path, huge) + ["--output-dir", str(tmp_path / "bad")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "training diverged in epoch 1" in err, err
+    assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_resnet18_on_32x32x3_images_from_an_npz(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "colour.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_train=rng.integers(0, 4, 64),
+             x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=rng.integers(0, 4, 20))
+    from nasgen.modelspec import resnet_space
+    from nasgen.sampling import sample as draw_sample
+
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in draw_sample(resnet_space((32, 32, 3)), 2, seed=0)))
+    code, out, err = _cli(["train", "--architectures", str(archs), "--dataset", str(npz), "--epochs", "1",
+                           "--batch-size", "16", "--width-multiplier", "0.0625", "--no-progress",
+                           "--no-compile-cache", "--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["image_shape"] == [32, 32, 3] and config["dataset"]["num_classes"] == 4
+    assert "| Baseline (c0) | colour |" in out
+
+
+# -- data parallelism over forced host devices --------------------------------------------------
+
+_DEVICES_RUN = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax
+    from nasgen.data import load_digits
+    from nasgen.train import TrainConfig, train
+    assert jax.device_count() == 4, jax.devices()
+    config = TrainConfig.from_dict(json.loads(sys.argv[1]))
+    data = load_digits()
+    for n in (1, 2, 4):
+        train(config, os.path.join(sys.argv[2], f"d{n}"), dataset=data, progress=False, devices=n)
+    """
+)
+
+
+@pytest.mark.slow
+def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
+    config = _tiny_config(epochs=2)
+    done = subprocess.run([sys.executable, "-c", _DEVICES_RUN, json.dumps(config.to_dict()), str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {n: _numbers(tmp_path / f"d{n}") for n in (1, 2, 4)}
+    for n in (2, 4):
+        assert json.loads((tmp_path / f"d{n}" / "config.json").read_text())["devices"] == n
+        for one, many in zip(runs[1], runs[n]):
+            assert one["epoch"] == many["epoch"]
+            for key in ("alpha", "train_loss", "softmax_alpha"):
+                np.testing.assert_allclose(many[key], one[key], rtol=1e-4, atol=1e-5, err_msg=f"{key}, {n} devices")
+            np.testing.assert_allclose(many["mixture_train_loss"], one["mixture_train_loss"], rtol=1e-4)
+            # Accuracies are counts of 100 test images: a logit that ties
+            # within float error may flip one image.
+            np.testing.assert_allclose(many["test_accuracy"], one["test_accuracy"], atol=0.011)
