@@ -530,12 +530,7 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
     logits, losses, network_grads = [], [], []
     inputs = images
     for network in mixture.networks:
-
-        def own_loss(model, inputs=inputs):
-            z = model(inputs)
-            return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
-
-        (loss, z), grads = nnx.value_and_grad(own_loss, has_aux=True)(network)
+        (loss, z), grads = _network_gradients(network, inputs, labels)
         logits.append(z)
         losses.append(loss)
         network_grads.append(grads)
@@ -550,6 +545,25 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
     for i, network_grad in enumerate(network_grads):
         grads["networks"][i] = network_grad
     return grads, (mixture_loss, jnp.stack(losses))
+
+
+@nnx.jit
+def _network_gradients(network: nnx.Module, images: jax.Array, labels: jax.Array):
+    """``((loss, logits), grads)`` of one network's own cross-entropy.
+
+    Jitted on its own, so that inside the fused step each network is traced
+    into a sub-program of its own (XLA inlines it; the compiled step is the
+    same). Traced in one piece, every BatchNorm statistics update made JAX
+    walk the whole step's trace so far (flax's ``Variable.set_value`` asks a
+    tracer for ``.sharding``, whose error message searches the trace for the
+    value's origin), so tracing grew quadratically with the number of networks.
+    """
+
+    def own_loss(model):
+        z = model(images)
+        return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
+
+    return nnx.value_and_grad(own_loss, has_aux=True)(network)
 
 
 @nnx.jit
