@@ -30,12 +30,14 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -73,6 +75,7 @@ __all__ = [
     "mixture_losses",
     "mixture_gradients",
     "train_step",
+    "FusedStep",
     "eval_step",
     "evaluate",
     "train",
@@ -640,6 +643,103 @@ def evaluate(
     return network_correct / count, mixture_correct / count
 
 
+# -- the compiled step ----------------------------------------------------------------
+
+STEP_DIR = "steps"
+"""Subdirectory of the compilation cache holding serialised (``jax.export``) training steps."""
+
+
+class FusedStep:
+    """The fused :func:`train_step` as a function of the flat state, traced once per mixture.
+
+    Called with one batch, it updates its own copy of the mixture's and the
+    optimiser's arrays; :meth:`sync` writes them back into the nnx objects
+    (before evaluation and checkpoints). With a ``cache_dir`` the traced and
+    lowered step is serialised with ``jax.export`` under ``cache_dir/steps``,
+    keyed by the mixture's structure, the batch's shapes and shardings and the
+    library versions: a later process (a resumed run, the same mixture again)
+    loads it instead of tracing the M+1 networks again, and JAX's persistent
+    cache in the same directory supplies the compiled program, so a warm
+    start neither traces nor compiles.
+
+    Args:
+        mixture, optimizer: the live objects (``mixture`` in train mode).
+        images, labels: one batch (shapes, dtypes and shardings matter).
+        cache_dir: JAX's compilation cache directory, or None for none.
+        identity: text that determines the mixture and its optimiser (a
+            run's config JSON); part of the cache key with the shapes, the
+            shardings, the library versions and the source of the modules
+            that define the step.
+    """
+
+    def __init__(self, mixture: "Mixture", optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
+                 cache_dir: Path | None = None, identity: str = "") -> None:
+        self._objects = (mixture, optimizer)
+        graphdef, state = nnx.split(self._objects)
+        leaves, self._treedef = jax.tree.flatten(state)
+        self.leaves = leaves
+        treedef = self._treedef
+
+        def step(leaves, images, labels):
+            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+            grads, losses = mixture_gradients(mixture, images, labels)
+            optimizer.update(mixture, grads)
+            return losses, jax.tree.leaves(nnx.state((mixture, optimizer)))
+
+        self.loaded_from_cache = False
+        if cache_dir is None or not identity:
+            self._call = jax.jit(step)
+            return
+        from jax import export
+
+        path = Path(cache_dir) / STEP_DIR / f"{self._key(identity, leaves, images, labels)}.jaxexport"
+        exported = None
+        if path.is_file():
+            try:
+                exported = export.deserialize(bytearray(path.read_bytes()))
+                self.loaded_from_cache = True
+            except Exception:  # a damaged or foreign cache entry: trace again and replace it
+                exported = None
+        if exported is None:
+            exported = export.export(jax.jit(step))(leaves, images, labels)
+            try:
+                blob = exported.serialize()
+            except ImportError:  # jax needs flatbuffers to serialise; without it, trace every time
+                blob = None
+            try:
+                if blob is None:
+                    raise OSError
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(blob)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a cache that cannot be written only costs the next run a trace
+        self._call = jax.jit(exported.call)
+
+    @staticmethod
+    def _key(identity: str, leaves, images, labels) -> str:
+        import nasgen.models
+        import nasgen.modelspec
+
+        digest = hashlib.sha256()
+        sources = [Path(module.__file__).read_bytes() for module in (sys.modules[__name__], nasgen.models, nasgen.modelspec)]
+        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources]]
+        for array in (*leaves, images, labels):
+            parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
+        digest.update(repr(parts).encode())
+        return digest.hexdigest()[:32]
+
+    def __call__(self, images: jax.Array, labels: jax.Array):
+        """One step; returns ``(mixture_loss, network_losses)``."""
+        losses, self.leaves = self._call(self.leaves, images, labels)
+        return losses
+
+    def sync(self) -> None:
+        """Write the step's arrays back into the mixture and optimiser objects."""
+        nnx.update(self._objects, jax.tree.unflatten(self._treedef, self.leaves))
+
+
 # -- the run ----------------------------------------------------------------------
 
 
@@ -910,7 +1010,12 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"cannot create the compilation cache {path} ({exc.strerror}); pass --no-compile-cache") from None
+    from jax.experimental.compilation_cache import compilation_cache
+
     jax.config.update("jax_compilation_cache_dir", str(path))
+    # JAX decides once per process whether to use the cache; a process that
+    # compiled something before this call decides again.
+    compilation_cache.reset_cache()
     # Cache every program that took a while (the step), not the many tiny ones.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -1134,8 +1239,11 @@ class TrainingRun:
     def __enter__(self) -> "TrainingRun":
         self.check()
         log_path = self.output_dir / LOG_FILE
-        if self.compilation_cache is not False:
-            enable_compilation_cache(None if self.compilation_cache is True else self.compilation_cache)
+        self._cache_dir = None
+        if self.compilation_cache not in (False, None, ""):
+            self._cache_dir = enable_compilation_cache(
+                None if self.compilation_cache is True else self.compilation_cache
+            )
         self._open_directory()
         try:
             self._enter_locked(log_path)
@@ -1251,26 +1359,25 @@ class TrainingRun:
             range(self.start_epoch, config.epochs), initial=self.start_epoch, total=config.epochs,
             desc="epochs", unit="epoch", disable=disable, leave=True,
         )
-        compiled = False
+        step_fn = None
         for epoch in epochs:
             self.mixture.train()
-            # cached_partial walks the M+1 networks' object graph once per
-            # epoch instead of on every call (plain nnx.jit calls spent about
-            # as long on that as on the chain step itself).
-            step_fn = nnx.cached_partial(train_step, self.mixture, self.optimizer)
             order = batches(count, config.batch_size, config.seed, epoch)
             step_losses = []  # device arrays; summed on the host so no extra XLA program is compiled
             compile_seconds = 0.0
             started = time.perf_counter()
-            if not compiled:
-                # The first call compiles the step: timed on its own, so that
+            if step_fn is None:
+                # Tracing and compiling the step (or loading both from the
+                # cache) and its first call are timed on their own, so that
                 # img/s and the ETA below are those of the compiled step.
                 index = next(order)
-                losses = step_fn(*self._shard(self.train_images[index], self.train_labels[index]))
+                batch = self._shard(self.train_images[index], self.train_labels[index])
+                step_fn = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
+                                    identity=json.dumps(config.to_dict(), sort_keys=True))
+                losses = step_fn(*batch)
                 jax.block_until_ready(losses)
                 step_losses.append(losses)
                 compile_seconds = time.perf_counter() - started
-                compiled = True
             first = len(step_losses)
             bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}", unit="step", disable=disable, leave=False)
             if compile_seconds:
@@ -1289,6 +1396,7 @@ class TrainingRun:
                         **({"compile": f"{compile_seconds:.1f}s"} if compile_seconds else {}),
                     )
             bar.close()
+            step_fn.sync()
             train_losses = np.mean([np.asarray(n, np.float64) for _, n in step_losses], axis=0)
             mixture_train_loss = float(np.mean([float(m) for m, _ in step_losses]))
             ended = time.perf_counter()
