@@ -31,7 +31,6 @@ estimate with a 95% Wilson score interval from a seeded run of draws.
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -39,14 +38,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen import _backend
+from nasgen.core import ChainStructure, SpaceTables, _check_samples, _Stream, seed_sequence, space_structure
 from nasgen.space import NasgenError, SearchSpace
 from nasgen.where import Node, Where, _ArrayAlgebra, _fold, _walk, evaluate_all_arrays, parse_where_all
 
 __all__ = [
     "Atom",
-    "ExactTables",
-    "Structure",
-    "base_structure",
     "restrict",
     "ConstrainedSpace",
     "CountResult",
@@ -61,6 +58,8 @@ __all__ = [
 ENUMERATE_LIMIT = 10**8
 #: Default budget of candidate draws for sampling by rejection.
 DEFAULT_MAX_DRAWS = 10**7
+#: Sample from the filtered members when the restricted space has at most this many.
+SMALL_SPACE = 10**6
 #: Default number of draws for an estimated count.
 DEFAULT_ESTIMATE_DRAWS = 10**6
 _CHUNK = 1 << 16
@@ -248,16 +247,6 @@ def _layer_mask(atoms: Sequence[Atom], space: SearchSpace) -> np.ndarray:
 # -- restricted tables -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Structure:
-    """A chain graph with its end states, components and rules (what the exact tables are built from)."""
-
-    graph: _backend.ChainGraph
-    ends: np.ndarray
-    components: _backend.Components
-    rules: _backend.Rules
-
-
 def _edges_of(graph: _backend.ChainGraph, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(edge indices, their source states) of ``states``, in state order then edge order."""
     starts, stops = graph.edge_ptr[states], graph.edge_ptr[states + 1]
@@ -269,7 +258,7 @@ def _edges_of(graph: _backend.ChainGraph, states: np.ndarray) -> tuple[np.ndarra
     return np.arange(total, dtype=np.int64) + offsets, np.repeat(states, counts)
 
 
-def restrict(space: SearchSpace, base: Structure, atoms: Sequence[Atom]) -> Structure:
+def restrict(space: SearchSpace, base: ChainStructure, atoms: Sequence[Atom]) -> ChainStructure:
     """Unroll each chain over its restricted positions and keep only the pairs its position atoms allow.
 
     States of the base graph stay (indices unchanged); each restricted
@@ -349,79 +338,7 @@ def restrict(space: SearchSpace, base: Structure, atoms: Sequence[Atom]) -> Stru
                                 np.concatenate(mult), np.concatenate(pairs_at), np.concatenate(pair_kernel),
                                 np.concatenate(pair_stride))
     components = _backend.make_components(starts, base.components.kd, base.components.dim0)
-    return Structure(graph, np.array(ends, dtype=np.int64), components, base.rules)
-
-
-def _limbs(value: int, W: int) -> list[int]:
-    return [(value >> (64 * i)) & (2**64 - 1) for i in range(W)]
-
-
-class ExactTables:
-    """Exact counts, uniform draws and unranking over a :class:`Structure` (restricted or not).
-
-    Args:
-        space: the search space.
-        structure: its chain graph (possibly restricted by position atoms).
-        allowed_layers: (N + 1,) bools, which numbers of layers are allowed.
-    """
-
-    def __init__(self, space: SearchSpace, structure: Structure, allowed_layers: np.ndarray) -> None:
-        self.space = space
-        self.structure = structure
-        N = space.max_layers
-        W = 1
-        while True:
-            g, overflowed = _backend.count_table(structure.graph, structure.ends, N, W)
-            if not overflowed:
-                break
-            W *= 2
-        self.g = g
-        self.chains = [[sum(int(v) << (64 * i) for i, v in enumerate(g[L, s])) for L in range(N + 1)]
-                       for s in structure.components.start.tolist()]
-        self.by_layers = {}
-        for L in range(space.min_layers, N + 1):
-            total = math.prod(c[L] for c in self.chains) if allowed_layers[L] else 0
-            self.by_layers[L] = total
-        self.count = sum(self.by_layers.values())
-        self.values = [L for L, c in self.by_layers.items() if c]
-        self.prefix = list(np.cumsum([self.by_layers[L] for L in self.values], dtype=object)) if self.values else []
-        WT = max(1, (self.count.bit_length() + 63) // 64)
-        self.layer_cum = np.array([_limbs(int(v), WT) for v in self.prefix], dtype=np.uint64).reshape(-1, WT)
-        self._cum = None
-
-    @property
-    def cum(self) -> np.ndarray:
-        if self._cum is None:
-            self._cum = _backend.cumulative_weights(self.structure.graph, self.g)
-        return self._cum
-
-    def draw(self, samples: int, state: int):
-        """``samples`` independent uniform draws; returns (layers, kernel, stride, next_state)."""
-        s = self.structure
-        return _backend.sample_batch(s.graph, s.rules, s.components, self.cum, self.g, np.array(self.values),
-                                     self.layer_cum, state, samples, self.space.max_layers, self.space.dims)
-
-    def unrank(self, ranks: Sequence[int]):
-        """Global ranks (0 <= r < count) -> (layers, kernel, stride), by layers, then chain 0's rank, ..."""
-        s = self.structure
-        C, W = len(s.components.start), self.g.shape[2]
-        layers = np.zeros(len(ranks), dtype=np.int64)
-        digits = np.zeros((len(ranks), C, W), dtype=np.uint64)
-        for i, rank in enumerate(ranks):
-            li = bisect.bisect_right(self.prefix, rank)
-            L = self.values[li]
-            rest = rank - (self.prefix[li - 1] if li else 0)
-            layers[i] = L
-            for c in range(C - 1, -1, -1):
-                rest, digit = divmod(rest, self.chains[c][L])
-                digits[i, c] = _limbs(digit, W)
-        kernel, stride = _backend.unrank_batch(s.graph, s.rules, s.components, self.cum, layers, digits,
-                                               self.space.max_layers, self.space.dims)
-        return layers, kernel, stride
-
-    def enumerate_arrays(self, batch: int = _CHUNK):
-        for start in range(0, self.count, batch):
-            yield self.unrank(range(start, min(self.count, start + batch)))
+    return ChainStructure(graph, np.array(ends, dtype=np.int64), components, base.rules)
 
 
 # -- the constrained space ---------------------------------------------------
@@ -465,12 +382,6 @@ class CountResult:
         return out
 
 
-def _seed_state(seed) -> int:
-    if isinstance(seed, np.random.Generator):
-        return int(seed.integers(0, 2**64, dtype=np.uint64))
-    return int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
-
-
 class ConstrainedSpace:
     """A search space under ``--where`` constraints: exact tables for what is absorbed, rejection for the rest.
 
@@ -479,22 +390,23 @@ class ConstrainedSpace:
         where: expressions (strings or parsed), all of which must hold.
         model: the chain model's options, needed by ``params`` and ``flops``
             (a ModelSpec or any object with ``nasgen.where.MODEL_OPTIONS``).
-        base: the space's unrestricted :class:`Structure` (built when not given).
+        base: the space's unrestricted :class:`~nasgen.core.ChainStructure` (built when not given).
 
     Raises:
         WhereError: an expression that does not fit the space or lacks model options.
     """
 
     def __init__(self, space: SearchSpace, where: Iterable[str | Where] = (), model: Any = None,
-                 base: Structure | None = None) -> None:
+                 base: ChainStructure | None = None) -> None:
         self.space = space
         self.model = model
         self.atoms = split_atoms(where, space, model)
         self.rejected = [a.where() for a in self.atoms if a.kind == "rejected"]
         if base is None:
-            base = base_structure(space)
+            base = space_structure(space)
         allowed = _layer_mask(self.atoms, space)
-        self.tables = ExactTables(space, restrict(space, base, self.atoms), allowed)
+        #: the exact tables of the space restricted by the absorbed atoms
+        self.tables = SpaceTables(space, restrict(space, base, self.atoms), allowed)
 
     @property
     def absorbed(self) -> list[Atom]:
@@ -525,12 +437,11 @@ class ConstrainedSpace:
                 total += int(self.accept(layers, kernel, stride).sum())
             return CountResult(total, True, restricted=restricted)
         _check_positive(draws, "draws")
-        state = _seed_state(seed)
+        stream = _Stream(self.tables, seed)
         accepted = done = 0
         while done < draws:
             n = min(_CHUNK * 4, draws - done)
-            layers, kernel, stride, state = self.tables.draw(n, state)
-            accepted += int(self.accept(layers, kernel, stride).sum())
+            accepted += int(self.accept(*stream.draw(n)).sum())
             done += n
         low, high = wilson_interval(accepted, done)
         return CountResult(
@@ -543,42 +454,60 @@ class ConstrainedSpace:
         )
 
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = _CHUNK,
-                           max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None):
+                           max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None,
+                           enumerate_limit: int = SMALL_SPACE):
         """Yield (layers, kernel, stride) chunks of a uniform sample of the constrained space.
 
+        With every atom absorbed this is the exact sampler of the restricted
+        tables. Otherwise, when the restricted space has at most
+        ``enumerate_limit`` members they are enumerated and filtered, and the
+        sample is drawn from the members; beyond that, independent uniform
+        draws of the restricted space are filtered by the rejected atoms (and
+        repeats dropped for distinct samples), chunk by chunk.
+
         Args:
-            samples: M, how many to draw.
-            seed: an int, None, a SeedSequence entropy or a numpy Generator.
-            replace: False (default) for M distinct architectures in uniformly
+            samples: M, how many to draw (distinct: at most the constrained count).
+            seed: None, a non-negative int or a numpy Generator; same int, same draws.
+            replace: False (default) for distinct architectures in uniformly
                 random order; True for independent draws.
             chunk: candidate draws per batch.
-            max_draws: the budget of candidate draws (with rejected atoms).
+            max_draws: the budget of candidate draws for rejection.
             statistics: a dict updated in place with ``draws``, ``accepted``
                 and ``acceptance`` as the run goes.
+            enumerate_limit: the largest restricted space filtered in full.
 
         Raises:
-            NasgenError: the constrained space is empty (known before any draw).
+            NasgenError: the constrained space is empty, or a bad budget.
             RejectionBudgetError: the budget ran out first; its message says how
-                many were found, the acceptance measured, and to use a hashing method.
+                many were found, the acceptance measured, and which method to use.
         """
         _check_positive(max_draws, "max_draws")
-        if samples < 0:
-            raise NasgenError(f"the number of samples must be >= 0, got {samples}")
+        samples = _check_samples(samples)
         stats = statistics if statistics is not None else {}
         stats.update(draws=0, accepted=0, acceptance=None)
-        if self.tables.count == 0 or (self.all_absorbed is False and self.count_if_small() == 0):
-            raise NasgenError(f"the constrained space is empty: no architecture of {self.space.describe()} "
-                              f"satisfies {' and '.join(a.text for a in self.atoms)}")
-        state = _seed_state(seed)
-        if not replace and self.all_absorbed and 2 * samples >= self.tables.count:
-            rng = np.random.default_rng(seed)
-            ranks = rng.permutation(self.tables.count)[: min(samples, self.tables.count)].tolist()
-            for start in range(0, len(ranks), chunk):
-                out = self.tables.unrank(ranks[start:start + chunk])
-                stats.update(draws=stats["draws"] + len(out[0]), accepted=stats["accepted"] + len(out[0]))
+        restricted = self.tables.count
+        if self.all_absorbed or restricted == 0:
+            self._require_nonempty(restricted)
+            for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk):
+                stats["draws"] += len(out[0])
+                stats["accepted"] += len(out[0])
                 stats["acceptance"] = 1.0
                 yield out
             return
+        if restricted <= enumerate_limit:
+            members = [tuple(a[keep] for a in arrays) for arrays in self.tables.enumerate_arrays(batch=chunk)
+                       for keep in [self.accept(*arrays)]]
+            members = tuple(np.concatenate(parts) for parts in zip(*members))
+            total = len(members[0])
+            stats.update(draws=restricted, accepted=total, acceptance=total / restricted)
+            self._require_nonempty(total)
+            rng = np.random.default_rng(seed_sequence(seed))
+            picks = rng.integers(0, total, size=samples) if replace else rng.permutation(total)[:samples]
+            for start in range(0, len(picks), chunk):
+                part = picks[start:start + chunk]
+                yield tuple(a[part] for a in members)
+            return
+        stream = _Stream(self.tables, seed)
         seen: set[bytes] = set()
         found = 0
         bits = self.space.bit_width
@@ -589,11 +518,9 @@ class ConstrainedSpace:
                     f"found (acceptance {_acceptance_text(stats)}): raise max_draws (--max-draws) or use "
                     "--method unigen"
                 )
-            need = samples - found
-            n = min(chunk, max_draws - stats["draws"], max(need + need // 8 + 16, 1024) if self.rejected else
-                    need + need // 8 + 16)
-            layers, kernel, stride, state = self.tables.draw(n, state)
-            keep = self.accept(layers, kernel, stride) if self.rejected else np.ones(n, dtype=bool)
+            n = min(chunk, max_draws - stats["draws"])
+            layers, kernel, stride = stream.draw(n)
+            keep = self.accept(layers, kernel, stride)
             stats["draws"] += n
             stats["accepted"] += int(keep.sum())
             stats["acceptance"] = stats["accepted"] / stats["draws"]
@@ -607,18 +534,15 @@ class ConstrainedSpace:
                         seen.add(key)
                         fresh.append(i)
                 idx = np.array(fresh, dtype=np.int64)
-            idx = idx[:need]
+            idx = idx[: samples - found]
             if len(idx):
                 found += len(idx)
                 yield layers[idx], kernel[idx], stride[idx]
 
-    def count_if_small(self) -> int | None:
-        """The exact constrained count when the restricted space is cheap to filter (<= 10^6), else None."""
-        if self.all_absorbed:
-            return self.tables.count
-        if self.tables.count <= 10**6:
-            return self.count().count
-        return None
+    def _require_nonempty(self, count: int) -> None:
+        if count == 0:
+            raise NasgenError(f"the constrained space is empty: no architecture of {self.space.describe()} "
+                              f"satisfies {' and '.join(a.text for a in self.atoms)}")
 
 
 def _acceptance_text(stats: dict) -> str:
@@ -630,74 +554,3 @@ def _acceptance_text(stats: dict) -> str:
 def _check_positive(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise NasgenError(f"{name} must be a positive integer, got {value!r}")
-
-
-_UNBOUNDED = 2**62
-
-
-def space_rules(space: SearchSpace) -> _backend.Rules:
-    kmin, kmax = space.kernel_range or (1, _UNBOUNDED)
-    smin, smax = space.stride_range or (1, _UNBOUNDED)
-    return _backend.Rules(kmin, kmax, smin, smax, _backend.RELATION_CODES[space.relation],
-                          int(space.rounding == "floor"))
-
-
-def base_structure(space: SearchSpace) -> Structure:
-    """The unrestricted chain graph of ``space``: one part per distinct dimension, or one joint graph."""
-    rules = space_rules(space)
-    pools = space.pool or [(0, 1)] * space.dims
-    if space.square and space.dims > 1:
-        return _joint_structure(space, rules, pools)
-    parts, offsets, ends = [], {}, []
-    offset = 0
-    starts = []
-    for d in range(space.dims):
-        key = (space.input_shape[d], space.output_shape[d], *pools[d])
-        if key not in offsets:
-            part = _backend.build_dimension_graph(*key, rules)
-            offsets[key] = offset
-            ends.append(offset + space.output_shape[d] - 1)
-            parts.append(part)
-            offset += part.states
-        starts.append(offsets[key] + space.input_shape[d] - 1)
-    components = _backend.make_components(starts, [1] * space.dims, list(range(space.dims)))
-    if len(parts) == 1:
-        graph = parts[0]
-    else:
-        state_offsets = np.cumsum([0] + [p.states for p in parts[:-1]])
-        edge_offsets = np.cumsum([0] + [p.edges for p in parts[:-1]])
-        graph = _backend.make_graph(
-            np.concatenate([p.sizes for p in parts]),
-            np.concatenate([[0]] + [p.edge_ptr[1:] + o for p, o in zip(parts, edge_offsets)]),
-            np.concatenate([p.edge_conv for p in parts]),
-            np.concatenate([p.edge_dst + o for p, o in zip(parts, state_offsets)]),
-            np.concatenate([p.edge_mult for p in parts]),
-        )
-    return Structure(graph, np.array(ends, dtype=np.int64), components, rules)
-
-
-def _joint_structure(space: SearchSpace, rules: _backend.Rules, pools) -> Structure:
-    pool_k, pool_s = [p[0] for p in pools], [p[1] for p in pools]
-    start = tuple(space.input_shape)
-    index, order = {start: 0}, [start]
-    edge_ptr, conv, dst, mult = [0], [], [], []
-    i = 0
-    while i < len(order):
-        edges = _backend.joint_edges(order[i], pool_k, pool_s, rules)
-        for y in sorted(edges):
-            v, m = edges[y]
-            if v not in index:
-                index[v] = len(order)
-                order.append(v)
-            conv.append(y)
-            dst.append(index[v])
-            mult.append(m)
-        edge_ptr.append(len(conv))
-        i += 1
-    K = space.dims
-    out = tuple(space.output_shape)
-    graph = _backend.make_graph(np.array(order, dtype=np.int64).reshape(len(order), K), edge_ptr,
-                                np.array(conv, dtype=np.int64).reshape(len(conv), K), dst, mult)
-    ends = np.array([index[out]] if out in index else [], dtype=np.int64)
-    return Structure(graph, ends, _backend.make_components([0], [K], [0]), rules)
-

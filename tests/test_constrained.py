@@ -14,10 +14,10 @@ from scipy import stats
 from nasgen.constrained import (
     ConstrainedSpace,
     RejectionBudgetError,
-    base_structure,
     split_atoms,
     wilson_interval,
 )
+from nasgen.core import space_structure
 from nasgen.space import Architecture, NasgenError, SearchSpace
 from nasgen.where import WhereError, chain_costs, parse_where
 
@@ -168,7 +168,8 @@ def test_split_atoms_classifies():
      ["k[0][0] >= 2 * s[0][0]", "layers >= 2", "sum(k[0]) + sum(k[1]) <= 10"]),
 ])
 @pytest.mark.parametrize("replace", [True, False])
-def test_rejection_is_uniform(space, exprs, replace):
+@pytest.mark.parametrize("enumerate_limit", [0, 10**6], ids=["rejection", "filtered"])
+def test_rejection_is_uniform(space, exprs, replace, enumerate_limit):
     wheres = [parse_where(e) for e in exprs]
     members = [a for a in brute_force_space(space) if all(w.evaluate(a, space) for w in wheres)]
     constrained = ConstrainedSpace(space, wheres)
@@ -177,14 +178,15 @@ def test_rejection_is_uniform(space, exprs, replace):
     index = {a: i for i, a in enumerate(members)}
     if replace:
         draws = 60 * len(members)
-        chunks = list(constrained.iter_sample_arrays(draws, seed=11, replace=True))
+        chunks = list(constrained.iter_sample_arrays(draws, seed=11, replace=True, enumerate_limit=enumerate_limit))
         counts = np.bincount([index[a] for c in chunks for a in _architectures(*c)], minlength=len(members))
     else:
         # Distinct draws of half the space, repeated: each member's inclusion frequency is uniform.
         M = len(members) // 2
         counts = np.zeros(len(members), dtype=np.int64)
         for seed in range(120):
-            got = [a for c in constrained.iter_sample_arrays(M, seed=seed) for a in _architectures(*c)]
+            got = [a for c in constrained.iter_sample_arrays(M, seed=seed, enumerate_limit=enumerate_limit)
+                   for a in _architectures(*c)]
             assert len(got) == len(set(got)) == M
             for a in got:
                 counts[index[a]] += 1
@@ -194,8 +196,8 @@ def test_rejection_is_uniform(space, exprs, replace):
 def test_sampling_is_seeded_and_streams():
     space = SearchSpace((30, 30), (7, 7), 1, 3, rounding="floor")
     constrained = ConstrainedSpace(space, ["k[0][0] <= 7", "sum(k[0]) + sum(k[1]) <= 20"])
-    a = [np.concatenate(x) for x in zip(*constrained.iter_sample_arrays(500, seed=3, chunk=100))]
-    b = [np.concatenate(x) for x in zip(*constrained.iter_sample_arrays(500, seed=3, chunk=100))]
+    a = [np.concatenate(x) for x in zip(*constrained.iter_sample_arrays(500, seed=3, chunk=100, enumerate_limit=0))]
+    b = [np.concatenate(x) for x in zip(*constrained.iter_sample_arrays(500, seed=3, chunk=100, enumerate_limit=0))]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     archs = _architectures(*a)
@@ -223,6 +225,8 @@ def test_empty_constrained_space():
     assert constrained.count().count == 0
     with pytest.raises(NasgenError, match="constrained space is empty"):
         list(constrained.iter_sample_arrays(3))
+    with pytest.raises(RejectionBudgetError, match="with 0 of 3 architectures found"):
+        list(constrained.iter_sample_arrays(3, max_draws=1000, enumerate_limit=0))
 
 
 @pytest.mark.parametrize("budget", [0, -1, 2.5, True, "10"])
@@ -338,6 +342,6 @@ def test_model_names_need_options():
 
 def test_structure_counts_match_the_known_figures():
     space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
-    assert ConstrainedSpace(space, [], base=base_structure(space)).count().count == 33805340237948063635
+    assert ConstrainedSpace(space, [], base=space_structure(space)).count().count == 33805340237948063635
     space = SearchSpace((224, 224), (7, 7), 1, 5, kernel_range=(1, 11))
     assert ConstrainedSpace(space, ["layers == 3"]).count().count == 44944
