@@ -540,6 +540,7 @@ class ConstrainedSpace:
                 yield layers[idx], kernel[idx], stride[idx]
 
     def _require_nonempty(self, count: int) -> None:
+        """Raise NasgenError (one line) when ``count`` says the constrained space is empty."""
         if count == 0:
             raise NasgenError(f"the constrained space is empty: no architecture of {self.space.describe()} "
                               f"satisfies {' and '.join(a.text for a in self.atoms)}")

@@ -233,7 +233,8 @@ class Where:
         missing = [o for o in MODEL_OPTIONS if model is None or not hasattr(model, o)]
         if missing:
             raise WhereError(
-                f"where expression {self._shown()}: {' and '.join(used)} need the chain model's options "
+                f"where expression {self._shown()}: {' and '.join(used)} need{'s' if len(used) == 1 else ''} "
+                "the chain model's options "
                 f"(missing: {', '.join(missing)}); on the command line give --width (and --in-channels, "
                 "--num-classes, --norm, --head, --pooling as needed)"
             )
