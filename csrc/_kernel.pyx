@@ -729,3 +729,64 @@ def hamming_matrix(const uint64_t[:, ::1] vectors, int64_t[:, ::1] out):
     if M >= 2 and words > 0:
         with nogil:
             nasgen_hamming(&vectors[0, 0], M, words, &out[0, 0])
+
+
+def chain_costs(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
+                const int64_t[::1] input_shape, const int64_t[::1] pool_k, const int64_t[::1] pool_s,
+                const int64_t[::1] options, int64_t[::1] params_out, int64_t[::1] flops_out):
+    """Parameters and FLOPs of the ``chain`` model for each architecture (see ``nasgen.where.chain_costs``).
+
+    ``options`` is (width, in_channels, num_classes, batch_norm, logits_head,
+    pool_cost_per_output, output_elements): pool_cost_per_output < 0 means no
+    pool; output_elements is the product of the output shape. The caller
+    guarantees that no figure passes int64 (``nasgen.where`` checks a bound).
+    """
+    cdef int64_t M = kernel.shape[0], i, c, k, s, y, prod_k, prod_y, prod_yk, prod_z, p, f, features
+    cdef int N = kernel.shape[1], K = kernel.shape[2], l, d
+    cdef int64_t width = options[0], in_channels = options[1], classes = options[2]
+    cdef int64_t batch_norm = options[3], logits = options[4], pool_cost = options[5], out_elements = options[6]
+    cdef int64_t *x = <int64_t *>malloc(K * sizeof(int64_t))
+    if x == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for i in range(M):
+                for d in range(K):
+                    x[d] = input_shape[d]
+                p = 0
+                f = 0
+                for l in range(<int>layers[i]):
+                    c = in_channels if l == 0 else width
+                    prod_k = 1
+                    prod_y = 1
+                    prod_yk = 1
+                    for d in range(K):
+                        k = kernel[i, l, d]
+                        s = stride[i, l, d]
+                        y = (x[d] - k) // s + 1
+                        prod_k *= k
+                        prod_y *= y
+                        prod_yk *= y * k
+                        x[d] = y
+                    p += prod_k * c * width
+                    f += 2 * prod_yk * c * width
+                    if batch_norm:
+                        p += 2 * width
+                        f += 4 * prod_y * width + 2 * width
+                    else:
+                        p += width
+                        f += 2 * prod_y * width
+                    if pool_cost >= 0:
+                        prod_z = 1
+                        for d in range(K):
+                            x[d] = (x[d] - pool_k[d]) // pool_s[d] + 1
+                            prod_z *= x[d]
+                        f += pool_cost * prod_z * width
+                if logits:
+                    features = out_elements * (width if layers[i] > 0 else in_channels)
+                    p += features * classes + classes
+                    f += 2 * features * classes + classes
+                params_out[i] = p
+                flops_out[i] = f
+    finally:
+        free(x)

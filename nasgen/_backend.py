@@ -408,3 +408,25 @@ def hamming_matrix(vectors) -> np.ndarray:
     out = np.zeros((vectors.shape[0], vectors.shape[0]), dtype=np.int64)
     _impl.hamming_matrix(vectors, out)
     return out
+
+
+def chain_costs(layers, kernel, stride, input_shape, pool_k, pool_s, options) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters and FLOPs of the chain model per architecture, in int64 ((M,), (M,)).
+
+    ``options``: (width, in_channels, num_classes, batch_norm 0/1, logits head
+    0/1, pool cost per output or -1 for no pool, output elements). The caller
+    bounds the figures below 2**63 (``nasgen.where`` does).
+    """
+    layers, kernel, stride = _check_arrays(layers, kernel, stride)
+    input_shape, pool_k, pool_s = _i64(input_shape, "input_shape"), _i64(pool_k, "pool_k"), _i64(pool_s, "pool_s")
+    options = _i64(options, "options")
+    K = kernel.shape[2]
+    if input_shape.shape != (K,) or pool_k.shape != (K,) or pool_s.shape != (K,) or options.shape != (7,):
+        raise ValueError(f"input_shape, pool_k and pool_s must have shape ({K},) and options (7,), got "
+                         f"{input_shape.shape}, {pool_k.shape}, {pool_s.shape}, {options.shape}")
+    if len(layers) and (layers.min() < 0 or layers.max() > kernel.shape[1]):
+        raise ValueError(f"layers must lie in 0..{kernel.shape[1]}")
+    params = np.zeros(len(layers), dtype=np.int64)
+    flops = np.zeros(len(layers), dtype=np.int64)
+    _impl.chain_costs(layers, kernel, stride, input_shape, pool_k, pool_s, options, params, flops)
+    return params, flops

@@ -297,3 +297,38 @@ def hamming_matrix(vectors, out):
     for i in range(M):
         for j in range(M):
             out[i, j] = sum(bin(int(a) ^ int(b)).count("1") for a, b in zip(vectors[i], vectors[j]))
+
+
+def chain_costs(layers, kernel, stride, input_shape, pool_k, pool_s, options, params_out, flops_out):
+    width, in_channels, classes, batch_norm, logits, pool_cost, out_elements = (int(v) for v in options)
+    for i in range(kernel.shape[0]):
+        x = [int(v) for v in input_shape]
+        p = f = 0
+        for l in range(int(layers[i])):
+            c = in_channels if l == 0 else width
+            prod_k = prod_y = prod_yk = 1
+            for d in range(len(x)):
+                k, s = int(kernel[i, l, d]), int(stride[i, l, d])
+                y = (x[d] - k) // s + 1
+                prod_k, prod_y, prod_yk = prod_k * k, prod_y * y, prod_yk * y * k
+                x[d] = y
+            p += prod_k * c * width
+            f += 2 * prod_yk * c * width
+            if batch_norm:
+                p += 2 * width
+                f += 4 * prod_y * width + 2 * width
+            else:
+                p += width
+                f += 2 * prod_y * width
+            if pool_cost >= 0:
+                prod_z = 1
+                for d in range(len(x)):
+                    x[d] = (x[d] - int(pool_k[d])) // int(pool_s[d]) + 1
+                    prod_z *= x[d]
+                f += pool_cost * prod_z * width
+        if logits:
+            features = out_elements * (width if layers[i] > 0 else in_channels)
+            p += features * classes + classes
+            f += 2 * features * classes + classes
+        params_out[i] = p
+        flops_out[i] = f

@@ -618,13 +618,26 @@ def chain_costs(layers, kernel, stride, space: SearchSpace, model: Any, exact_in
         model: an object with the attributes ``MODEL_OPTIONS`` (width,
             in_channels, num_classes, norm (``"batch"`` or None), head
             (``"logits"`` or ``"features"``), pooling (``"max"`` or ``"avg"``)).
-        exact_ints: compute with Python integers (object arrays) instead of
-            int64, for spaces whose figures could pass 2**62.
+        exact_ints: compute with Python integers (numpy object arrays, a
+            vectorised pass per layer) instead of int64 in the compiled
+            kernel, for spaces whose figures could pass 2**62.
 
     Returns:
         (params (M,), flops (M,)) integer arrays.
     """
-    dtype = object if exact_ints else np.int64
+    if not exact_ints:
+        # The compiled loop: one pass per architecture, no (M, K) temporaries.
+        from nasgen import _backend
+
+        K = space.dims
+        pool = space.pool or [(1, 1)] * K
+        area = math.prod(p[0] for p in pool)
+        pool_cost = -1 if space.pool is None else (area - 1 if model.pooling == "max" else area)
+        options = [int(model.width), int(model.in_channels), int(model.num_classes), int(model.norm == "batch"),
+                   int(model.head == "logits"), pool_cost, math.prod(space.output_shape)]
+        return _backend.chain_costs(layers, kernel, stride, space.input_shape, [p[0] for p in pool],
+                                    [p[1] for p in pool], options)
+    dtype = object
     layers = np.asarray(layers, dtype=np.int64)
     kernel = np.asarray(kernel, dtype=np.int64).astype(dtype)
     stride = np.asarray(stride, dtype=np.int64).astype(dtype)
@@ -742,12 +755,12 @@ class _ArrayAlgebra(OperatorAlgebra):
 
     def __init__(self, layers, kernel, stride, space: SearchSpace, model: Any, sizes, exact_ints: bool) -> None:
         self.layers_ = np.asarray(layers, dtype=np.int64)
-        active = (np.arange(space.max_layers)[None, :] < self.layers_[:, None])[:, :, None]
         self.dtype = object if exact_ints else np.int64
-        self.values = {"k": np.where(active, kernel, 0), "s": np.where(active, stride, 0)}
+        self.values = {}
         if sizes is not None:
             self.values["size"] = np.asarray(sizes)
-        self.kernel, self.stride, self.space, self.model_options = kernel, stride, space, model
+        self.kernel, self.stride = np.asarray(kernel), np.asarray(stride)
+        self.space, self.model_options = space, model
         self.exact_ints = exact_ints
 
     def const(self, value: int) -> int:
@@ -766,9 +779,14 @@ class _ArrayAlgebra(OperatorAlgebra):
                            exact_ints=self.exact_ints)
 
     def var(self, name: str, layer: int, dim: int) -> np.ndarray:
-        if name not in self.values:  # sizes cost a pass over the layers: only when read
-            self.values[name] = layer_sizes(self.layers_, self.kernel, self.stride, self.space)
-        return self.values[name][:, layer, dim].astype(self.dtype, copy=False)
+        if name == "size":
+            if "size" not in self.values:  # sizes cost a pass over the layers: only when read
+                self.values["size"] = layer_sizes(self.layers_, self.kernel, self.stride, self.space)
+            column = self.values["size"][:, layer, dim]
+        else:
+            # Inactive layers read 0 whatever the padding holds.
+            column = np.where(self.layers_ > layer, (self.kernel if name == "k" else self.stride)[:, layer, dim], 0)
+        return column.astype(self.dtype, copy=False)
 
     def floor_div(self, a: Any, b: Any) -> Any:
         zero = np.equal(b, 0)

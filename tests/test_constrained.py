@@ -325,6 +325,8 @@ def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm,
     model = types.SimpleNamespace(width=width, in_channels=in_channels, num_classes=classes, norm=norm, head=head,
                                   pooling=pooling)
     params, flops = chain_costs(*_arrays(space, archs), space, model)
+    exact = chain_costs(*_arrays(space, archs), space, model, exact_ints=True)
+    assert params.tolist() == exact[0].tolist() and flops.tolist() == exact[1].tolist()
     for a, p, f in zip(archs, params.tolist(), flops.tolist()):
         total = model_stats(space, a, model="chain", width=width, in_channels=in_channels, num_classes=classes,
                             norm=norm, head=head, pooling=pooling)[-1]
@@ -333,7 +335,7 @@ def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm,
 
 def test_model_names_need_options():
     space = SearchSpace((30,), (20,), 2, 2)
-    with pytest.raises(WhereError, match="need the chain model's options"):
+    with pytest.raises(WhereError, match="needs the chain model.s options"):
         ConstrainedSpace(space, ["flops <= 2e9"])
     assert parse_where("flops <= 2e9").tree[3] == ("const", 2_000_000_000)
     with pytest.raises(WhereError, match="only integers"):

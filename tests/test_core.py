@@ -402,6 +402,21 @@ def test_twin_layer_domain_tables(tables):
         _assert_same(*_both(_backend.layer_domain_tables, tables.graph, tables.rules, tables.g, start, feasible))
 
 
+@given(restricted_tables(), st.integers(1, 9), st.integers(1, 4), st.booleans(), st.booleans(), st.integers(-1, 3))
+@settings(max_examples=30)
+def test_twin_chain_costs(tables, width, in_channels, batch_norm, logits, pool_cost):
+    from nasgen import _backend
+
+    assume(tables.count > 0)
+    space = tables.space
+    layers, k, s = tables.sample_arrays(min(tables.count, 40), seed=1)
+    pools = core._pool_arrays(space)
+    pool_k = [p if p else 1 for p in pools[0]]
+    options = [width, in_channels, 7, int(batch_norm), int(logits), pool_cost if space.pool else -1,
+               int(np.prod(space.output_shape))]
+    _assert_same(*_both(_backend.chain_costs, layers, k, s, space.input_shape, pool_k, pools[1], options))
+
+
 def test_backend_names_bad_arrays():
     from nasgen import _backend
 
