@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import types
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -347,3 +347,78 @@ def test_structure_counts_match_the_known_figures():
     assert ConstrainedSpace(space, [], base=space_structure(space)).count().count == 33805340237948063635
     space = SearchSpace((224, 224), (7, 7), 1, 5, kernel_range=(1, 11))
     assert ConstrainedSpace(space, ["layers == 3"]).count().count == 44944
+
+
+# -- the command line ----------------------------------------------------------------
+
+BIG = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
+
+
+def test_cli_count_where_exact_and_estimated():
+    from .test_cli import run
+
+    out = run("count", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--kernel", "1:11", "--where", "layers == 3")
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "44944"
+    out = run("count", *BIG, "--kernel", "1:11", "--where", "sum(k[0]) + sum(k[1]) <= 12", "--json", "--draws", "100000")
+    payload = json.loads(out.stdout)
+    assert payload["exact"] is False and payload["draws"] == 100000
+    low, high = payload["interval"]
+    assert low <= payload["count"] <= high and 0 < payload["acceptance"] < 1
+    text = run("count", *BIG, "--kernel", "1:11", "--where", "sum(k[0]) + sum(k[1]) <= 12", "--draws", "100000")
+    assert "estimate: 95% interval" in text.stdout
+    empty = run("count", *BIG, "--where", "k[0][0] > 300", "--json")
+    assert json.loads(empty.stdout)["count"] == 0 and json.loads(empty.stdout)["exact"] is True
+
+
+def test_cli_sample_where_absorbed_and_rejected(tmp_path):
+    from .test_cli import run
+
+    target = tmp_path / "a.jsonl"
+    out = run("sample", *BIG, "--where", "k[0][0] <= 7", "-M", "20", "--seed", "4", "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    archs = [Architecture.from_json(line) for line in target.read_text().splitlines()]
+    assert len(archs) == len(set(archs)) == 20 and all(a.kernel[0][0] <= 7 for a in archs)
+    sidecar = json.loads((tmp_path / "a.jsonl.config.json").read_text())
+    assert sidecar["sampling"]["where"] == ["k[0][0] <= 7"]
+    target = tmp_path / "f.jsonl"
+    out = run("sample", *BIG, "--kernel", "1:11", "--where", "flops <= 2e9", "--width", "64", "--in-channels", "3",
+              "-M", "20", "-o", str(target))
+    assert out.returncode == 0 and "draws accepted" in out.stderr
+    model = types.SimpleNamespace(width=64, in_channels=3, num_classes=10, norm="batch", head="logits", pooling="max")
+    space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor", kernel_range=(1, 11))
+    layers, kernel, stride = _arrays(space, [Architecture.from_json(x) for x in target.read_text().splitlines()])
+    assert len(layers) == 20 and (chain_costs(layers, kernel, stride, space, model)[1] <= 2 * 10**9).all()
+
+
+def test_cli_sample_budget_keeps_what_it_found(tmp_path):
+    from .test_cli import run
+
+    target = tmp_path / "b.jsonl"
+    out = run("sample", *BIG, "--where", "sum(k[0]) + sum(k[1]) + sum(k[2]) <= 9", "-M", "50", "--max-draws",
+              "70000", "-o", str(target))
+    assert out.returncode == 0
+    line = out.stderr.strip()
+    assert "\n" not in line and "stopped: budget" in line and "--method unigen" in line and "acceptance" in line
+    found = int(line.split("ran out with ")[1].split(" of")[0])
+    assert len(target.read_text().splitlines()) == found
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--where", "k[0][0] > 300"], "constrained space is empty"),
+    (["--where", "k[9][0] > 1"], "layer index 9"),
+    (["--where", "k[0][5] > 1"], "dimension index 5"),
+    (["--where", "flops < 5"], "needs the chain model's options"),
+    (["--where", "bogus > 1"], "unknown name 'bogus'"),
+    (["--where", "k[0][0] + k[1][0] > 3", "--max-draws", "0"], "max_draws (--max-draws) must be a positive integer"),
+    (["--width", "0", "--where", "params > 3"], "model option width must be a positive integer"),
+    (["--method", "uniwit", "--where", "params > 3"], "cannot express params"),
+])
+def test_cli_bad_where_input(tmp_path, args, message):
+    from .test_cli import run
+
+    target = tmp_path / "g.jsonl"
+    target.write_text("keep\n")
+    out = run("sample", *BIG, "-M", "3", "-o", str(target), *args, check=False)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("nasgen: error: ") and message in out.stderr
+    assert target.read_text() == "keep\n" and not (tmp_path / "g.jsonl.config.json").exists()
