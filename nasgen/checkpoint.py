@@ -7,13 +7,14 @@ and its weights are then restored into it:
 
 >>> import tempfile
 >>> from flax import nnx
->>> from nasgen.models import ResNet18
->>> model = ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(0))
+>>> from nasgen.models import ModelSpec, build_model
+>>> spec = ModelSpec.from_options("resnet18", width_multiplier=1 / 16)
+>>> model = build_model(spec, None, None, rngs=nnx.Rngs(0))
 >>> directory = tempfile.mkdtemp()
 >>> _ = save(directory, 10, model)
 >>> latest_step(directory)
 10
->>> fresh = ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(1))
+>>> fresh = build_model(spec, None, None, rngs=nnx.Rngs(1))
 >>> _ = restore(directory, target=fresh)  # fresh now holds model's weights
 
 What can be saved: an ``nnx.Module``, an ``nnx.Optimizer``, a dict or list of
