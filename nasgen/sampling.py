@@ -361,8 +361,7 @@ class ExactMethod(Method):
             from nasgen.constrained import ConstrainedSpace
 
             model = config.options.get("model")
-            self.constrained = ConstrainedSpace(space, config.where,
-                                                model=None if model is None else types.SimpleNamespace(**model))
+            self.constrained = ConstrainedSpace(space, config.where, model=None if model is None else chain_spec(model))
             self.tables = self.constrained.tables
             if self.tables.count == 0:  # refused before any output is opened
                 self.constrained._require_nonempty(0)
@@ -392,32 +391,31 @@ class ExactMethod(Method):
             self.statistics["message"] = str(exc)
 
 
-#: Defaults of the chain model's options that ``params`` and ``flops`` read (those of ``nasgen show``).
-MODEL_DEFAULTS = {"width": 16, "in_channels": 1, "num_classes": 10, "norm": "batch", "head": "logits",
-                  "pooling": "max"}
+#: The chain model's options that ``params`` and ``flops`` read (fields of :class:`nasgen.modelspec.ModelSpec`).
+MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
 
 
-def model_options(given: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The chain model's options for ``params``/``flops``: ``given`` over :data:`MODEL_DEFAULTS`, checked.
+def model_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the chain model's options for ``params``/``flops`` (defaults are :class:`ModelSpec`'s).
 
     Raises:
-        SamplingError: an unknown key or an invalid value.
+        SamplingError: not a mapping, or an unknown key.
+        NasgenError: an invalid value (from :meth:`ModelSpec.from_options`).
     """
     if not isinstance(given, Mapping):
         raise SamplingError(f"option model must be a mapping of model options, got {type(given).__name__}")
-    unknown = sorted(set(given) - set(MODEL_DEFAULTS))
+    unknown = sorted(set(given) - set(MODEL_OPTIONS))
     if unknown:
-        raise SamplingError(f"unknown model option {unknown[0]!r} (valid: {', '.join(MODEL_DEFAULTS)})")
-    out = {**MODEL_DEFAULTS, **given}
-    for name in ("width", "in_channels", "num_classes"):
-        if not (_is_int(out[name]) and 1 <= out[name] <= 2**31 - 1):
-            raise SamplingError(f"model option {name} must be a positive integer, got {str(out[name])[:60]!r}")
-        out[name] = int(out[name])
-    choices = {"norm": ("batch", None), "head": ("logits", "features"), "pooling": ("max", "avg")}
-    for name, valid in choices.items():
-        if out[name] not in valid:
-            raise SamplingError(f"model option {name} must be one of {valid}, got {str(out[name])[:60]!r}")
-    return types.MappingProxyType(out)
+        raise SamplingError(f"unknown model option {unknown[0]!r} (valid: {', '.join(MODEL_OPTIONS)})")
+    chain_spec(given)
+    return dict(given)
+
+
+def chain_spec(given: Mapping[str, Any]):
+    """The :class:`~nasgen.modelspec.ModelSpec` of a chain with the ``given`` options (validated)."""
+    from nasgen.modelspec import ModelSpec
+
+    return ModelSpec.from_options("chain", **dict(given))
 
 
 class _SolverMethod(Method):

@@ -18,6 +18,7 @@ from nasgen.constrained import (
     wilson_interval,
 )
 from nasgen.core import space_structure
+from nasgen.modelspec import ModelSpec
 from nasgen.space import Architecture, NasgenError, SearchSpace
 from nasgen.where import WhereError, chain_costs, parse_where
 
@@ -324,12 +325,13 @@ def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm,
     assume(archs)
     model = types.SimpleNamespace(width=width, in_channels=in_channels, num_classes=classes, norm=norm, head=head,
                                   pooling=pooling)
-    params, flops = chain_costs(*_arrays(space, archs), space, model)
+    spec = ModelSpec.from_options("chain", width=width, in_channels=in_channels, num_classes=classes, norm=norm,
+                                  head=head, pooling=pooling)
+    params, flops = chain_costs(*_arrays(space, archs), space, spec)
     exact = chain_costs(*_arrays(space, archs), space, model, exact_ints=True)
     assert params.tolist() == exact[0].tolist() and flops.tolist() == exact[1].tolist()
     for a, p, f in zip(archs, params.tolist(), flops.tolist()):
-        total = model_stats(space, a, model="chain", width=width, in_channels=in_channels, num_classes=classes,
-                            norm=norm, head=head, pooling=pooling)[-1]
+        total = model_stats(spec, space, a)[-1]
         assert (p, f) == (total["params"], total["flops"])
 
 
@@ -410,7 +412,7 @@ def test_cli_sample_budget_keeps_what_it_found(tmp_path):
     (["--where", "flops < 5"], "needs the chain model's options"),
     (["--where", "bogus > 1"], "unknown name 'bogus'"),
     (["--where", "k[0][0] + k[1][0] > 3", "--max-draws", "0"], "max_draws (--max-draws) must be a positive integer"),
-    (["--width", "0", "--where", "params > 3"], "model option width must be a positive integer"),
+    (["--width", "0", "--where", "params > 3"], "width"),
     (["--method", "uniwit", "--where", "params > 3"], "cannot express params"),
 ])
 def test_cli_bad_where_input(tmp_path, args, message):

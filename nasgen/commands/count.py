@@ -38,15 +38,13 @@ def run(args) -> int:
 
         total, exact = count_solutions(space, where=list(args.where), timeout=args.timeout), True
     elif args.where:
-        import types
-
         from nasgen.constrained import DEFAULT_ESTIMATE_DRAWS, ConstrainedSpace
-        from nasgen.sampling import model_options
+        from nasgen.sampling import chain_spec, model_options
 
         if args.seed < 0:
             raise NasgenError(f"--seed must be a non-negative integer, got {args.seed}")
         model = model_from_args(args)
-        model = None if model is None else types.SimpleNamespace(**model_options(model))
+        model = None if model is None else chain_spec(model_options(model))
         constrained = ConstrainedSpace(space, args.where, model=model)
         result = constrained.count(seed=args.seed, draws=DEFAULT_ESTIMATE_DRAWS if args.draws is None else args.draws)
         total, exact = result.count, result.exact
