@@ -117,7 +117,7 @@ CORPUS = [
     (["sample", *SPACE, "-M", "3", "--method", "uniwit", "--pivot-k", "inf"], "pivot"),
     (["sample", *SPACE, "-M", "3", "--method", "uniwit", "--query-rlimit", "-5"], "rlimit"),
     (["sample", *SPACE, "-M", "3", "--pivot-k", "3"], "pivot-k"),
-    (["sample", *SPACE, "-M", "3", "--where", "k[0][0] > 1"], "where"),
+    (["sample", *SPACE, "-M", "3", "--where", "k[0][0] > 50"], "empty"),
     (["sample", *SPACE, "-M", "3", "--format", "npz"], "npz"),
     # --where: size, depth, width of the z3 lowering, and index checks
     (["sample", *SPACE, "-M", "3", "--method", "uniwit", "--where", "-" * 20000 + "1 > 0"], "characters"),
@@ -149,10 +149,9 @@ CORPUS = [
     (["show", *SPACE, "--rank", "9" * 30], "rank"),
     (["show", *SPACE, "--rank", "-1"], "rank"),
     # network options of show
-    (["show", "-I", "7,7", "-O", "1,1", "-n", "3", "-N", "3", "--rounding", "floor", "--model", "resnet18",
-      "--width-multiplier", "inf"], "width-multiplier"),
-    (["show", *SPACE, "--model", "chain", "--width", "9" * 20], "width"),
-    (["show", *SPACE, "--model", "chain", "--num-classes", "0"], "num-classes"),
+    (["show", "--model", "resnet18", "--width-multiplier", "inf"], "width_multiplier"),
+    (["show", "--model", "resnet18", "--width-multiplier", "nan"], "width_multiplier"),
+    (["show", *SPACE, "--model", "chain", "--num-classes", "0"], "num_classes"),
     # files that are not there, or not files
     (["adj", "/nonexistent/file.jsonl", *SPACE], "/nonexistent/file.jsonl"),
     (["adj", "/", *SPACE], "directory"),
