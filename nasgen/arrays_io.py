@@ -119,7 +119,7 @@ class StagedFile:
         self.path = Path(path)
         self.temp: Path | None = None
         self._good = 0  # bytes known to be complete: what an interrupted write is cut back to
-        self._dirty = False
+        self._dirty: int | bool = False  # the length of a write in progress
         try:
             target = Path(os.path.realpath(self.path))  # write through a symlink, not over it
             try:
@@ -154,7 +154,7 @@ class StagedFile:
         if isinstance(data, str):
             data = data.encode("utf-8")
         try:
-            self._dirty = True
+            self._dirty = len(data)
             _write_all(self.handle.fileno(), data)
             self._good += len(data)
             self._dirty = False
@@ -167,7 +167,10 @@ class StagedFile:
         """Close the file and rename it onto the target."""
         try:
             if self._dirty and self.temp is not None:
-                self.handle.truncate(self._good)
+                # an interrupt that lands after the last os.write but before the bookkeeping leaves the
+                # whole write on disk: keep it; anything shorter is cut back to the last complete write
+                if os.fstat(self.handle.fileno()).st_size != self._good + self._dirty:
+                    self.handle.truncate(self._good)
             self.handle.close()
             if self.temp is not None:
                 os.replace(self.temp, self.target)
