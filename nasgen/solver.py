@@ -284,12 +284,17 @@ class _Formula:
         c = self.const
         if not domain.pairs:
             return z3.BoolVal(False, self.ctx)
-        one_of = lambda var, values: z3.Or([var == c(v) for v in sorted(values)])  # noqa: E731
         # Kernels and strides separately: a sound superset of the pair set
         # (the arithmetic decides), with far fewer terms than one per pair.
-        return z3.And(one_of(x, domain.sizes_in), one_of(k, {p[0] for p in domain.pairs}),
-                      one_of(s, {p[1] for p in domain.pairs}), one_of(conv, domain.sizes_conv),
-                      one_of(y, domain.sizes_out))
+        # Half a million pairs take seconds to split: plain Python, so the alarm may interrupt it.
+        with _alarm_at(self.deadline):
+            kernels, strides = {p[0] for p in domain.pairs}, {p[1] for p in domain.pairs}
+        parts = []
+        for var, values in ((x, domain.sizes_in), (k, kernels), (s, strides), (conv, domain.sizes_conv),
+                            (y, domain.sizes_out)):
+            self.check_deadline()
+            parts.append(z3.Or([var == c(v) for v in sorted(values)]))
+        return z3.And(parts)
 
     def _window(self, x: Any, k: Any, s: Any, out: Any) -> list:
         """``out`` is the valid-padding output size of window (k, s) on x."""
@@ -662,6 +667,7 @@ class SolverSampler:
         self._closed = False
         try:
             self._formula = _Formula(space, self.prune, self.wheres, constraint, self._ctx, self._deadline)
+            self._formula.check_deadline()  # handing a big formula to the solver takes a second of its own
         except _Stop:
             # Out of time while building: the sampler exists, and its runs stop at once with "timeout".
             self._formula = self._solver = None

@@ -16,8 +16,6 @@ import errno
 import io
 import json
 import os
-import resource
-import signal
 import stat
 import subprocess
 import sys
@@ -245,11 +243,17 @@ def test_device_target_is_written_in_place_without_sidecar(tmp_path, monkeypatch
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "pipe.jsonl.config.json").exists()
 
 
-def _file_size_limit(size):
-    def limit():  # pragma: no cover - runs in the child
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-    return limit
+def _nasgen_with_file_size_limit(size: int, args: list[str]) -> list[str]:
+    """A command line running ``nasgen ARGS`` in a child whose files cannot grow past ``size`` bytes.
+
+    The limit is set inside the child (not by ``preexec_fn``: forking a process that has loaded
+    JAX warns, and warnings are errors here); with SIGXFSZ ignored, a write past it fails with
+    EFBIG as a full disk fails with ENOSPC.
+    """
+    code = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({size}, {size})); "
+            f"sys.argv = ['nasgen'] + {args!r}; runpy.run_module('nasgen', run_name='__main__')")
+    return [sys.executable, "-c", code]
 
 
 def test_full_file_system_leaves_no_torn_line(tmp_path):
@@ -257,9 +261,9 @@ def test_full_file_system_leaves_no_torn_line(tmp_path):
     target = tmp_path / "big.jsonl"
     target.write_text('{"layers": 1, "kernel": [[11]], "stride": [[1]]}\n')
     before = target.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-N", "5",
-                           "-M", "100000", "-o", str(target)], capture_output=True, timeout=300,
-                          preexec_fn=_file_size_limit(50_000))
+    proc = subprocess.run(_nasgen_with_file_size_limit(50_000, ["sample", "-I", "224,224", "-O", "7,7", "-N", "5",
+                                                                "-M", "100000", "-o", str(target)]),
+                          capture_output=True, timeout=300)
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr.decode()[-2000:]
     assert err[0].startswith(f"nasgen: error: cannot write {target}: File too large")
@@ -278,9 +282,9 @@ def test_full_standard_output_is_one_line_and_cut_at_a_line(tmp_path):
     # cut back to the last whole chunk
     out = tmp_path / "out.jsonl"
     with open(out, "w") as handle:
-        proc = subprocess.run([sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-N", "5",
-                               "-M", "100000"], stdout=handle, stderr=subprocess.PIPE, timeout=300,
-                              preexec_fn=_file_size_limit(5_000_000))
+        proc = subprocess.run(_nasgen_with_file_size_limit(5_000_000, ["sample", "-I", "224,224", "-O", "7,7",
+                                                                       "-N", "5", "-M", "100000"]),
+                              stdout=handle, stderr=subprocess.PIPE, timeout=300)
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "cannot write standard output: File too large" in err[0]
     text = out.read_text()
