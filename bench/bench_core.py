@@ -63,12 +63,11 @@ def python_memo_count(space: SearchSpace) -> int:
 
 
 def fresh_count(space):
-    core._compile.cache_clear()
-    return nasgen.count(space)
+    return nasgen.count(space)  # builds fresh tables on every call
 
 
 def twin_sample(space, samples, seed=0):
-    compiled = core._compile(space)
+    compiled = core.SpaceTables(space)
     values, layer_cum, _ = compiled.layer_tables()
     layers = np.zeros(samples, dtype=np.int64)
     k = np.zeros((samples, space.max_layers, space.dims), dtype=np.int64)
@@ -109,8 +108,9 @@ def main():
     ]
     M = 10**6
     for name, space in sample_cases:
-        core.sample_arrays(space, 10, seed=0)  # build the tables outside the timing
-        fast = median_time(lambda: core.sample_arrays(space, M, seed=1), args.repeats)
+        tables = core.SpaceTables(space)  # built outside the timing, owned by the caller
+        tables.sample_arrays(10, seed=0, replace=True)
+        fast = median_time(lambda: tables.sample_arrays(M, seed=1, replace=True), args.repeats)
         m_twin = 2000
         slow = median_time(lambda: twin_sample(space, m_twin), args.baseline_repeats)
         rate, twin_rate = M / fast, m_twin / slow

@@ -6,6 +6,8 @@
 9
 """
 
+from importlib import metadata as _metadata
+
 from nasgen.space import (
     Architecture,
     ArchitectureError,
@@ -16,40 +18,55 @@ from nasgen.space import (
     conv_output_size,
 )
 from nasgen.core import (
+    AdjTAccumulator,
     LayerDomain,
+    SpaceTables,
     adj_t,
+    architecture_at,
     count,
     count_by_layers,
     encode,
     enumerate_architectures,
     hamming_matrix,
     layer_domains,
+    rank,
     read_architectures,
-    sample,
-    sample_arrays,
     write_architectures,
 )
+from nasgen.arrays_io import read_arrays, write_arrays
+from nasgen.sampling import SamplingConfig, draw, sample, sample_arrays
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("nasgen")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "AdjTAccumulator",
     "Architecture",
     "ArchitectureError",
     "LayerDomain",
     "NasgenError",
+    "SamplingConfig",
     "SearchSpace",
     "SpaceError",
+    "SpaceTables",
     "adj_t",
+    "architecture_at",
     "check_membership",
     "conv_output_size",
     "count",
     "count_by_layers",
+    "draw",
     "encode",
     "enumerate_architectures",
     "hamming_matrix",
     "layer_domains",
+    "rank",
     "read_architectures",
+    "read_arrays",
     "sample",
     "sample_arrays",
     "write_architectures",
+    "write_arrays",
 ]

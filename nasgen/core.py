@@ -30,6 +30,7 @@ import numpy as np
 from nasgen import _backend
 from nasgen.space import (
     Architecture,
+    conv_output_size,
     ArchitectureError,
     NasgenError,
     SearchSpace,
@@ -51,14 +52,60 @@ __all__ = [
     "sample",
     "sample_arrays",
     "write_architectures",
-    "MEMORY_LIMIT_BYTES",
+    "AdjTAccumulator",
+    "SpaceTables",
+    "architecture_at",
+    "arrays_to_architectures",
+    "empty_arrays",
+    "iter_sample_arrays",
+    "memory_limit_bytes",
+    "rank",
+    "seed_sequence",
+    "to_arrays",
 ]
 
-#: Tables larger than this are refused up front (override with NASGEN_MEMORY_LIMIT in bytes).
-MEMORY_LIMIT_BYTES = int(os.environ.get("NASGEN_MEMORY_LIMIT", 4 * 2**30))
+#: Tables larger than this are refused up front unless NASGEN_MEMORY_LIMIT says otherwise.
+DEFAULT_MEMORY_LIMIT_BYTES = 4 * 2**30
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _UNBOUNDED = 2**62
 _RELATION_CODE = {"gt": 0, "ge": 1, "any": 2}
 _MAX_JOINT_STATES = 200_000
+
+
+def memory_limit_bytes() -> int:
+    """The memory limit for tables and sample arrays, read from ``NASGEN_MEMORY_LIMIT`` on each call.
+
+    The variable takes bytes, optionally with a binary unit: ``4G``, ``512M``, ``100000000``.
+
+    Raises:
+        NasgenError: the variable is set to something else.
+
+    >>> memory_limit_bytes() == DEFAULT_MEMORY_LIMIT_BYTES or "NASGEN_MEMORY_LIMIT" in os.environ
+    True
+    """
+    text = os.environ.get("NASGEN_MEMORY_LIMIT", "").strip()
+    if not text:
+        return DEFAULT_MEMORY_LIMIT_BYTES
+    number, unit = text, ""
+    if text[-1:].upper() == "B":
+        number = text[:-1]
+    if number[-1:].upper() in _UNITS and number[-1:].isalpha():
+        number, unit = number[:-1], number[-1:].upper()
+    if not number.isdigit() or len(number) > 15 or int(number) == 0:
+        raise NasgenError(
+            "NASGEN_MEMORY_LIMIT must be a positive number of bytes with an optional unit K, M, G or T "
+            f"(for example 4G or 512M), got {text[:40]!r}"
+        )
+    return int(number) * _UNITS[unit]
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``: sizes in messages."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def _rules(space: SearchSpace) -> tuple[int, int, int, int, int, int]:
@@ -79,29 +126,82 @@ def _limbs_for(value: int) -> int:
     return max(1, (value.bit_length() + 63) // 64)
 
 
-@dataclass(frozen=True, eq=False)
-class _Compiled:
-    """The tables of one space: a graph (possibly several disjoint ones), counts and prefix weights."""
+class SpaceTables:
+    """The exact tables of one search space: counts, and everything needed to sample, rank and enumerate.
 
-    space: SearchSpace
-    base_graph: tuple  # sizes, edge_ptr, edge_conv, edge_dst, edge_mult
-    g: np.ndarray  # (N+1, S, W) uint64
-    comp_start: np.ndarray
-    comp_kd: np.ndarray
-    comp_dim0: np.ndarray
-    rules: tuple
-    chains: tuple  # chains[c][L] as Python ints
-    by_layers: dict  # L -> count (Python int)
+    Building them runs the kernel's dynamic program once (milliseconds for
+    most spaces); the object is owned by the caller, who keeps it for as long
+    as it draws from the space. The module-level functions (:func:`count`,
+    :func:`sample`, ...) build a fresh one on each call.
+
+    Args:
+        space: the search space.
+
+    Raises:
+        NasgenError: the tables would not fit in the memory limit
+            (:func:`memory_limit_bytes`).
+
+    >>> tables = SpaceTables(SearchSpace((30,), (20,), 2, 5, pool=(2, 1)))
+    >>> tables.count, tables.count_by_layers
+    (33, {2: 7, 3: 15, 4: 10, 5: 1})
+    >>> tables.rank(*tables.unrank([5, 0, 32]))
+    [5, 0, 32]
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        if not isinstance(space, SearchSpace):
+            raise NasgenError(f"SpaceTables takes a SearchSpace, got {type(space).__name__}")
+        _check_memory(space)
+        rules = _rules(space)
+        if space.square and space.dims > 1:
+            graph, ends, starts, kd, dim0 = _build_joint(space, rules)
+        else:
+            graph, ends, starts, kd, dim0 = _build_dimensions(space, rules)
+        _, edge_ptr, _, edge_dst, edge_mult = graph
+        N = space.max_layers
+        W = 1
+        while True:
+            g, overflowed = _backend.count_table(edge_ptr, edge_dst, edge_mult, ends, N, W)
+            if not overflowed:
+                break
+            W *= 2
+        self.space = space
+        self.base_graph = graph  # sizes, edge_ptr, edge_conv, edge_dst, edge_mult
+        self.g = g  # (N+1, S, W) uint64 limbs: chains of j steps from each state to the output
+        self.comp_start = np.array(starts, dtype=np.int64)
+        self.comp_kd = np.array(kd, dtype=np.int64)
+        self.comp_dim0 = np.array(dim0, dtype=np.int64)
+        self.rules = rules
+        #: chains[c][L]: chains of L layers of component c, as Python ints
+        self.chains = tuple(tuple(_from_limbs(g[L, s]) for L in range(N + 1)) for s in starts)
+        by_layers = {}
+        for L in range(space.min_layers, N + 1):
+            total = 1
+            for c in self.chains:
+                total *= c[L]
+            by_layers[L] = total
+        self.by_layers = by_layers
+
+    def __repr__(self) -> str:
+        return f"SpaceTables({self.space.describe()}, count={self.count})"
+
+    # -- counts ---------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Exact number of architectures (an arbitrary-precision int)."""
+        return sum(self.by_layers.values())
+
+    @property
+    def count_by_layers(self) -> dict[int, int]:
+        """Exact number of architectures for each number of layers L in n..N (a copy)."""
+        return dict(self.by_layers)
 
     @functools.cached_property
     def graph(self) -> tuple:
         """The graph with its prefix weights (built on first use: counting does not need them)."""
         _, edge_ptr, _, edge_dst, edge_mult = self.base_graph
         return self.base_graph + (_backend.cumulative_weights(edge_ptr, edge_dst, edge_mult, self.g),)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_layers.values())
 
     def layer_tables(self):
         """(feasible L values, inclusive prefix counts as limbs, the same prefix as Python ints)."""
@@ -118,17 +218,103 @@ class _Compiled:
         cum = np.array([_limbs(v, W) for v in prefix], dtype=np.uint64).reshape(len(prefix), W)
         return np.array(values, dtype=np.int64), cum, prefix
 
+    # -- sampling -------------------------------------------------------------
+
+    def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536):
+        """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`sample_arrays`.
+
+        Chunks are produced lazily, so a caller streaming them to disk keeps
+        every completed chunk if interrupted. The concatenated chunks do not
+        depend on ``chunk``.
+        """
+        return _iter_sample_arrays(self, samples, seed, replace, chunk)
+
+    def sample_arrays(self, samples: int, seed=0, replace: bool = False):
+        """Draw architectures exactly uniformly into numpy arrays.
+
+        Args:
+            samples: M, how many to draw.
+            seed: None (fresh entropy), a non-negative int or a ``numpy.random.Generator``,
+                as scikit-learn's ``random_state``; same int, same draws.
+            replace: False (the default) for min(M, count) distinct architectures
+                in uniformly random order (all of them, shuffled, when M >= count);
+                True for M independent draws.
+
+        Returns:
+            ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
+            rows past ``layers[i]`` are zero.
+
+        Raises:
+            NasgenError: the space is empty, or the arrays would not fit in memory.
+        """
+        space = self.space
+        row_bytes = 8 * (1 + 2 * space.max_layers * space.dims)
+        limit = memory_limit_bytes()
+        if _check_samples(samples) * row_bytes > limit:
+            raise NasgenError(
+                f"{samples} samples need {human_bytes(samples * row_bytes)} of arrays, more than the "
+                f"{human_bytes(limit)} limit: draw them in chunks with iter_sample_arrays"
+            )
+        # One chunk for independent draws: the stream is the same however it is chunked.
+        chunk = max(samples, 1) if replace else 65536
+        chunks = list(self.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk))
+        if not chunks:
+            return empty_arrays(space)
+        return tuple(np.concatenate(parts) for parts in zip(*chunks))
+
+    def sample(self, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
+        """Draw ``samples`` architectures exactly uniformly (see :meth:`sample_arrays`)."""
+        return arrays_to_architectures(*self.sample_arrays(samples, seed=seed, replace=replace))
+
+    # -- ranks and enumeration -------------------------------------------------
+
+    def unrank(self, ranks: Sequence[int]):
+        """Positions in the enumeration order -> (layers, kernel, stride) arrays.
+
+        Raises:
+            NasgenError: a rank outside 0..count-1.
+        """
+        total = self.count
+        ranks = [int(r) for r in ranks]
+        for r in ranks:
+            if not 0 <= r < total:
+                raise NasgenError(f"rank {r} is outside 0..{total - 1}")
+        return _unrank(self, ranks)
+
+    def rank(self, layers, kernel, stride) -> list[int]:
+        """Positions in the enumeration order of architectures given as arrays: the inverse of :meth:`unrank`.
+
+        Raises:
+            ArchitectureError: an architecture is not in the space.
+        """
+        return _rank(self, np.asarray(layers), np.asarray(kernel), np.asarray(stride))
+
+    def architecture_at(self, rank: int) -> Architecture:
+        """The architecture at position ``rank`` of the enumeration order."""
+        return arrays_to_architectures(*self.unrank([rank]))[0]
+
+    def enumerate_arrays(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every architecture in the documented order, as (layers, kernel, stride) batches."""
+        total = self.count
+        for start in range(0, total, batch):
+            yield _unrank(self, range(start, min(total, start + batch)))
+
+    def layer_domains(self) -> list[list["LayerDomain"]]:
+        """Pruned domains per layer position and dimension; see :func:`layer_domains`."""
+        return _layer_domains(self)
+
 
 def _check_memory(space: SearchSpace) -> None:
     biggest = max(space.input_shape)
     edges = sum(i * (i + 1) // 2 for i in set(space.input_shape))
     states = sum(set(space.input_shape))
     estimate = 8 * (edges * (space.max_layers + 4) + states * (space.max_layers + 2))
-    if estimate > MEMORY_LIMIT_BYTES:
+    limit = memory_limit_bytes()
+    if estimate > limit:
         raise NasgenError(
-            f"input size {biggest} needs about {estimate / 2**30:.1f} GiB of tables, more than the "
-            f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB limit: use smaller sizes or fewer layers "
-            "(or raise NASGEN_MEMORY_LIMIT)"
+            f"input size {biggest} needs about {human_bytes(estimate)} of tables, more than the "
+            f"{human_bytes(limit)} limit: use smaller sizes or fewer layers "
+            "(or raise NASGEN_MEMORY_LIMIT, e.g. NASGEN_MEMORY_LIMIT=16G)"
         )
 
 
@@ -210,49 +396,13 @@ def _build_joint(space: SearchSpace, rules):
     return graph, np.array(ends, dtype=np.int64), [0], [K], [0]
 
 
-@functools.lru_cache(maxsize=16)
-def _compile(space: SearchSpace) -> _Compiled:
-    _check_memory(space)
-    rules = _rules(space)
-    if space.square and space.dims > 1:
-        graph, ends, starts, kd, dim0 = _build_joint(space, rules)
-    else:
-        graph, ends, starts, kd, dim0 = _build_dimensions(space, rules)
-    _, edge_ptr, _, edge_dst, edge_mult = graph
-    N = space.max_layers
-    W = 1
-    while True:
-        g, overflowed = _backend.count_table(edge_ptr, edge_dst, edge_mult, ends, N, W)
-        if not overflowed:
-            break
-        W *= 2
-    chains = tuple(tuple(_from_limbs(g[L, s]) for L in range(N + 1)) for s in starts)
-    by_layers = {}
-    for L in range(space.min_layers, N + 1):
-        total = 1
-        for c in chains:
-            total *= c[L]
-        by_layers[L] = total
-    return _Compiled(
-        space=space,
-        base_graph=graph,
-        g=g,
-        comp_start=np.array(starts, dtype=np.int64),
-        comp_kd=np.array(kd, dtype=np.int64),
-        comp_dim0=np.array(dim0, dtype=np.int64),
-        rules=rules,
-        chains=chains,
-        by_layers=by_layers,
-    )
-
-
 def count(space: SearchSpace) -> int:
     """Exact number of architectures in ``space`` (an arbitrary-precision int).
 
     >>> count(SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2))
     81
     """
-    return _compile(space).total
+    return SpaceTables(space).count
 
 
 def count_by_layers(space: SearchSpace) -> dict[int, int]:
@@ -261,28 +411,64 @@ def count_by_layers(space: SearchSpace) -> dict[int, int]:
     >>> count_by_layers(SearchSpace((30,), (20,), 2, 5, pool=(2, 1)))
     {2: 7, 3: 15, 4: 10, 5: 1}
     """
-    return dict(_compile(space).by_layers)
+    return SpaceTables(space).count_by_layers
+
+
+def seed_sequence(seed) -> np.random.SeedSequence:
+    """A ``numpy.random.SeedSequence`` from a seed as the API accepts it.
+
+    Args:
+        seed: None (fresh entropy from the OS), a non-negative int, a
+            ``numpy.random.Generator`` (one integer is drawn from it) or a
+            ``SeedSequence``.
+
+    Raises:
+        NasgenError: anything else (a negative int, a bool, a float, a string).
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(int(seed.integers(0, 2**63)))
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**128:
+        raise NasgenError(
+            f"seed must be None, an integer in 0..2**128-1 or a numpy.random.Generator, got {str(seed)[:60]!r}"
+        )
+    return np.random.SeedSequence(int(seed))
 
 
 def _seed_state(seed) -> int:
-    return int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+    return int(seed_sequence(seed).generate_state(1, np.uint64)[0])
 
 
-def _require_nonempty(compiled: _Compiled) -> None:
-    if compiled.total == 0:
+def _require_nonempty(tables: SpaceTables) -> None:
+    if tables.count == 0:
         raise NasgenError(
-            f"the space {compiled.space.describe()} is empty: no architecture maps the input to the output; "
+            f"the space {tables.space.describe()} is empty: no architecture maps the input to the output; "
             "widen the layer bounds, ranges or relation"
         )
 
 
-def _unrank(compiled: _Compiled, ranks: Sequence[int]):
+def _check_samples(samples) -> int:
+    if isinstance(samples, (bool, np.bool_)) or not isinstance(samples, (int, np.integer)) or samples < 0:
+        raise NasgenError(f"the number of samples must be an integer >= 0, got {str(samples)[:60]!r}")
+    return int(samples)
+
+
+def empty_arrays(space: SearchSpace):
+    """(layers, kernel, stride) arrays holding no architecture, shaped for ``space``."""
+    N, K = space.max_layers, space.dims
+    return (np.zeros(0, dtype=np.int64), np.zeros((0, N, K), dtype=np.int64), np.zeros((0, N, K), dtype=np.int64))
+
+
+def _unrank(tables: SpaceTables, ranks: Sequence[int]):
     """Global ranks -> (layers, kernel, stride) arrays, in the documented enumeration order."""
-    space = compiled.space
-    values, _, prefix = compiled.layer_tables()
+    space = tables.space
+    values, _, prefix = tables.layer_tables()
     values = values.tolist()
-    C = len(compiled.comp_start)
-    W = compiled.g.shape[2]
+    C = len(tables.comp_start)
+    W = tables.g.shape[2]
     layers = np.zeros(len(ranks), dtype=np.int64)
     digits = np.zeros((len(ranks), C, W), dtype=np.uint64)
     for i, rank in enumerate(ranks):
@@ -291,14 +477,74 @@ def _unrank(compiled: _Compiled, ranks: Sequence[int]):
         rest = rank - (prefix[li - 1] if li else 0)
         layers[i] = L
         for c in range(C - 1, -1, -1):
-            rest, digit = divmod(rest, compiled.chains[c][L])
+            rest, digit = divmod(rest, tables.chains[c][L])
             digits[i, c] = _limbs(digit, W)
-    kernel, stride = _backend.unrank_batch(compiled.graph, compiled.rules, compiled.comp_start, compiled.comp_kd,
-                                           compiled.comp_dim0, layers, digits, space.max_layers, space.dims)
+    kernel, stride = _backend.unrank_batch(tables.graph, tables.rules, tables.comp_start, tables.comp_kd,
+                                           tables.comp_dim0, layers, digits, space.max_layers, space.dims)
     return layers, kernel, stride
 
 
-def _arrays_to_architectures(layers, kernel, stride) -> list[Architecture]:
+def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> list[int]:
+    """The inverse of :func:`_unrank`: walk each chain through the graph, undoing the mixed-radix digits.
+
+    Unranking takes, at each step, the edge whose cumulative weight covers the
+    rank, then the pair index as the rank modulo the edge's multiplicity; so a
+    chain's rank is ``before(e) + rest * m(e) + j`` folded from the last layer.
+    """
+    space = tables.space
+    sizes, edge_ptr, edge_conv, edge_dst, edge_mult, cum = tables.graph
+    values, _, prefix = tables.layer_tables()
+    values = values.tolist()
+    N, K = space.max_layers, space.dims
+    if layers.ndim != 1 or kernel.shape != (len(layers), N, K) or stride.shape != kernel.shape:
+        raise ArchitectureError(
+            f"rank takes layers (M,), kernel and stride (M, {N}, {K}) arrays, got {layers.shape}, "
+            f"{kernel.shape} and {stride.shape}"
+        )
+    pair_index: dict[tuple[int, int], dict] = {}
+    out = []
+    for i in range(len(layers)):
+        L = int(layers[i])
+        if L not in values:
+            raise ArchitectureError(f"architecture {i} has {L} layers; the space has architectures of {values} layers")
+        acc = 0
+        for c, start in enumerate(tables.comp_start.tolist()):
+            kd, d0 = int(tables.comp_kd[c]), int(tables.comp_dim0[c])
+            u, steps = start, []
+            for l in range(L):
+                k, s = kernel[i, l, d0:d0 + kd].tolist(), stride[i, l, d0:d0 + kd].tolist()
+                bad = ArchitectureError(f"architecture {i} layer {l}: kernel {k} and stride {s} are not in the space")
+                if len(set(k)) != 1 or len(set(s)) != 1 or k[0] < 1 or s[0] < 1:
+                    raise bad
+                conv = [conv_output_size(int(x), k[0], s[0], space.rounding) for x in sizes[u].tolist()]
+                lo, hi = int(edge_ptr[u]), int(edge_ptr[u + 1])
+                e = next((e for e in range(lo, hi) if None not in conv and edge_conv[e].tolist() == conv), None)
+                if e is None:
+                    raise bad
+                table = pair_index.get((u, e))
+                if table is None:
+                    table = {_backend.pair_at(sizes[u], edge_conv[e], tables.rules, j): j
+                             for j in range(int(edge_mult[e]))}
+                    pair_index[(u, e)] = table
+                j = table.get((k[0], s[0]))
+                if j is None:
+                    raise bad
+                before = _from_limbs(cum[L - l - 1, e - 1]) if e > lo else 0
+                steps.append((before, int(edge_mult[e]), j))
+                u = int(edge_dst[e])
+            if not tables.g[0, u].any():
+                raise ArchitectureError(f"architecture {i} does not end at the output shape")
+            digit = 0
+            for before, m, j in reversed(steps):
+                digit = before + digit * m + j
+            acc = acc * tables.chains[c][L] + digit
+        li = values.index(L)
+        out.append((prefix[li - 1] if li else 0) + acc)
+    return out
+
+
+def arrays_to_architectures(layers, kernel, stride) -> list[Architecture]:
+    """(layers, kernel, stride) arrays -> a list of :class:`Architecture`."""
     out = []
     for L, k, s in zip(layers.tolist(), kernel.tolist(), stride.tolist()):
         out.append(Architecture(kernel=k[:L], stride=s[:L]))
@@ -308,38 +554,34 @@ def _arrays_to_architectures(layers, kernel, stride) -> list[Architecture]:
 class _Stream:
     """Seeded stream of independent uniform draws, identical however it is chunked."""
 
-    def __init__(self, compiled: _Compiled, seed):
-        self.compiled = compiled
+    def __init__(self, tables: SpaceTables, seed):
+        self.tables = tables
         self.state = _seed_state(seed)
-        self.values, self.cum, _ = compiled.layer_tables()
+        self.values, self.cum, _ = tables.layer_tables()
 
     def draw(self, samples: int):
-        c = self.compiled
+        t = self.tables
         layers, kernel, stride, self.state = _backend.sample_batch(
-            c.graph, c.rules, c.comp_start, c.comp_kd, c.comp_dim0, c.g, self.values, self.cum, self.state,
-            samples, c.space.max_layers, c.space.dims)
+            t.graph, t.rules, t.comp_start, t.comp_kd, t.comp_dim0, t.g, self.values, self.cum, self.state,
+            samples, t.space.max_layers, t.space.dims)
         return layers, kernel, stride
 
 
-def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = True, chunk: int = 65536):
-    """Yield (layers, kernel, stride) chunks of a uniform sample; see :func:`sample_arrays`.
-
-    Chunks are produced lazily, so a caller streaming them to disk keeps
-    every completed chunk if interrupted. The concatenated chunks do not
-    depend on ``chunk``.
-    """
-    compiled = _compile(space)
-    _require_nonempty(compiled)
-    if samples < 0:
-        raise NasgenError(f"the number of samples must be >= 0, got {samples}")
-    total = compiled.total
-    if not replace and min(samples, total) * 8 * (3 + space.max_layers * space.dims) > MEMORY_LIMIT_BYTES:
+def _iter_sample_arrays(tables: SpaceTables, samples: int, seed, replace: bool, chunk: int):
+    samples = _check_samples(samples)
+    _require_nonempty(tables)
+    space = tables.space
+    total = tables.count
+    limit = memory_limit_bytes()
+    # distinct draws keep one key per architecture (a bytes object in a set: about 100 bytes each in CPython)
+    distinct_bytes = min(samples, total) * (100 + 8 * ((space.vector_bits + 63) // 64))
+    if not replace and distinct_bytes > limit:
         raise NasgenError(
-            f"{min(samples, total)} distinct architectures would not fit in memory "
-            f"({MEMORY_LIMIT_BYTES / 2**30:.1f} GiB limit): ask for fewer, or draw with replacement in a stream"
+            f"{min(samples, total)} distinct architectures need about {human_bytes(distinct_bytes)} to track, "
+            f"more than the {human_bytes(limit)} limit: ask for fewer, or draw with replacement in a stream"
         )
     if replace:
-        stream = _Stream(compiled, seed)
+        stream = _Stream(tables, seed)
         done = 0
         while done < samples:
             n = min(chunk, samples - done)
@@ -348,14 +590,14 @@ def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool =
         return
     if 2 * samples >= total:
         # Dense case: a uniformly ordered choice of distinct ranks.
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed_sequence(seed))
         ranks = rng.permutation(total)[: min(samples, total)].tolist()
         for start in range(0, len(ranks), chunk):
-            yield _unrank(compiled, ranks[start:start + chunk])
+            yield _unrank(tables, ranks[start:start + chunk])
         return
     # Sparse case: uniform draws, dropping repeats. Sequential rejection of repeats is
     # exactly sampling without replacement, in a uniformly random order.
-    stream = _Stream(compiled, seed)
+    stream = _Stream(tables, seed)
     seen: set[bytes] = set()
     bits = space.bit_width
     while len(seen) < samples:
@@ -375,55 +617,34 @@ def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool =
             yield layers[idx], kernel[idx], stride[idx]
 
 
-def sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = True):
-    """Draw architectures exactly uniformly into numpy arrays.
+def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = False, chunk: int = 65536):
+    """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`SpaceTables.iter_sample_arrays`."""
+    return SpaceTables(space).iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk)
 
-    Args:
-        space: the search space.
-        samples: M, how many to draw.
-        seed: anything ``numpy.random.SeedSequence`` accepts; same seed, same draws.
-        replace: True for independent draws; False for M distinct
-            architectures in uniformly random order (all of them, shuffled,
-            when M >= count).
 
-    Returns:
-        ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
-        rows past ``layers[i]`` are zero.
+def sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = False):
+    """Draw architectures exactly uniformly into numpy arrays; see :meth:`SpaceTables.sample_arrays`.
 
-    Raises:
-        NasgenError: if the space is empty.
+    >>> layers, kernel, stride = sample_arrays(SearchSpace((30,), (20,), 2, 2), 9, seed=0)
+    >>> len({(tuple(k.ravel()), tuple(s.ravel())) for k, s in zip(kernel, stride)})   # all 9, distinct
+    9
     """
-    row_bytes = 8 * (1 + 2 * space.max_layers * space.dims)
-    if samples * row_bytes > MEMORY_LIMIT_BYTES:
-        raise NasgenError(
-            f"{samples} samples need {samples * row_bytes / 2**30:.1f} GiB of arrays, more than the "
-            f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB limit: draw them in chunks with iter_sample_arrays"
-        )
-    # One chunk for independent draws: the stream is the same however it is chunked.
-    chunk = max(samples, 1) if replace else 65536
-    chunks = list(iter_sample_arrays(space, samples, seed=seed, replace=replace, chunk=chunk))
-    N, K = space.max_layers, space.dims
-    if not chunks:
-        return (np.zeros(0, dtype=np.int64), np.zeros((0, N, K), dtype=np.int64), np.zeros((0, N, K), dtype=np.int64))
-    return tuple(np.concatenate(parts) for parts in zip(*chunks))
+    return SpaceTables(space).sample_arrays(samples, seed=seed, replace=replace)
 
 
-def sample(space: SearchSpace, samples: int, seed=0, replace: bool = True) -> list[Architecture]:
-    """Draw ``samples`` architectures exactly uniformly (see :func:`sample_arrays`).
+def sample(space: SearchSpace, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
+    """Draw architectures exactly uniformly, distinct unless ``replace``; see :meth:`SpaceTables.sample_arrays`.
 
     >>> space = SearchSpace((30,), (20,), 2, 2)
     >>> [a.layers for a in sample(space, 3, seed=1)]
     [2, 2, 2]
     """
-    return _arrays_to_architectures(*sample_arrays(space, samples, seed=seed, replace=replace))
+    return SpaceTables(space).sample(samples, seed=seed, replace=replace)
 
 
 def enumerate_arrays(space: SearchSpace, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every architecture in the documented order, as (layers, kernel, stride) batches."""
-    compiled = _compile(space)
-    total = compiled.total
-    for start in range(0, total, batch):
-        yield _unrank(compiled, range(start, min(total, start + batch)))
+    return SpaceTables(space).enumerate_arrays(batch)
 
 
 def enumerate_architectures(space: SearchSpace) -> Iterator[Architecture]:
@@ -433,15 +654,25 @@ def enumerate_architectures(space: SearchSpace) -> Iterator[Architecture]:
     [((3,),)]
     """
     for arrays in enumerate_arrays(space):
-        yield from _arrays_to_architectures(*arrays)
+        yield from arrays_to_architectures(*arrays)
 
 
 def architecture_at(space: SearchSpace, rank: int) -> Architecture:
     """The architecture at position ``rank`` of the enumeration order."""
-    compiled = _compile(space)
-    if not 0 <= rank < compiled.total:
-        raise NasgenError(f"rank {rank} is outside 0..{compiled.total - 1}")
-    return _arrays_to_architectures(*_unrank(compiled, [rank]))[0]
+    return SpaceTables(space).architecture_at(rank)
+
+
+def rank(space: SearchSpace, arch: Architecture) -> int:
+    """The position of ``arch`` in the enumeration order: the inverse of :func:`architecture_at`.
+
+    >>> space = SearchSpace((30,), (20,), 2, 5, pool=(2, 1))
+    >>> rank(space, architecture_at(space, 17))
+    17
+
+    Raises:
+        ArchitectureError: ``arch`` is not in the space.
+    """
+    return SpaceTables(space).rank(*to_arrays(space, [arch]))[0]
 
 
 @dataclass(frozen=True)
@@ -468,7 +699,11 @@ def layer_domains(space: SearchSpace) -> list[list[LayerDomain]]:
     in [max(n, l+1), N] for which the whole space has an architecture of L
     layers. Positions that no such L reaches get empty domains.
     """
-    compiled = _compile(space)
+    return SpaceTables(space).layer_domains()
+
+
+def _layer_domains(compiled: SpaceTables) -> list[list[LayerDomain]]:
+    space = compiled.space
     sizes, edge_ptr, edge_conv, edge_dst, edge_mult, _ = compiled.graph
     N = space.max_layers
     feasible = [L for L, c in compiled.by_layers.items() if c]
@@ -542,14 +777,52 @@ def adj_t_vectors(vectors: np.ndarray) -> float:
     return _backend.adjacent_distance_sum(vectors) / (len(vectors) - 1)
 
 
+class AdjTAccumulator:
+    """Adj_T over a stream of packed vectors, fed chunk by chunk; equal to :func:`adj_t_vectors` of the whole.
+
+    >>> space = SearchSpace((30,), (20,), 2, 2)
+    >>> vectors = encode(space, sample(space, 9, seed=3))
+    >>> acc = AdjTAccumulator()
+    >>> for part in (vectors[:4], vectors[4:5], vectors[5:]):
+    ...     acc.add(part)
+    >>> acc.value == adj_t_vectors(vectors)
+    True
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.pairs = 0
+        self._last: np.ndarray | None = None
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append packed vectors (M, words) to the sequence."""
+        if len(vectors) == 0:
+            return
+        if self._last is not None:
+            self.total += _backend.adjacent_distance_sum(np.stack([self._last, vectors[0]]))
+            self.pairs += 1
+        self.total += _backend.adjacent_distance_sum(vectors)
+        self.pairs += len(vectors) - 1
+        self._last = np.array(vectors[-1], copy=True)
+
+    def add_arrays(self, space: SearchSpace, layers, kernel, stride) -> None:
+        """Append architectures given as (layers, kernel, stride) arrays."""
+        self.add(_backend.encode_bits(layers, kernel, stride, space.bit_width))
+
+    @property
+    def value(self) -> float:
+        """Adj_T of everything added so far (0.0 for fewer than two vectors)."""
+        return self.total / self.pairs if self.pairs else 0.0
+
+
 def adj_t(space: SearchSpace, archs) -> float:
     """The paper's Adj_T (Eq. 2): mean popcount(c_m XOR c_{m+1}) over the M-1 consecutive pairs.
 
     >>> space = SearchSpace((30,), (20,), 2, 2)
     >>> a = Architecture(((5,), (7,)), ((1,), (1,)))
     >>> b = Architecture(((7,), (5,)), ((1,), (1,)))
-    >>> adj_t(space, [a, b, a])
-    4.0
+    >>> adj_t(space, [a, b, a])   # 5 = 0b00101 and 7 = 0b00111 differ in one bit, twice per pair
+    2.0
     """
     return adj_t_vectors(encode(space, archs))
 

@@ -1,4 +1,4 @@
-"""The command line through subprocesses: outputs, reproducibility, bad input, interruption."""
+"""The command line: outputs, reproducibility, files and sidecars, bad input (in-process), interruption (subprocess)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,47 @@ import time
 
 import pytest
 
+import numpy as np
+
 import nasgen
+from nasgen.cli import main
 from nasgen.space import Architecture, SearchSpace, check_membership
 
 
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "nasgen", *args], capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
+class _Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run(*args, check=True, stdin=None):
+    """``nasgen ARGS`` in this process (``main(argv)``), with its exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse errors and --version
+                code = exc.code
+    finally:
+        sys.stdin = old_stdin
+    result = _Result(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"exit {code}: {result.stderr}")
+    return result
+
+
+def test_entry_point_runs_as_a_program():
+    proc = subprocess.run([sys.executable, "-m", "nasgen", "count", "-I", "30", "-O", "20", "-n", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "9"
+    version = subprocess.run([sys.executable, "-m", "nasgen", "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"nasgen {nasgen.__version__}"
 
 
 def test_count_last_line_and_json():
@@ -48,9 +80,46 @@ def test_sample_reproducible_members_and_summary(tmp_path):
     run(*args, "--output-file", str(out_file))
     assert out_file.read_text() == first.stdout
     config = json.loads((tmp_path / "s.jsonl.config.json").read_text())
-    assert config["seed"] == 42 and config["space"]["input_shape"] == [30, 30]
+    assert config["sampling"]["seed"] == 42 and config["space"]["input_shape"] == [30, 30]
+    assert config["count"] == nasgen.count(space) and config["written"] == 20
+    assert config["adj_t"] == pytest.approx(adj) and config["command_line"][:2] == ["nasgen", "sample"]
+    assert config["nasgen_version"] == nasgen.__version__
     adj_out = run("adj", str(out_file), "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "3", "--pool", "2,1")
     assert float(adj_out.stdout.strip().splitlines()[-1]) == pytest.approx(adj, rel=1e-5)
+    # without space options, adj takes the space from the sidecar; '-' reads standard input
+    assert float(run("adj", str(out_file)).stdout) == pytest.approx(adj, rel=1e-5)
+    piped = run("adj", "-", "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "3", "--pool", "2,1",
+                stdin=out_file.read_bytes())
+    assert float(piped.stdout) == pytest.approx(adj, rel=1e-5)
+
+
+def test_npz_output_holds_the_same_architectures(tmp_path):
+    args = ["sample", "-I", "30,30", "-O", "20,20", "-n", "2", "-N", "3", "--samples", "50", "--seed", "5"]
+    jsonl = run(*args).stdout
+    run(*args, "-o", str(tmp_path / "s.npz"))
+    layers, kernel, stride = nasgen.read_arrays(tmp_path / "s.npz")
+    assert kernel.dtype == np.int64 and len(layers) == 50
+    with np.load(tmp_path / "s.npz") as raw:  # stored in the smallest integer type that holds them
+        assert raw["kernel"].dtype == np.uint8
+    archs = nasgen.core.arrays_to_architectures(layers, kernel, stride)
+    assert [a.to_json() for a in archs] == jsonl.splitlines()
+    # every reader takes both formats, and the npz sidecar gives the space
+    assert run("adj", str(tmp_path / "s.npz")).stdout == run("adj", "-", "-I", "30,30", "-O", "20,20", "-n", "2",
+                                                             "-N", "3", stdin=jsonl.encode()).stdout
+    shown = run("show", "--file", str(tmp_path / "s.npz"), "--index", "3").stdout
+    assert "x".join(map(str, archs[3].kernel[0])) in shown.splitlines()[3]
+
+
+def test_refused_run_leaves_existing_output_untouched(tmp_path):
+    target = tmp_path / "g.jsonl"
+    run("sample", "-I", "30", "-O", "20", "-n", "2", "-M", "3", "-o", str(target))
+    before, sidecar = target.read_text(), (tmp_path / "g.jsonl.config.json").read_text()
+    for bad in (["-I", "3", "-O", "1", "-n", "3", "-M", "2"], ["-I", "30", "-O", "20", "-M", "2", "--timeout", "0"],
+                ["-I", "30", "-O", "20", "-M", "2", "--format", "npz", "--seed", "-1"]):
+        result = run("sample", *bad, "-o", str(target), check=False)
+        assert result.returncode == 2, result.stderr
+    assert target.read_text() == before and (tmp_path / "g.jsonl.config.json").read_text() == sidecar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.jsonl", "g.jsonl.config.json"]
 
 
 def test_show_table():
@@ -79,7 +148,15 @@ def test_show_table():
         (["count", "-I", "300000", "-O", "1"], "GiB"),
         (["sample", "-I", "3", "-O", "1", "-n", "3", "--samples", "2"], "empty"),
         (["sample", "-I", "30", "-O", "20", "--samples", "-1"], "--samples"),
-        (["sample", "-I", "30", "-O", "20", "-n", "2"], "needs --samples"),
+        (["sample", "-I", "30", "-O", "20", "-n", "2"], "needs a number of samples"),
+        (["sample", "-I", "30", "-O", "20", "-M", "2", "--seed", "-4"], "seed"),
+        (["sample", "-I", "30", "-O", "20", "-M", "2", "--pivot-k", "3"], "--pivot-k does not apply"),
+        (["sample", "-I", "30", "-O", "20", "-M", "2", "--method", "limited", "--with-replacement"], "never repeats"),
+        (["sample", "-I", "30", "-O", "20", "-M", "2", "--format", "npz"], "needs a file"),
+        (["count", "-I", "30", "-O", "20", "--kernel", "1:9223372036854775808"], "range bounds"),
+        (["count", "-I", "1" * 400, "-O", "1"], "integers"),
+        (["adj", "x.jsonl"], "give the search space"),
+        (["show", "--rank", "3"], "give the search space"),
         (["show", "-I", "30", "-O", "20", "-n", "2", "--architecture", '{"layers": 2, "kernel": [[5], [8]], '
                                                                        '"stride": [[1], [1]]}'],
          "after layer 2 the shape is (19,)"),
@@ -116,12 +193,17 @@ def test_adj_malformed_jsonl(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
     out_file = tmp_path / "big.jsonl"
+
+    def partial():  # the run writes beside the target and renames into place when it ends
+        parts = list(tmp_path.glob(".big.jsonl.*.part"))
+        return parts[0] if parts else None
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
          "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and (not out_file.exists() or out_file.stat().st_size < 200_000):
+    while time.time() < deadline and (partial() is None or partial().stat().st_size < 200_000):
         time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -134,3 +216,4 @@ def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
     for line in lines[:: max(1, len(lines) // 200)] + lines[-1:]:
         check_membership(space, Architecture.from_json(line))
     assert f"{len(lines)} architectures" in err and "interrupted" in err
+    assert partial() is None and json.loads((tmp_path / "big.jsonl.config.json").read_text())["stop"] == "interrupted"
