@@ -38,7 +38,7 @@ import numpy as np
 
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
 
-__all__ = ["CheckResult", "TestResult", "check_uniformity", "rank", "read_samples", "validate_arrays",
+__all__ = ["CheckResult", "TestResult", "check_uniformity", "read_samples", "validate_arrays",
            "MIN_EXPECTED", "WHOLE_SPACE_LIMIT"]
 
 #: Categories expected to hold fewer draws than this are merged.
@@ -191,9 +191,9 @@ class _Tables:
     """Forward and backward chain counts (float64) of one space's graph components."""
 
     def __init__(self, space: SearchSpace) -> None:
-        from nasgen import core
+        from nasgen.core import SpaceTables
 
-        compiled = core._compile(space)
+        compiled = SpaceTables(space)
         self.space = space
         self.compiled = compiled
         sizes, edge_ptr, edge_conv, edge_dst, edge_mult = compiled.base_graph
@@ -204,7 +204,7 @@ class _Tables:
         self.g = sum(g[..., w] * 2.0 ** (64 * w) for w in range(g.shape[2]))  # (N+1, S)
         src = np.repeat(np.arange(S), np.diff(edge_ptr))
         N = space.max_layers
-        self.total = compiled.total
+        self.total = compiled.count
         self.p_layers = {L: c / self.total for L, c in compiled.by_layers.items()}
         self.forward = {}
         for start in set(compiled.comp_start.tolist()):
@@ -350,7 +350,10 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
     Raises:
         NasgenError: an empty sample, a bad level, or an architecture outside the space.
     """
-    from scipy.stats import poisson
+    try:
+        from scipy.stats import poisson
+    except ImportError:
+        raise NasgenError('nasgen check needs scipy, which is not installed: pip install "nasgen[samplers]"') from None
 
     if not 0 < level < 1:
         raise NasgenError(f"--level must be in (0, 1), got {level}")
@@ -381,8 +384,8 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
     add(_chi_square("layers", observed, probs, M), "layers")
     pair_base = int(max(space.input_shape)) + 1
     for start, kd, dim0, comp in tables.components():
-        label = "" if kd > 1 else f"[{dim0}]"
         for l in range(N):
+            label = f"[layer {l}]" if kd > 1 else f"[layer {l}, dim {dim0}]"
             pL = {L: p for L, p in tables.p_layers.items() if p > 0}
             u, k, s, v = tables.transitions(start, l)
             f = tables.forward[start][l]
@@ -398,8 +401,8 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
             obs_codes = kernel[:, l, dim0] * pair_base + stride[:, l, dim0]
             pair_o = np.bincount(obs_codes, minlength=pair_base * pair_base).astype(np.float64)
             support = pair_p > 0
-            add(_chi_square(f"pair{label}[{l}] (kernel, stride)", pair_o[support], pair_p[support], M),
-                f"pair{label}[{l}]")
+            add(_chi_square(f"pair{label} (kernel, stride)", pair_o[support], pair_p[support], M),
+                f"pair{label}")
             size_p = np.bincount(v, weights=w, minlength=tables.S)
             end = tables.lookup[start][tuple(space.output_shape[dim0:dim0 + kd])]
             size_p[end] += inactive
@@ -407,19 +410,19 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
             obs_states = np.array([state_of.get(tuple(r), -1) for r in sizes[:, l, dim0:dim0 + kd].tolist()])
             size_o = np.bincount(obs_states, minlength=tables.S).astype(np.float64)
             support = size_p > 0
-            add(_chi_square(f"size{label}[{l}]", size_o[support], size_p[support], M), f"size{label}[{l}]")
+            add(_chi_square(f"size{label}", size_o[support], size_p[support], M), f"size{label}")
             if l + 1 < N:
                 result = _adjacent(tables, start, comp, l, (u, k, s, v), pL, kernel, stride, dim0, M, pair_base)
                 if result == "skipped":
-                    skipped.append(f"adjacent{label}[{l},{l + 1}] (too many categories)")
+                    skipped.append(f"adjacent{label} and next (too many categories)")
                 else:
-                    add(result, f"adjacent{label}[{l},{l + 1}]")
+                    add(result, f"adjacent{label} and next")
     vectors = _pack(space, layers, kernel, stride)
     keys, counts = np.unique(vectors, axis=0, return_counts=True)
     distinct = len(keys)
     C = tables.total
     if C <= whole_space_limit:
-        tests_whole = _whole_space(space, keys, counts, M, C)
+        tests_whole = _whole_space(tables.compiled, keys, counts, M, C)
         if tests_whole is not None:
             tests.append(tests_whole)
         else:
@@ -489,8 +492,8 @@ def _adjacent(tables: _Tables, start, comp, l, first, pL, kernel, stride, dim0, 
     observed = np.zeros(len(keys))
     for code, n in zip(*np.unique(obs, return_counts=True)):
         observed[index[int(code)]] += n
-    label = "" if tables.compiled.comp_kd[comp] > 1 else f"[{dim0}]"
-    return _chi_square(f"adjacent{label}[{l},{l + 1}] (pairs)", observed, probs, M)
+    label = f"[layers {l}, {l + 1}]" if tables.compiled.comp_kd[comp] > 1 else f"[layers {l}, {l + 1}, dim {dim0}]"
+    return _chi_square(f"adjacent pairs{label}", observed, probs, M)
 
 
 def _pack(space: SearchSpace, layers, kernel, stride) -> np.ndarray:
@@ -499,76 +502,20 @@ def _pack(space: SearchSpace, layers, kernel, stride) -> np.ndarray:
     return encode(space, (layers, kernel, stride))
 
 
-def _whole_space(space: SearchSpace, keys: np.ndarray, counts: np.ndarray, M: int, C: int) -> TestResult | None:
+def _whole_space(tables, keys: np.ndarray, counts: np.ndarray, M: int, C: int) -> TestResult | None:
     """One category per architecture, merged into bins of consecutive ranks of expected count >= 5."""
-    from nasgen.core import encode, enumerate_arrays
+    space = tables.space
+    N, K, B = space.max_layers, space.dims, space.bit_width
+    # Packed canonical vectors back to arrays, to rank them.
+    bits = np.unpackbits(keys.view(np.uint8), axis=1, bitorder="little")[:, : space.vector_bits]
+    from nasgen.hashing import decode_bits
 
-    rank_of = {}
-    r = 0
-    for arrays in enumerate_arrays(space, batch=65536):
-        for row in encode(space, arrays):
-            rank_of[row.tobytes()] = r
-            r += 1
+    ranks = np.array(tables.rank(*decode_bits(space, bits)), dtype=object)
     width = max(1, math.ceil(MIN_EXPECTED * C / M))
     bins = math.ceil(C / width)
     observed = np.zeros(bins)
-    for key, n in zip(keys, counts):
-        observed[rank_of[key.tobytes()] // width] += n
+    for r, n in zip(ranks, counts):
+        observed[int(r) // width] += n
     sizes = np.full(bins, width, dtype=np.float64)
     sizes[-1] = C - width * (bins - 1)
     return _chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, sizes / C, M)
-
-
-# -- rank -----------------------------------------------------------------------------------------------
-
-
-def rank(space: SearchSpace, arch: Architecture) -> int:
-    """The position of ``arch`` in the enumeration order: the inverse of ``architecture_at``.
-
-    Raises:
-        ArchitectureError: ``arch`` is not in ``space``.
-
-    >>> space = SearchSpace((30,), (20,), 2, 2)
-    >>> from nasgen.core import architecture_at
-    >>> rank(space, architecture_at(space, 5))
-    5
-    """
-    from nasgen import _backend, core
-    from nasgen._pykernel import _k_interval
-
-    check_membership(space, arch)
-    compiled = core._compile(space)
-    sizes, edge_ptr, edge_conv, edge_dst, edge_mult, cum = compiled.graph
-    rules = compiled.rules
-    L = arch.layers
-    values, _, prefix = compiled.layer_tables()
-    values = values.tolist()
-    li = values.index(L)
-    result = 0
-    for c in range(len(compiled.comp_start)):
-        kd, dim0 = int(compiled.comp_kd[c]), int(compiled.comp_dim0[c])
-        u = int(compiled.comp_start[c])
-        steps = []
-        for step in range(L):
-            k, s = arch.kernel[step][dim0], arch.stride[step][dim0]
-            x = sizes[u].tolist()
-            conv = [(x[d] - k) // s + 1 for d in range(kd)]
-            edges = range(edge_ptr[u], edge_ptr[u + 1])
-            e = next(e for e in edges if edge_conv[e].reshape(-1).tolist() == conv)
-            # Index of (k, s) among the edge's pairs, ordered by stride then kernel.
-            j = 0
-            for s2 in range(max(1, rules[2]), s):
-                lo, hi = _k_interval(x, conv, s2, rules)
-                j += max(0, hi - lo + 1)
-            j += k - _k_interval(x, conv, s, rules)[0]
-            assert 0 <= j < int(edge_mult[e]) and _backend.pair_at(x, conv, rules, j) == (k, s)
-            steps.append((u, e, j))
-            u = int(edge_dst[e])
-        chain_rank = 0
-        for step in range(L - 1, -1, -1):
-            u, e, j = steps[step]
-            r = L - step
-            before = core._from_limbs(cum[r - 1, e - 1]) if e > edge_ptr[u] else 0
-            chain_rank = before + chain_rank * int(edge_mult[e]) + j
-        result = result * compiled.chains[c][L] + chain_rank
-    return (prefix[li - 1] if li else 0) + result

@@ -161,22 +161,23 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
 
     >>> cnf = encode_space(SearchSpace((30,), (20,), 2, 2))
     >>> len(cnf.sampling), cnf.num_vars > len(cnf.sampling)
-    (20, True)
+    (22, True)
     """
-    from nasgen.core import count, layer_domains
+    from nasgen.core import SpaceTables
     from nasgen.where import parse_where_all
 
     wheres = parse_where_all(where)
     for w in wheres:
         w.check(space)
-    if count(space) == 0:
+    tables = SpaceTables(space)
+    if tables.count == 0:
         raise NasgenError(f"the space {space.describe()} is empty: there is nothing to encode; "
                           "widen the layer bounds, ranges or relation")
     N, K, B = space.max_layers, space.dims, space.bit_width
     cnf = Cnf(space=space, where=tuple(w.text for w in wheres))
     cnf.num_vars = N * K * 2 * B + N
     cnf.sampling = list(range(1, cnf.num_vars + 1))
-    domains = layer_domains(space)
+    domains = tables.layer_domains()
     # Activations: the first n layers are on; x_l implies x_{l-1}; inactive layers are k = s = 0.
     for l in range(N):
         a = cnf.active_var(l)
@@ -356,7 +357,10 @@ class _WhereFormula:
 
 
 def _add_wheres(cnf: Cnf, wheres) -> None:
-    import z3
+    try:
+        import z3
+    except ImportError:
+        raise NasgenError('--where in a CNF needs z3, which is not installed: pip install "nasgen[solver]"') from None
 
     from nasgen.solver import _Z3Algebra
 

@@ -450,3 +450,59 @@ def approx_count(space: SearchSpace, where: Sequence[str] = (), epsilon: float =
     return ApproxCount(estimate=stats["cell"] * 2 ** stats["hashes"], cell=stats["cell"], hashes=stats["hashes"],
                        epsilon=float(epsilon), delta=float(delta), encode_s=encode_s,
                        solve_s=time.monotonic() - t0 - encode_s)
+
+
+# -- the sampling-method interface ------------------------------------------------------------
+
+from nasgen.sampling import Method, SamplingError, register_method  # noqa: E402
+
+
+class _HashingMethod(Method):
+    """A hashing backend behind :func:`nasgen.sampling.draw`."""
+
+    supports_where = True
+    option_names = ()
+
+    def __init__(self, space: SearchSpace, config) -> None:
+        super().__init__(space, config)
+        options = dict(config.options)
+        self._sampler = HashingSampler(space, self.name, config.samples, seed=config.seed, replace=config.replace,
+                                       timeout=config.timeout, where=config.where, **options)
+        if not config.where:
+            from nasgen.core import SpaceTables
+
+            self.count = SpaceTables(space).count
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        for name in ("epsilon", "delta"):
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < (1 if name == "delta" else float("inf"))):
+                valid = "in (0, 1)" if name == "delta" else "> 0"
+                raise SamplingError(f"option {name} must be a number {valid}, got {str(value)[:60]!r}")
+        size = options.get("round_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+            raise SamplingError(f"option round_size must be a positive integer, got {str(size)[:60]!r}")
+        return options
+
+    def draw(self):
+        try:
+            yield from self._sampler.draw()
+        finally:
+            self.stop_reason = self._sampler.stop_reason
+            self.statistics = self._sampler.statistics.as_dict()
+
+    def close(self) -> None:
+        self._sampler.close()
+
+
+@register_method("unigen")
+class UniGenMethod(_HashingMethod):
+    help = "near-uniform by UniGen3 (XOR hashing with Gauss-Jordan elimination) on the CNF; needs nasgen[samplers]"
+    option_names = ("epsilon", "delta", "round_size")
+
+
+@register_method("cmsgen")
+class CMSGenMethod(_HashingMethod):
+    help = "fast CMSGen draws on the CNF with NO uniformity guarantee (nasgen check rejects it); needs nasgen[samplers]"

@@ -143,6 +143,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pivot-k", type=float, default=None, help="uniwit: k in pivot = 2|V|^(1/k) (default 2)")
     g.add_argument("--start-xors", choices=("paper", "count"), default=None,
                    help="uniwit: start the XOR count as the paper does (default), or near log2(count/pivot)")
+    g.add_argument("--epsilon", type=float, default=None, help="unigen: tolerance epsilon (default 0.8)")
+    g.add_argument("--delta", type=float, default=None, help="unigen: confidence delta (default 0.2)")
 
 
 #: CLI option -> (config option name, value transform); only options given on the command line are passed
@@ -151,6 +153,8 @@ _METHOD_OPTIONS = {
     "no_prune": ("prune", lambda v: not v),
     "pivot_k": ("pivot_k", lambda v: v),
     "start_xors": ("start_xors", lambda v: v),
+    "epsilon": ("epsilon", lambda v: v),
+    "delta": ("delta", lambda v: v),
 }
 
 
