@@ -53,6 +53,9 @@ ADJACENT_LIMIT = 200_000
 class TestResult:
     """One test: name, chi-square statistic (or a count), degrees of freedom, p-value, Holm-adjusted p."""
 
+    __test__ = False  # not a pytest test class
+
+
     name: str
     statistic: float
     df: int
