@@ -189,13 +189,16 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
             for b in range(B):
                 cnf.add([-cnf.kernel_var(l, d, b), a])
                 cnf.add([-cnf.stride_var(l, d, b), a])
+    atoms, rest = _split_atoms(wheres)
+    _encode_layer_atoms(cnf, space, atoms.get(("layers",), []))
     TRUE = cnf.new_var()
     cnf.add([TRUE])
     at = [{space.input_shape[d]: TRUE} for d in range(K)]
     for l in range(N):
         row = []
         for d in range(K):
-            row.append(_encode_position(cnf, space, l, d, domains[l][d], at[d], TRUE))
+            allowed = {name: atoms.get((name, l, d), []) for name in ("k", "s", "size")}
+            row.append(_encode_position(cnf, space, l, d, domains[l][d], at[d], TRUE, allowed))
             if space.square and d > 0:
                 for b in range(B):
                     for var in (cnf.kernel_var, cnf.stride_var):
@@ -206,27 +209,90 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
         cnf.sizes.append(row)
     for d in range(K):
         final = at[d].get(space.output_shape[d])
-        # The space is non-empty, so the output size is reachable.
-        assert final is not None
-        cnf.add([final])
-    if wheres:
-        _add_wheres(cnf, wheres)
+        # The output is unreachable only when --where atoms rule out every chain: the CNF is then unsatisfiable.
+        cnf.add([final] if final is not None else [-TRUE])
+    if rest:
+        _add_wheres(cnf, rest)
     return cnf
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+_TEST = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+         ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def _split_atoms(wheres) -> tuple[dict, list]:
+    """Conjuncts ``var OP constant`` (var: k, s, size or layers) go into the tables; the rest through z3.
+
+    Returns:
+        ({("k"|"s"|"size", l, d) or ("layers",): [predicate, ...]}, [Where, ...] for z3).
+    """
+    from nasgen.where import Where
+
+    atoms: dict = {}
+    rest = []
+    for w in wheres:
+        stack = [w.tree]
+        while stack:
+            node = stack.pop()
+            if node[0] == "and":
+                stack.extend(node[1])
+                continue
+            if node[0] == "cmp":
+                _, op, a, b = node
+                if b[0] == "const" and a[0] in ("var", "layers"):
+                    var, value = a, b[1]
+                elif a[0] == "const" and b[0] in ("var", "layers"):
+                    var, value, op = b, a[1], _FLIP[op]
+                else:
+                    var = None
+                if var is not None:
+                    key = ("layers",) if var[0] == "layers" else (var[1], var[2], var[3])
+                    atoms.setdefault(key, []).append(lambda x, op=op, value=value: _TEST[op](x, value))
+                    continue
+            rest.append(Where(text=w.text, tree=node))
+    return atoms, rest
+
+
+def _holds(predicates: list, value: int) -> bool:
+    return all(p(value) for p in predicates)
+
+
+def _encode_layer_atoms(cnf: Cnf, space: SearchSpace, predicates: list) -> None:
+    """Rule out every number of layers L that fails a ``layers OP c`` atom: not (active[L-1] and not active[L])."""
+    N = space.max_layers
+    for L in range(space.min_layers, N + 1):
+        if _holds(predicates, L):
+            continue
+        clause = []
+        if L >= 1:
+            clause.append(-cnf.active_var(L - 1))
+        if L < N:
+            clause.append(cnf.active_var(L))
+        cnf.add(clause)
 
 
 def _bits_lits(bits: Sequence[int], value: int) -> list[int]:
     return [v if value >> i & 1 else -v for i, v in enumerate(bits)]
 
 
-def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in: dict, TRUE: int) -> dict:
-    """Clauses of layer position l in dimension d; returns the one-hot size after it (size -> var)."""
+def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in: dict, TRUE: int,
+                     allowed: dict) -> dict:
+    """Clauses of layer position l in dimension d; returns the one-hot size after it (size -> var).
+
+    ``allowed`` maps "k", "s" and "size" to predicates from ``--where`` atoms
+    on this position; an inactive layer (k = s = 0, size = the output size)
+    that fails one is ruled out.
+    """
     B = space.bit_width
     active = cnf.active_var(l)
     kbits = [cnf.kernel_var(l, d, b) for b in range(B)]
     sbits = [cnf.stride_var(l, d, b) for b in range(B)]
+    if not (_holds(allowed["k"], 0) and _holds(allowed["s"], 0) and _holds(allowed["size"], space.output_shape[d])):
+        cnf.add([active])
     pairs = domain.pairs
-    kernels = sorted({k for k, _ in pairs})
-    strides = sorted({s for _, s in pairs})
+    kernels = sorted({k for k, _ in pairs if _holds(allowed["k"], k)})
+    strides = sorted({s for _, s in pairs if _holds(allowed["s"], s)})
     kval = {k: cnf.define_and(_bits_lits(kbits, k)) for k in kernels}
     sval = {s: cnf.define_and(_bits_lits(sbits, s)) for s in strides}
     # sge[i]: s >= strides[i]; a stride above every domain value is impossible.
@@ -309,7 +375,7 @@ def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in
             from nasgen.space import conv_output_size
 
             y = conv_output_size(c, pk, ps, space.rounding)
-        if y is None or y not in domain.sizes_out:
+        if y is None or y not in domain.sizes_out or not _holds(allowed["size"], y):
             cnf.add([-var])
             continue
         yrows.setdefault(y, []).append(var)

@@ -43,7 +43,10 @@ def test_draws_are_members_distinct_and_satisfy_where(method):
 
 def test_unigen_is_reproducible_and_passes_check():
     """2000 draws with replacement on 49 architectures (power > 0.99 against doubling 10% of them)."""
+    from tests.test_check import power_against_bias
+
     space = SearchSpace((30, 30), (20, 20), 2, 2, pool=(2, 1))
+    assert power_against_bias(space, 2000) > 0.99
     a = sample_arrays(space, 2000, method="unigen", seed=1, replace=True)
     b = sample_arrays(space, 2000, method="unigen", seed=1, replace=True)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -78,16 +81,9 @@ def test_timeout_stops_and_keeps_what_was_drawn():
 
 
 def test_missing_package_is_one_line(monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_unigen(name, *args, **kwargs):
-        if name == "pyunigen":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_unigen)
+    monkeypatch.setitem(sys.modules, "pyunigen", None)  # import pyunigen now raises ImportError
     with pytest.raises(HashingError, match=r'pip install "nasgen\[samplers\]"'):
         HashingSampler(SearchSpace((30,), (20,), 2, 2), "unigen", 5)
     code, _, err = cli("sample", "-I", "30", "-O", "20", "-n", "2", "--method", "unigen", "-M", "5")
