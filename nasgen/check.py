@@ -508,7 +508,6 @@ def _pack(space: SearchSpace, layers, kernel, stride) -> np.ndarray:
 def _whole_space(tables, keys: np.ndarray, counts: np.ndarray, M: int, C: int) -> TestResult | None:
     """One category per architecture, merged into bins of consecutive ranks of expected count >= 5."""
     space = tables.space
-    N, K, B = space.max_layers, space.dims, space.bit_width
     # Packed canonical vectors back to arrays, to rank them.
     bits = np.unpackbits(keys.view(np.uint8), axis=1, bitorder="little")[:, : space.vector_bits]
     from nasgen.hashing import decode_bits

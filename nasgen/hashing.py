@@ -302,6 +302,12 @@ class HashingSampler:
         self.stop_reason: str | None = None
         self.statistics = HashingStatistics()
         self._child: _Child | None = None
+        # Without --where the exact count is known: distinct draws stop at it instead of waiting for stale rounds.
+        self._known_count = None
+        if not self.where:
+            from nasgen.core import SpaceTables
+
+            self._known_count = SpaceTables(space).count
 
     def __enter__(self) -> "HashingSampler":
         return self
@@ -371,6 +377,10 @@ class HashingSampler:
                 missing = self.samples - produced
                 if missing <= 0:
                     self.stop_reason = "samples"
+                    child.send(0)
+                    return
+                if not self.replace and self._known_count is not None and produced >= self._known_count:
+                    self.stop_reason = "exhausted"
                     child.send(0)
                     return
                 if stale_rounds >= 50:
@@ -468,10 +478,7 @@ class _HashingMethod(Method):
         options = dict(config.options)
         self._sampler = HashingSampler(space, self.name, config.samples, seed=config.seed, replace=config.replace,
                                        timeout=config.timeout, where=config.where, **options)
-        if not config.where:
-            from nasgen.core import SpaceTables
-
-            self.count = SpaceTables(space).count
+        self.count = self._sampler._known_count
 
     @classmethod
     def check_options(cls, options: dict) -> dict:

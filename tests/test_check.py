@@ -86,7 +86,7 @@ def test_uniwit_passes():
 
 
 def test_limited_is_flagged():
-    """z3's order: the first 30 of 45 architectures as distinct draws (the marginals are far off)."""
+    """z3's order: the first 100 of 274 architectures as distinct draws (the marginals are far off)."""
     space = SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1))
     arrays = sample_arrays(space, 100, method="limited", seed=1)
     result = check_uniformity(space, arrays, level=LEVEL, replace=False)
