@@ -1,10 +1,15 @@
-"""Image-classification data for the mixture training: MNIST files and the bundled 8x8 digits.
+"""Image-classification data for the mixture training: MNIST, the bundled 8x8 digits, any image npz.
 
 Loaders return a :class:`Dataset` of ``uint8``-free, ready-to-train arrays:
-images ``float32`` in ``[0, 1]`` with shape ``(count, height, width, 1)``
-(channels last, as Flax convolutions expect) and labels ``int32``.
+images ``float32`` with shape ``(count, height, width, channels)`` (channels
+last, as Flax convolutions expect; MNIST and digits scaled to ``[0, 1]``) and
+labels ``int32``. Every image is finite; a non-finite one is refused.
 
 Supported sources:
+
+* any image-classification ``.npz`` with ``x_train, y_train, x_test, y_test``
+  (any image shape, any number of classes), read with ``allow_pickle=False``
+  and named after the file (:func:`load_npz_dataset`);
 
 * the standard MNIST IDX files, gzipped or not (:func:`read_idx`,
   :func:`load_mnist_idx`);
@@ -38,6 +43,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -63,6 +70,7 @@ __all__ = [
     "load_mnist",
     "load_digits",
     "load_dataset",
+    "load_npz_dataset",
     "fetch_mnist",
     "sha256_of",
 ]
@@ -74,13 +82,13 @@ class DataError(NasgenError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split of single-channel images.
+    """A train/test split of images with integer class labels.
 
     Attributes:
-        name: short name (``"mnist"``, ``"digits"``).
-        train_images: ``float32`` array ``(n_train, height, width, 1)`` in ``[0, 1]``.
+        name: short name (``"mnist"``, ``"digits"``, or an npz file's stem).
+        train_images: ``float32`` array ``(n_train, height, width, channels)``, finite.
         train_labels: ``int32`` array ``(n_train,)`` in ``0..num_classes-1``.
-        test_images: ``float32`` array ``(n_test, height, width, 1)``.
+        test_images: ``float32`` array ``(n_test, height, width, channels)``.
         test_labels: ``int32`` array ``(n_test,)``.
         num_classes: number of classes (10 for both digit sets).
         source: where the arrays came from (a path or ``"scikit-learn"``).
@@ -99,12 +107,47 @@ class Dataset:
         """(height, width) of every image."""
         return tuple(self.train_images.shape[1:3])
 
+    @property
+    def channels(self) -> int:
+        """Channels of every image."""
+        return int(self.train_images.shape[3])
+
+    @property
+    def example_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every image: a model's input without the batch axis."""
+        return tuple(int(v) for v in self.train_images.shape[1:])
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """sha256 of the four arrays as loaded (dtype, shape and bytes of each, in a fixed order).
+
+        Two datasets with the same hash hold the same images and labels in the
+        same order, whatever files they were read from.
+        """
+        digest = hashlib.sha256()
+        for array in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
+
+    def record(self) -> dict:
+        """What a run report records about the data: name, source, shapes, sizes, classes, hash."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "image_shape": list(self.example_shape),
+            "train_size": int(len(self.train_labels)),
+            "test_size": int(len(self.test_labels)),
+            "num_classes": int(self.num_classes),
+            "sha256": self.content_hash,
+        }
+
     def describe(self) -> str:
-        """One line: name, sizes and source."""
-        h, w = self.image_shape
+        """One line: name, sizes, image shape, classes and source."""
         return (
             f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test images "
-            f"of {h}x{w}, {self.num_classes} classes ({self.source})"
+            f"of {'x'.join(map(str, self.example_shape))}, {self.num_classes} classes ({self.source})"
         )
 
 
@@ -178,7 +221,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} is truncated inside its IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a header such as (2**31, 2**31, 4) must not wrap to 0
+    # the way an int64 product would and then match an empty body.
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
             f"{path} holds {len(raw) - header} data bytes but its header {shape} needs {expected}"
@@ -220,38 +265,79 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _as_dataset(name, train_x, train_y, test_x, test_y, source, scale) -> Dataset:
+def _numeric(x, source, what) -> np.ndarray:
+    # Before any arithmetic: strings, bools, complex, structured and object
+    # arrays (which a crafted pickle or npz can hold) have no meaning as pixels
+    # or labels, and numpy would fail on them with a traceback.
+    x = np.asarray(x)
+    if x.dtype.kind not in "uif":
+        raise DataError(f"{source}: {what} have dtype {x.dtype}; expected integers or floats")
+    return x
+
+
+def _as_dataset(name, train_x, train_y, test_x, test_y, source, scale, *, num_classes=10, channels=False) -> Dataset:
+    """Validate and convert four arrays into a :class:`Dataset`.
+
+    Args:
+        scale: images are divided by it (255 for uint8 pixels, 1 to keep values).
+        num_classes: labels must lie in ``0..num_classes-1``; None infers
+            ``max(label) + 1``.
+        channels: accept ``(count, H, W, C)`` images with any C (else only
+            ``(count, H, W)``, ``(count, H, W, 1)`` or flat square rows).
+    """
+
     def images(x, what):
-        x = np.asarray(x)
-        if x.ndim == 2:  # flattened rows of a square image (the pickle's layout)
-            side = int(round(np.sqrt(x.shape[1])))
+        x = _numeric(x, source, what)
+        if x.ndim == 2 and not channels:  # flattened rows of a square image (the pickle's layout)
+            side = math.isqrt(x.shape[1])
             if side * side != x.shape[1]:
                 raise DataError(f"{source}: {what} rows have {x.shape[1]} values, not a square image")
             x = x.reshape(len(x), side, side)
-        if x.ndim == 4 and x.shape[-1] == 1:
-            x = x[..., 0]
-        if x.ndim != 3:
-            raise DataError(f"{source}: {what} must have shape (count, height, width), got {x.shape}")
-        return (x.astype(np.float32) / np.float32(scale))[..., None]
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or (not channels and x.shape[-1] != 1):
+            wanted = "(count, height, width[, channels])" if channels else "(count, height, width)"
+            raise DataError(f"{source}: {what} must have shape {wanted}, got {x.shape}")
+        if len(x) == 0 or 0 in x.shape[1:]:
+            raise DataError(f"{source}: {what} are empty ({x.shape})")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+            out = x.astype(np.float32) / np.float32(scale)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(
+                f"{source}: {what} hold {int(bad.sum())} non-finite values (NaN, inf, or beyond float32), "
+                f"first at index {first}; every pixel must be a finite number"
+            )
+        return out
 
     def labels(y, count, what):
-        y = np.asarray(y)
+        y = _numeric(y, source, what)
         if y.ndim != 1 or len(y) != count:
             raise DataError(f"{source}: {what} must be {count} labels (one per image), got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() > 9)):
-            raise DataError(f"{source}: {what} must be integers in 0..9")
-        return y.astype(np.int32)
+        if y.dtype.kind == "f":
+            raise DataError(f"{source}: {what} must be integers, got dtype {y.dtype}")
+        return y
 
     tx, sx = images(train_x, "training images"), images(test_x, "test images")
     if tx.shape[1:] != sx.shape[1:]:
-        raise DataError(f"{source}: training images are {tx.shape[1:3]} but test images are {sx.shape[1:3]}")
+        raise DataError(f"{source}: training images are {tx.shape[1:]} but test images are {sx.shape[1:]}")
+    ty, sy = labels(train_y, len(tx), "training labels"), labels(test_y, len(sx), "test labels")
+    low = min(int(ty.min()), int(sy.min()))
+    high = max(int(ty.max()), int(sy.max()))
+    if num_classes is None:
+        num_classes = high + 1
+    if low < 0 or high >= num_classes:
+        raise DataError(f"{source}: labels must be integers in 0..{num_classes - 1}, got {low}..{high}")
+    if high >= 2**31:
+        raise DataError(f"{source}: labels up to {high} are too many classes")
     return Dataset(
         name=name,
         train_images=tx,
-        train_labels=labels(train_y, len(tx), "training labels"),
+        train_labels=ty.astype(np.int32),
         test_images=sx,
-        test_labels=labels(test_y, len(sx), "test labels"),
-        num_classes=10,
+        test_labels=sy.astype(np.int32),
+        num_classes=int(num_classes),
         source=str(source),
     )
 
@@ -285,22 +371,72 @@ def load_mnist_npz(path: str | os.PathLike) -> Dataset:
         DataError: missing file, not an npz, missing keys, or object arrays.
     """
     path = Path(path)
+    arrays = _read_npz(path, "a Keras-style MNIST npz")
+    x_train = _numeric(arrays["x_train"], path, "training images")
+    scale = 255.0 if x_train.dtype == np.uint8 or np.nanmax(x_train, initial=0) > 1 else 1.0
+    return _as_dataset("mnist", x_train, arrays["y_train"], arrays["x_test"], arrays["y_test"], path, scale)
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
+            if not hasattr(npz, "files"):
+                raise DataError(f"{path} is a single .npy array, not an .npz holding {', '.join(NPZ_KEYS)}")
+            missing = set(NPZ_KEYS) - set(npz.files)
             if missing:
-                raise DataError(f"{path} lacks {sorted(missing)}; a Keras-style MNIST npz holds x_train, y_train, x_test, y_test")
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+                raise DataError(f"{path} lacks {sorted(missing)}; {what} holds {', '.join(NPZ_KEYS)}")
+            return {k: npz[k] for k in NPZ_KEYS}
     except DataError:
         raise
     except ValueError as exc:  # object arrays need pickle: refused
         raise DataError(f"{path} holds object arrays, which are refused (allow_pickle=False): {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc})") from None
-    scale = 255.0 if arrays["x_train"].dtype == np.uint8 or arrays["x_train"].max(initial=0) > 1 else 1.0
-    return _as_dataset("mnist", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], path, scale)
+
+
+def load_npz_dataset(path: str | os.PathLike, *, name: str | None = None) -> Dataset:
+    """Any image-classification dataset from an ``.npz`` with ``x_train, y_train, x_test, y_test``.
+
+    Images are ``(count, H, W)`` or ``(count, H, W, C)`` with any H, W, C;
+    ``uint8`` pixels are divided by 255, other integer and float pixels are
+    kept as they are (converted to ``float32``). Labels are integers ``0..K-1``
+    with K = the largest label + 1 over both splits. The file is read with
+    ``allow_pickle=False``, so no object array is ever unpickled.
+
+    Args:
+        path: the ``.npz`` file.
+        name: the dataset's name in reports; default the file's stem
+            (``cifar10.npz`` is ``"cifar10"``).
+
+    Returns:
+        The :class:`Dataset`, its ``source`` the path.
+
+    Raises:
+        DataError: missing or unreadable file, missing keys, object, string or
+            bool arrays, non-finite images, mismatched shapes or counts,
+            negative or non-integer labels (one line each).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "tiny.npz"
+    >>> rng = np.random.default_rng(0)
+    >>> np.savez(p, x_train=rng.integers(0, 256, (6, 5, 4, 3), dtype=np.uint8), y_train=np.arange(6) % 3,
+    ...          x_test=rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8), y_test=np.array([0, 2]))
+    >>> load_npz_dataset(p).describe().split(" (")[0]
+    'tiny: 6 train / 2 test images of 5x4x3, 3 classes'
+    """
+    path = Path(path)
+    arrays = _read_npz(path, "an image-classification npz")
+    scale = 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
+    return _as_dataset(
+        name if name is not None else path.name.removesuffix(".npz"),
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], path, scale,
+        num_classes=None, channels=True,
+    )
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -377,10 +513,14 @@ def load_mnist_pickle(path: str | os.PathLike, *, merge_validation: bool = True)
         raise DataError(f"{path} does not hold ((train_x, train_y), (valid_x, valid_y), (test_x, test_y))") from None
     if any(p.dtype == object for p in parts):
         raise DataError(f"{path} holds object arrays; expected numeric MNIST arrays")
-    tx, ty, vx, vy, sx, sy = parts
+    what = ("training images", "training labels", "validation images", "validation labels", "test images", "test labels")
+    tx, ty, vx, vy, sx, sy = (_numeric(p, path, w) for p, w in zip(parts, what))
     if merge_validation:
-        tx, ty = np.concatenate([tx, vx]), np.concatenate([ty, vy])
-    scale = 255.0 if tx.max(initial=0) > 1 else 1.0
+        try:
+            tx, ty = np.concatenate([tx, vx]), np.concatenate([ty, vy])
+        except ValueError:
+            raise DataError(f"{path}: validation arrays {vx.shape}, {vy.shape} do not match training arrays {tx.shape}, {ty.shape}") from None
+    scale = 255.0 if np.nanmax(tx, initial=0) > 1 else 1.0
     return _as_dataset("mnist", tx, ty, sx, sy, path, scale)
 
 
@@ -446,22 +586,25 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 DATASETS = ("digits", "mnist")
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name.
+def load_dataset(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset by name, or any image npz by path.
 
     Args:
-        name: ``"digits"`` (bundled) or ``"mnist"``.
+        name: ``"digits"`` (bundled), ``"mnist"``, or the path of an ``.npz``
+            file (see :func:`load_npz_dataset`).
         data_dir: for MNIST, a directory or file :func:`load_mnist` accepts;
             defaults to the cache :func:`default_cache_dir`.
 
     Raises:
-        DataError: unknown name or missing MNIST.
+        DataError: unknown name, missing MNIST, or a bad npz.
     """
     if name == "digits":
         return load_digits()
     if name == "mnist":
         return load_mnist(data_dir if data_dir is not None else default_cache_dir())
-    raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if str(name).endswith(".npz"):
+        return load_npz_dataset(name)
+    raise DataError(f"unknown dataset {str(name)!r}; valid: {', '.join(DATASETS)} or a FILE.npz")
 
 
 def default_cache_dir() -> Path:

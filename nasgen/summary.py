@@ -30,22 +30,22 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from nasgen.models import (
-    HEADS,
-    MODEL_KINDS,
-    NORMS,
+from nasgen.modelspec import (
     ORIGINAL_RESNET_ARCH,
-    POOLINGS,
-    RESNET_BASELINE_SPACE,
-    RESNET_INPUT_SHAPE,
-    _check_option,
-    _check_resnet_space,
-    _positive,
+    RESNET_STEM,
+    ModelSpec,
+    check_resnet_space,
+    legacy_spec,
+    resnet_baseline_space,
+    resnet_space,
     resnet_widths,
 )
 from nasgen.space import Architecture, NasgenError, SearchSpace, check_membership, conv_output_size
 
-__all__ = ["model_stats", "summarize", "conv_taps"]
+__all__ = ["model_stats", "summarize", "conv_taps", "training_memory", "estimate_training_bytes"]
+
+FLOAT_BYTES = 4
+"""Bytes of one float32 parameter, statistic or activation."""
 
 
 def conv_taps(size: int, kernel: int, stride: int, pad_low: int, output: int) -> int:
@@ -154,61 +154,48 @@ def _grid(values: Sequence[int]) -> str:
     return "x".join(map(str, values))
 
 
-def _activation_name(activation: Any) -> str:
-    return getattr(activation, "__name__", type(activation).__name__)
-
-
-def _chain_rows(
-    space: SearchSpace,
-    arch: Architecture,
-    *,
-    width: int,
-    num_classes: int,
-    in_channels: int,
-    norm: str | None,
-    head: str,
-    pooling: str,
-    activation_name: str,
-) -> list[dict[str, Any]]:
+def _chain_rows(spec: ModelSpec, space: SearchSpace, arch: Architecture) -> list[dict[str, Any]]:
     check_membership(space, arch)
-    rows = _Rows(space.input_shape, in_channels)
+    rows = _Rows(space.input_shape, spec.in_channels)
     for l, (kernel, stride) in enumerate(zip(arch.kernel, arch.stride)):
-        rows.conv(f"convs.{l}", width, kernel, stride, "VALID", bias=norm is None)
-        if norm == "batch":
-            rows.batch_norm(f"norms.{l}", extra=(activation_name,))
+        rows.conv(f"convs.{l}", spec.width, kernel, stride, "VALID", bias=spec.norm is None)
+        if spec.norm == "batch":
+            rows.batch_norm(f"norms.{l}", extra=(spec.activation,))
         else:
             # Fold the activation into the conv row: it has no module of its own.
             last = rows.rows[-1]
-            last["type"] += f" + {activation_name}"
+            last["type"] += f" + {spec.activation}"
             last["flops"] += rows.elements
         if space.pool is not None:
             rows.pool(
                 f"pool.{l}",
-                pooling,
+                spec.pooling,
                 [k for k, _ in space.pool],
                 [s for _, s in space.pool],
                 [(0, 0)] * space.dims,
             )
     assert rows.spatial == space.output_shape, "chain arithmetic disagrees with check_membership"
-    if head == "logits":
+    if spec.head == "logits":
         features = rows.elements
-        rows.spatial, rows.channels = (), num_classes
+        rows.spatial, rows.channels = (), spec.num_classes
         rows.add(
             "head",
             "Flatten + Linear",
-            params=features * num_classes + num_classes,
-            flops=2 * features * num_classes + num_classes,
+            params=features * spec.num_classes + spec.num_classes,
+            flops=2 * features * spec.num_classes + spec.num_classes,
         )
     return rows.rows
 
 
-def _resnet_rows(arch: Architecture, *, width_multiplier: float, num_classes: int, in_channels: int) -> list[dict[str, Any]]:
-    check_membership(RESNET_BASELINE_SPACE, arch)
-    widths = resnet_widths(width_multiplier)
-    rows = _Rows(RESNET_INPUT_SHAPE, in_channels)
-    rows.conv("stem_conv", widths[0], (7, 7), (2, 2), ((3, 3), (3, 3)), bias=False)
+def _resnet_rows(spec: ModelSpec, arch: Architecture) -> list[dict[str, Any]]:
+    check_membership(resnet_baseline_space(spec.input_shape), arch)
+    widths = resnet_widths(spec.width_multiplier)
+    rows = _Rows(spec.input_shape, spec.in_channels)
+    window, stride, pad = RESNET_STEM["conv"]
+    rows.conv("stem_conv", widths[0], (window,) * 2, (stride,) * 2, ((pad, pad),) * 2, bias=False)
     rows.batch_norm("stem_bn", extra=("relu",))
-    rows.pool("max_pool", "max", (3, 3), (2, 2), ((1, 1), (1, 1)))
+    window, stride, pad = RESNET_STEM["pool"]
+    rows.pool("max_pool", "max", (window,) * 2, (stride,) * 2, ((pad, pad),) * 2)
     index = 0
 
     def basic_block(features: int) -> None:
@@ -236,45 +223,50 @@ def _resnet_rows(arch: Architecture, *, width_multiplier: float, num_classes: in
         assert (rows.spatial, rows.channels) == main_path
         index += 1
         basic_block(widths[l + 1])
-    assert rows.spatial == (1, 1)
+    assert rows.spatial == resnet_space(spec.input_shape).output_shape
     # Averaging a single position is the identity, which XLA drops; over more
     # positions it is (n - 1) additions and one division per channel.
     flops = rows.elements if math.prod(rows.spatial) > 1 else 0
     rows.spatial = ()
     rows.add("global_avg_pool", "GlobalAvgPool", params=0, flops=flops)
-    rows.channels = num_classes
-    rows.add("head", "Linear", params=widths[-1] * num_classes + num_classes, flops=2 * widths[-1] * num_classes + num_classes)
+    rows.channels = spec.num_classes
+    rows.add(
+        "head", "Linear", params=widths[-1] * spec.num_classes + spec.num_classes,
+        flops=2 * widths[-1] * spec.num_classes + spec.num_classes,
+    )
     return rows.rows
 
 
+def _resolve(spec: Any, space: Any, arch: Any, legacy: dict[str, Any]) -> tuple[ModelSpec, Any, Any]:
+    # The older form model_stats(space, arch, model=kind, **options) passes
+    # no spec; its first two positional arguments are the space and arch.
+    if isinstance(spec, ModelSpec):
+        if legacy:
+            raise NasgenError(f"model_stats takes its options from the spec, got extra {sorted(legacy)}")
+        return spec, space, arch
+    if arch is not None:
+        raise NasgenError("model_stats(spec, space, arch) needs a ModelSpec first")
+    return legacy_spec(legacy.pop("model", "chain"), **legacy), spec, space
+
+
 def model_stats(
-    space: SearchSpace | None,
-    arch: Architecture | None,
-    *,
-    model: str = "chain",
-    width: int = 16,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    width_multiplier: float = 1.0,
-    norm: str | None = "batch",
-    head: str = "logits",
-    pooling: str = "max",
-    activation: Any = "relu",
+    spec: ModelSpec,
+    space: SearchSpace | None = None,
+    arch: Architecture | None = None,
+    **legacy_options: Any,
 ) -> list[dict[str, Any]]:
     """Per layer of the model, its output shape, parameters and FLOPs, then a total.
 
-    The model is described, not built: this function needs no JAX device and
+    The model is described, not built: this function imports no JAX and
     takes microseconds even for full-width ResNet-18.
 
     Args:
-        space: the search space (for ``"resnet18"``: None or a 7x7 -> 1x1,
-            n = N = 3, floor space such as ``RESNET_SPACE``).
-        arch: the architecture (for ``"resnet18"``: None means the original).
-        model: ``"chain"`` or ``"resnet18"``.
-        width, num_classes, in_channels, width_multiplier, norm, head,
-            pooling: as for :func:`nasgen.models.build_model`.
-        activation: the chain's activation, a callable or a name, only used
-            as a label (its FLOPs are counted as 1 per element).
+        spec: the :class:`~nasgen.modelspec.ModelSpec` (for resnet18 it
+            holds the input image shape). (The older form
+            ``model_stats(space, arch, model=kind, **options)`` still works.)
+        space: the search space (for resnet18: None or
+            ``resnet_space(spec.input_shape)``, any relation).
+        arch: the architecture (for resnet18: None means the original).
 
     Returns:
         A list of dicts with keys ``name`` (the module's path in the nnx
@@ -286,37 +278,25 @@ def model_stats(
 
     Raises:
         ArchitectureError: if ``arch`` is not in ``space``.
-        SpaceError, NasgenError: for an invalid model kind, space or option.
+        SpaceError, NasgenError: for a space or spec that does not fit.
 
-    >>> from nasgen.models import RESNET_SPACE
-    >>> rows = model_stats(RESNET_SPACE, None, model="resnet18")
+    >>> rows = model_stats(ModelSpec.from_options("resnet18"), None, None)
     >>> rows[-1]["params"]
     9799114
+    >>> model_stats(ModelSpec.from_options("resnet18", image_shape=(224, 224, 3)))[-1]["params"]
+    9805386
     """
-    _check_option(model, MODEL_KINDS, "model kind")
-    _positive(num_classes, "num_classes")
-    _positive(in_channels, "in_channels")
-    if model == "chain":
-        _check_option(norm, NORMS, "norm")
-        _check_option(head, HEADS, "head")
-        _check_option(pooling, POOLINGS, "pooling")
-        _positive(width, "width")
+    spec, space, arch = _resolve(spec, space, arch, legacy_options)
+    if spec.kind == "chain":
         if space is None or arch is None:
             raise NasgenError("a chain model needs both a search space and an architecture")
-        name = activation if isinstance(activation, str) else _activation_name(activation)
-        rows = _chain_rows(
-            space, arch, width=width, num_classes=num_classes, in_channels=in_channels,
-            norm=norm, head=head, pooling=pooling, activation_name=name,
-        )
+        rows = _chain_rows(spec, space, arch)
     else:
         if space is not None:
-            _check_resnet_space(space)
+            check_resnet_space(space, spec.input_shape)
             if arch is not None and arch != ORIGINAL_RESNET_ARCH:
                 check_membership(space, arch)
-        rows = _resnet_rows(
-            ORIGINAL_RESNET_ARCH if arch is None else arch,
-            width_multiplier=width_multiplier, num_classes=num_classes, in_channels=in_channels,
-        )
+        rows = _resnet_rows(spec, ORIGINAL_RESNET_ARCH if arch is None else arch)
     rows.append(
         {
             "name": "total",
@@ -331,21 +311,16 @@ def model_stats(
 
 
 def summarize(
-    space: SearchSpace | None,
-    arch: Architecture | None,
-    *,
-    model: str = "chain",
-    width: int = 16,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    width_multiplier: float = 1.0,
-    **options: Any,
+    spec: ModelSpec,
+    space: SearchSpace | None = None,
+    arch: Architecture | None = None,
+    **legacy_options: Any,
 ) -> str:
     """A Keras-like table of :func:`model_stats`, ready to print.
 
     Args:
-        space, arch, model, width, num_classes, in_channels, width_multiplier,
-            **options: as for :func:`model_stats`.
+        spec, space, arch: as for :func:`model_stats` (which also documents
+            the older keyword form).
 
     Returns:
         Multi-line text: a header, one line per layer, and totals.
@@ -356,19 +331,16 @@ def summarize(
     >>> from nasgen.space import Architecture, SearchSpace
     >>> space = SearchSpace((12,), (4,), min_layers=2, max_layers=2)
     >>> arch = Architecture(kernel=((3,), (4,)), stride=((1,), (2,)))
-    >>> print(summarize(space, arch, width=4).splitlines()[-2])
+    >>> print(summarize(ModelSpec.from_options("chain", width=4), space, arch).splitlines()[-2])
     FLOPs per example (inference): 1,322
     """
-    rows = model_stats(
-        space, arch, model=model, width=width, num_classes=num_classes,
-        in_channels=in_channels, width_multiplier=width_multiplier, **options,
-    )
+    spec, space, arch = _resolve(spec, space, arch, legacy_options)
+    rows = model_stats(spec, space, arch)
     body, total = rows[:-1], rows[-1]
-    if model == "chain":
-        title = f"Model: ConvChain, {space.describe()}, width {width}"
+    if spec.kind == "chain":
+        title = f"Model: ConvChain, {space.describe()}, width {spec.width}"
     else:
-        widths = resnet_widths(width_multiplier)
-        title = f"Model: ResNet18, stage widths {', '.join(map(str, widths))}"
+        title = f"Model: {spec.describe()}"
     shown_arch = arch if arch is not None else ORIGINAL_RESNET_ARCH
     header = ("Layer", "Type", "Output shape", "Params", "FLOPs")
     table = [header] + [
@@ -395,3 +367,89 @@ def summarize(
 
 def _shape_text(shape: Sequence[int]) -> str:
     return str(tuple(shape))
+
+
+def training_memory(
+    spec: ModelSpec,
+    space: SearchSpace | None,
+    archs: Sequence[Architecture | None],
+    batch_size: int,
+    *,
+    optimizer_slots: int = 2,
+) -> dict[str, int]:
+    """Analytic bytes a training step of these networks holds at once, by kind, from :func:`model_stats`.
+
+    * ``parameters``: trainable parameters and BatchNorm statistics;
+    * ``optimizer``: one gradient plus ``optimizer_slots`` moments per
+      parameter (Adam and AdamW keep two);
+    * ``activations``: every layer's output for the batch, twice (the
+      forward values kept for the backward pass and their gradients), for
+      every network, as the fused step of a mixture may hold them all;
+    * ``inputs``: one batch of images;
+    * ``total``: the sum.
+
+    Everything is float32. XLA may fuse some layers' outputs away or keep
+    extra buffers, so this is an estimate of the right size, meant to refuse
+    runs that cannot fit (``--width 100000``) before anything is compiled.
+
+    Args:
+        spec: the networks' :class:`~nasgen.modelspec.ModelSpec`.
+        space: their search space (see :func:`model_stats`).
+        archs: one architecture per network (None: the original ResNet-18).
+        batch_size: training examples per step.
+        optimizer_slots: per-parameter optimizer moments.
+
+    Returns:
+        A dict of byte counts with the keys above.
+
+    Raises:
+        NasgenError: for an empty ``archs`` or a batch size that is not a
+            positive integer, and what :func:`model_stats` raises.
+
+    >>> mnist = ModelSpec.from_options("resnet18", width_multiplier=0.25)
+    >>> training_memory(mnist, None, [None], 512)["parameters"]  # 4 x (615,802 parameters + 2,400 statistics)
+    2472808
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
+        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
+    archs = list(archs)
+    if not archs:
+        raise NasgenError("estimating training memory needs at least one architecture")
+    params = stats = activations = 0
+    for arch in archs:
+        rows = model_stats(spec, space, arch)
+        params += rows[-1]["params"]
+        stats += rows[-1]["batch_stats"]
+        activations += sum(math.prod(r["output_shape"]) for r in rows[1:-1])
+    inputs = batch_size * math.prod(spec.image_shape(space))
+    memory = {
+        "parameters": FLOAT_BYTES * (params + stats),
+        "optimizer": FLOAT_BYTES * params * (1 + optimizer_slots),
+        "activations": FLOAT_BYTES * 2 * batch_size * activations,
+        "inputs": FLOAT_BYTES * inputs,
+    }
+    memory["total"] = sum(memory.values())
+    return memory
+
+
+def estimate_training_bytes(
+    spec: ModelSpec,
+    space: SearchSpace | None,
+    archs: Sequence[Architecture | None],
+    batch_size: int,
+) -> int:
+    """Bytes one training step of these networks needs: parameters, optimizer state and activations.
+
+    The ``"total"`` of :func:`training_memory`; analytic, imports no JAX,
+    and takes microseconds, so a run can be refused before compiling.
+
+    >>> spec = ModelSpec.from_options("chain", width=100000)
+    >>> from nasgen.space import SearchSpace, Architecture
+    >>> space = SearchSpace((8, 8), (2, 2), min_layers=2, max_layers=2)
+    >>> arch = Architecture(kernel=((3, 3), (4, 4)), stride=((1, 1), (2, 2)))
+    >>> estimate_training_bytes(spec, space, [arch], 64) > 2**40  # over a terabyte
+    True
+    """
+    return training_memory(spec, space, archs, batch_size)["total"]

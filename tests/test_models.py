@@ -28,7 +28,16 @@ from nasgen.models import (
     max_pool,
     resnet_widths,
 )
+from nasgen.modelspec import LECUN, ModelSpec, resnet_space
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
+
+
+def _chain(space, arch, *, rngs, **options):
+    return ConvChain(ModelSpec.from_options("chain", **options), space, arch, rngs=rngs)
+
+
+def _resnet(arch=None, *, rngs, **options):
+    return ResNet18(ModelSpec.from_options("resnet18", **options), arch, rngs=rngs)
 
 # -- an independent brute-force enumerator ------------------------------------
 
@@ -116,7 +125,7 @@ def _features_shape(space: SearchSpace, arch: Architecture, width: int, batch: i
     x = jax.ShapeDtypeStruct((batch, *space.input_shape, 1), jnp.float32)
 
     def build_and_run(x):
-        model = ConvChain(space, arch, width=width, head="features", rngs=nnx.Rngs(0))
+        model = _chain(space, arch, width=width, head="features", rngs=nnx.Rngs(0))
         return model(x)
 
     return nnx.eval_shape(build_and_run, x).shape
@@ -157,7 +166,7 @@ def test_chain_feature_map_has_the_output_shape(index):
 def test_chain_forward_pass_runs(index):
     space, archs = SMALL_SPACES[index]
     arch = archs[0]
-    model = ConvChain(space, arch, num_classes=5, in_channels=2, width=4, rngs=nnx.Rngs(index))
+    model = _chain(space, arch, num_classes=5, in_channels=2, width=4, rngs=nnx.Rngs(index))
     x = jax.random.normal(jax.random.key(index), (3, *space.input_shape, 2))
     logits = nnx.jit(lambda m, x: m(x))(model, x)
     assert logits.shape == (3, 5)
@@ -167,20 +176,20 @@ def test_chain_forward_pass_runs(index):
 def test_chain_without_norm_and_with_avg_pool():
     space = SearchSpace((10, 10), (2, 2), min_layers=2, max_layers=2, pool=(2, 1), rounding="floor")
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
-    model = ConvChain(space, arch, norm=None, pooling="avg", width=2, rngs=nnx.Rngs(0))
+    model = _chain(space, arch, norm=None, pooling="avg", width=2, rngs=nnx.Rngs(0))
     assert len(model.norms) == 0
     # Without a norm the convolutions keep their bias.
     assert model.convs[0].bias is not None
     x = jnp.ones((1, 10, 10, 1))
     assert model(x).shape == (1, 10)
-    features = ConvChain(space, arch, norm=None, pooling="avg", width=2, head="features", rngs=nnx.Rngs(0))
+    features = _chain(space, arch, norm=None, pooling="avg", width=2, head="features", rngs=nnx.Rngs(0))
     assert features(x).shape == (1, 2, 2, 2)
 
 
 def test_chain_rejects_wrong_input_shape():
     space = SearchSpace((8,), (4,))
     arch = Architecture(kernel=((5,),), stride=((1,),))
-    model = ConvChain(space, arch, width=2, rngs=nnx.Rngs(0))
+    model = _chain(space, arch, width=2, rngs=nnx.Rngs(0))
     with pytest.raises(NasgenError, match=r"\(batch, 8, 1\)"):
         model(jnp.ones((2, 9, 1)))
 
@@ -203,7 +212,7 @@ def test_resnet_space_and_original():
 
 def _resnet_logits_shape(arch, batch=3, width_multiplier=1 / 16):
     x = jax.ShapeDtypeStruct((batch, 28, 28, 1), jnp.float32)
-    return nnx.eval_shape(lambda x: ResNet18(arch, width_multiplier=width_multiplier, rngs=nnx.Rngs(0))(x), x).shape
+    return nnx.eval_shape(lambda x: _resnet(arch, width_multiplier=width_multiplier, rngs=nnx.Rngs(0))(x), x).shape
 
 
 def test_resnet_logits_shape_for_original_and_drawn_architectures():
@@ -249,9 +258,9 @@ def _param_count(model: nnx.Module) -> int:
 
 
 def test_resnet_original_parameter_count_matches_hand_count():
-    model = nnx.eval_shape(lambda: ResNet18(rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: _resnet(rngs=nnx.Rngs(0)))
     assert _param_count(model) == _hand_counted_resnet18_params(1, 10) == 9_799_114
-    model = nnx.eval_shape(lambda: ResNet18(in_channels=3, num_classes=7, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: _resnet(in_channels=3, num_classes=7, rngs=nnx.Rngs(0)))
     assert _param_count(model) == _hand_counted_resnet18_params(3, 7)
 
 
@@ -265,7 +274,7 @@ def test_resnet_width_multiplier():
 
 def test_resnet_generated_blocks_use_the_architecture():
     arch = Architecture(kernel=((3, 2), (2, 4), (2, 2)), stride=((2, 1), (1, 2), (1, 1)))
-    model = nnx.eval_shape(lambda: ResNet18(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: _resnet(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0)))
     downsampling = [model.blocks[i] for i in (2, 4, 6)]
     for l, block in enumerate(downsampling):
         assert block.conv1.kernel_size == arch.kernel[l] and block.conv1.strides == arch.stride[l]
@@ -279,7 +288,7 @@ def test_resnet_generated_blocks_use_the_architecture():
 def test_batch_norm_uses_batch_statistics_in_train_and_running_averages_in_eval():
     space = SearchSpace((6,), (2,), min_layers=1, max_layers=1)
     arch = Architecture(kernel=((5,),), stride=((1,),))
-    model = ConvChain(space, arch, width=2, head="features", rngs=nnx.Rngs(0))
+    model = _chain(space, arch, width=2, head="features", rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (8, 6, 1)) * 3.0 + 5.0
     mean_before = np.asarray(model.norms[0].mean.get_value())
     model.train()
@@ -306,9 +315,9 @@ def test_bn_momentum_reaches_every_batch_norm():
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
     chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, bn_momentum=0.5, rngs=nnx.Rngs(0)))
     assert momenta(chain) == {0.5}
-    assert momenta(nnx.eval_shape(lambda: ResNet18(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {0.99}
+    assert momenta(nnx.eval_shape(lambda: _resnet(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {0.99}
     with pytest.raises(NasgenError, match=r"bn_momentum must be a number in \[0, 1\)"):
-        ConvChain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
+        _chain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
 
 
 def _kernel_variances(model):
@@ -358,7 +367,7 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, strides, padd
 @pytest.mark.parametrize("scale", [RESNET_INIT_SCALE, 1 / 3, 2.0])
 def test_init_scale_sets_kernel_variance(scale):
     """Every kernel has variance scale / fan_in (uniform draws), the head included."""
-    model = ResNet18(width_multiplier=0.25, init_scale=scale, rngs=nnx.Rngs(3))
+    model = _resnet(width_multiplier=0.25, init_scale=scale, rngs=nnx.Rngs(3))
     variances = _kernel_variances(model)
     assert len(variances) == 1 + 2 * 2 + 3 * 3 + 3 * 2 + 1  # stem, stage 1, downsampling, basic blocks, head
     pooled = [v * fan_in / scale for v, fan_in in variances]
@@ -383,8 +392,8 @@ def test_init_scale_defaults_and_errors():
     flax_default = _kernel_variances(build_model("resnet18", None, None, width_multiplier=0.25, init_scale=None, rngs=nnx.Rngs(0)))
     assert np.median([v * f for v, f in flax_default]) == pytest.approx(1.0, rel=0.05)
     for bad in (0, -1.0, True, "big"):
-        with pytest.raises(NasgenError, match="init_scale must be a positive number"):
-            ResNet18(width_multiplier=1 / 16, init_scale=bad, rngs=nnx.Rngs(0))
+        with pytest.raises(NasgenError, match="init_scale must be a finite positive number or 'lecun'"):
+            _resnet(width_multiplier=1 / 16, init_scale=bad, rngs=nnx.Rngs(0))
 
 
 # -- one optimisation step lowers the loss -----------------------------------------
@@ -413,7 +422,7 @@ def _one_step_lowers_loss(model, x, y, learning_rate):
 def test_one_step_lowers_loss_for_a_chain():
     space = SearchSpace((12, 12), (3, 3), min_layers=2, max_layers=2, pool=(2, 1), rounding="floor")
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
-    model = ConvChain(space, arch, width=8, rngs=nnx.Rngs(0))
+    model = _chain(space, arch, width=8, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (16, 12, 12, 1))
     y = jnp.arange(16) % 10
     _one_step_lowers_loss(model, x, y, learning_rate=0.05)
@@ -422,7 +431,7 @@ def test_one_step_lowers_loss_for_a_chain():
 @pytest.mark.slow
 def test_one_step_lowers_loss_for_a_resnet_variant():
     arch = Architecture(kernel=((3, 3), (2, 2), (2, 2)), stride=((2, 2), (1, 1), (1, 1)))
-    model = ResNet18(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0))
+    model = _resnet(arch, width_multiplier=1 / 16, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (16, 28, 28, 1))
     y = jnp.arange(16) % 10
     _one_step_lowers_loss(model, x, y, learning_rate=0.05)
@@ -457,7 +466,7 @@ CHAIN_SPACE = SearchSpace((10, 10), (2, 2), min_layers=2, max_layers=2, rounding
 )
 def test_chain_refuses_non_members_before_tracing(no_tracing, arch, message):
     with pytest.raises(ArchitectureError, match=message):
-        ConvChain(CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
+        _chain(CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
     with pytest.raises(ArchitectureError, match=message):
         build_model("chain", CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
 
@@ -465,10 +474,10 @@ def test_chain_refuses_non_members_before_tracing(no_tracing, arch, message):
 def test_resnet_refuses_non_members_before_tracing(no_tracing):
     too_big = Architecture(kernel=((2, 2), (7, 2), (2, 2)), stride=((1, 1), (1, 1), (1, 1)))
     with pytest.raises(ArchitectureError, match="layer 2, dimension 0"):
-        ResNet18(too_big, rngs=nnx.Rngs(0))
+        _resnet(too_big, rngs=nnx.Rngs(0))
     misses_output = Architecture(kernel=((1, 1),) * 3, stride=((1, 1),) * 3)
     with pytest.raises(ArchitectureError, match="after layer 3"):
-        ResNet18(misses_output, rngs=nnx.Rngs(0))
+        _resnet(misses_output, rngs=nnx.Rngs(0))
     # (1, 2) in a block other than the original is outside RESNET_SPACE (k > s).
     mixed = Architecture(kernel=((1, 1), (2, 2), (2, 2)), stride=((2, 2), (1, 1), (1, 1)))
     with pytest.raises(ArchitectureError, match="layer 1, dimension 0"):
@@ -480,7 +489,7 @@ def test_build_model_validates_kind_space_and_options(no_tracing):
         build_model("vgg", RESNET_SPACE, None, rngs=nnx.Rngs(0))
     with pytest.raises(SpaceError, match="7x7 -> 1x1"):
         build_model("resnet18", CHAIN_SPACE, None, rngs=nnx.Rngs(0))
-    with pytest.raises(NasgenError, match="chain models only"):
+    with pytest.raises(NasgenError, match=r"options \['norm'\] do not apply to resnet18"):
         build_model("resnet18", RESNET_SPACE, None, norm=None, rngs=nnx.Rngs(0))
     with pytest.raises(NasgenError, match="norm 'layer'"):
         build_model("chain", CHAIN_SPACE, Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (2, 2))), norm="layer", rngs=nnx.Rngs(0))
@@ -489,9 +498,103 @@ def test_build_model_validates_kind_space_and_options(no_tracing):
 def test_build_model_builds_both_kinds():
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
     chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, width=5, rngs=nnx.Rngs(0)))
-    assert isinstance(chain, ConvChain) and chain.width == 5
+    assert isinstance(chain, ConvChain) and chain.spec.width == 5
     resnet = nnx.eval_shape(lambda: build_model("resnet18", RESNET_SPACE, None, width_multiplier=0.5, rngs=nnx.Rngs(0)))
     assert isinstance(resnet, ResNet18) and resnet.arch == ORIGINAL_RESNET_ARCH and resnet.widths[0] == 32
+
+
+def test_spec_and_older_keyword_form_build_the_same_network():
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
+    spec = ModelSpec.from_options("chain", width=5, norm=None, activation="tanh", init_scale=0.5)
+    new = build_model(spec, CHAIN_SPACE, arch, rngs=nnx.Rngs(3))
+    old = build_model("chain", CHAIN_SPACE, arch, width=5, norm=None, activation=nnx.tanh, init_scale=0.5,
+                      width_multiplier=2.0, rngs=nnx.Rngs(3))
+    assert old.spec == new.spec and new.activation is nnx.tanh
+    for a, b in zip(jax.tree.leaves(nnx.state(new)), jax.tree.leaves(nnx.state(old))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    resnet = build_model("resnet18", None, None, width=99, width_multiplier=0.5, rngs=nnx.Rngs(0))
+    assert resnet.spec == ModelSpec.from_options("resnet18", width_multiplier=0.5)
+    with pytest.raises(NasgenError, match="from the spec"):
+        build_model(spec, CHAIN_SPACE, arch, width=3, rngs=nnx.Rngs(0))
+
+
+IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3), (224, 224, 3), (17, 17, 1), (40, 24, 2)]
+
+
+@pytest.mark.parametrize("image_shape", IMAGE_SHAPES)
+def test_resnet_for_any_input_shape(image_shape):
+    """jax.eval_shape of ResNet-18 on each input, for the original and drawn members of its space."""
+    spec = ModelSpec.from_options("resnet18", width_multiplier=1 / 16, image_shape=image_shape, num_classes=4)
+    space = resnet_space(image_shape)
+    assert spec.input_shape == image_shape[:2] and spec.in_channels == image_shape[2]
+    x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+    for arch in (None, *nasgen.sample(space, 2, seed=1)):
+        model = nnx.eval_shape(lambda: build_model(spec, space, arch, rngs=nnx.Rngs(0)))
+        assert nnx.eval_shape(lambda m, x: m(x), model, x).shape == (2, 4)
+        # The architecture's own shape arithmetic agrees with the blocks' outputs.
+        expected = (ORIGINAL_RESNET_ARCH if arch is None else arch).shapes(resnet_space(image_shape, relation="any"))
+        assert expected[0] == space.input_shape and expected[-1] == space.output_shape
+    with pytest.raises(NasgenError, match=r"expects input of shape \(batch, "):
+        model(jnp.zeros((1, image_shape[0] + 1, image_shape[1], image_shape[2])))
+
+
+def test_resnet_input_too_small_is_one_line():
+    for shape in ((16, 16, 1), (8, 8, 1), (28, 12, 3)):
+        with pytest.raises(NasgenError, match=r"ResNet-18 needs images of at least 17x17 .*got \d+x\d+$"):
+            ModelSpec.from_options("resnet18", image_shape=shape)
+    # The MNIST space is unchanged.
+    assert resnet_space((28, 28, 1)) == RESNET_SPACE
+
+
+@pytest.mark.parametrize(
+    "kind, options, message",
+    [
+        ("chain", {"width": 2.0}, "width must be an integer >= 1, got 2.0"),
+        ("chain", {"width": True}, "width must be an integer >= 1, got True"),
+        ("chain", {"width": "16"}, "width must be an integer >= 1, got '16'"),
+        ("chain", {"num_classes": 0}, "num_classes must be an integer >= 1"),
+        ("chain", {"norm": "layer"}, "norm 'layer' is not one of 'batch', None"),
+        ("chain", {"activation": "swish"}, "activation 'swish' is not one of"),
+        ("chain", {"width_multiplier": 2.0}, r"options \['width_multiplier'\] do not apply to chain"),
+        ("chain", {"colour": 1}, r"unknown model options \['colour'\]"),
+        ("resnet18", {"width_multiplier": float("inf")}, "width_multiplier must be a finite number, got inf"),
+        ("resnet18", {"width_multiplier": float("nan")}, "width_multiplier must be a finite number, got nan"),
+        ("resnet18", {"width_multiplier": -1}, "width_multiplier must be a positive number, got -1"),
+        ("resnet18", {"width_multiplier": "1"}, "width_multiplier must be a finite number"),
+        ("resnet18", {"bn_momentum": 1}, r"bn_momentum must be a number in \[0, 1\)"),
+        ("resnet18", {"init_scale": float("inf")}, "init_scale must be a finite positive number"),
+        ("resnet18", {"init_scale": "he"}, "init_scale must be a finite positive number or 'lecun'"),
+        ("resnet18", {"in_channels": 3, "image_shape": (32, 32, 1)}, "disagrees with in_channels 3"),
+        ("resnet18", {"image_shape": "32,32"}, "image shape must be"),
+        ("resnet18", {"image_shape": (32.0, 32)}, "image shape entries must be an integer"),
+        ("resnet18", {"width": 8}, r"options \['width'\] do not apply to resnet18"),
+        ("mlp", {}, "model kind 'mlp' is not one of 'chain', 'resnet18'"),
+    ],
+)
+def test_model_spec_refuses_bad_options_in_one_line(kind, options, message):
+    with pytest.raises(NasgenError, match=message) as info:
+        ModelSpec.from_options(kind, **options)
+    assert "\n" not in str(info.value)
+
+
+def test_model_spec_round_trips_through_json():
+    import json
+
+    specs = [
+        ModelSpec.from_options("chain", width=3, norm=None, head="features", pooling="avg", activation="gelu"),
+        ModelSpec.from_options("resnet18", width_multiplier=0.25, image_shape=(64, 48, 3), bn_momentum=0.9),
+        ModelSpec.from_options("resnet18", init_scale=LECUN),
+    ]
+    for spec in specs:
+        again = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+        assert again == spec and hash(again) == hash(spec)
+    # One encoding of init_scale: resolved per kind, never None once stored.
+    assert ModelSpec("chain").init_scale == LECUN and ModelSpec("resnet18").init_scale == RESNET_INIT_SCALE
+    assert ModelSpec.from_options("chain", init_scale=1).init_scale == 1.0
+    with pytest.raises(NasgenError, match="unknown model spec keys"):
+        ModelSpec.from_dict({"kind": "chain", "depth": 3})
+    with pytest.raises(NasgenError, match="an object with a 'kind'"):
+        ModelSpec.from_dict(["chain"])
 
 
 # -- checkpoints ------------------------------------------------------------------
@@ -502,7 +605,7 @@ def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
 
     space = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
-    model = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
+    model = _chain(space, arch, width=3, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(0), (4, 9, 9, 1))
     y = jnp.arange(4)
@@ -516,7 +619,7 @@ def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
     assert checkpoint.all_steps(tmp_path / "run") == [1, 5]
     assert checkpoint.latest_step(tmp_path / "run") == 5
 
-    fresh = ConvChain(space, arch, width=3, rngs=nnx.Rngs(1))
+    fresh = _chain(space, arch, width=3, rngs=nnx.Rngs(1))
     fresh_optimizer = nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)
     assert not np.allclose(fresh.convs[0].kernel[...], model.convs[0].kernel[...])
     checkpoint.restore(tmp_path / "run", step=1, target={"model": fresh, "optimizer": fresh_optimizer})
@@ -537,7 +640,7 @@ def test_checkpoint_errors(tmp_path):
 
     space = SearchSpace((9,), (3,), min_layers=1, max_layers=1)
     arch = Architecture(kernel=((7,),), stride=((1,),))
-    model = ConvChain(space, arch, width=2, rngs=nnx.Rngs(0))
+    model = _chain(space, arch, width=2, rngs=nnx.Rngs(0))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found"):
         checkpoint.restore(tmp_path / "empty")
     checkpoint.save(tmp_path, 0, model)
@@ -557,10 +660,11 @@ def test_checkpoint_errors(tmp_path):
     checkpoint.save(tmp_path / "kept", 3, model, keep=2)
     assert checkpoint.all_steps(tmp_path / "kept") == [3, 7]
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["3", "7"]
-    wider = ConvChain(space, arch, width=3, rngs=nnx.Rngs(0))
+    wider = _chain(space, arch, width=3, rngs=nnx.Rngs(0))
     with pytest.raises(checkpoint.CheckpointError, match=r"convs\.0\.kernel\.value is stored with shape \(7, 1, 2\)"):
         checkpoint.restore(tmp_path, 2, target=wider)
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     checkpoint.save(tmp_path, 4, {"model": model, "optimizer": optimizer})
-    with pytest.raises(checkpoint.CheckpointError, match="the checkpoint has optimizer.step.value but the target does not"):
-        checkpoint.restore(tmp_path, 4, target={"model": model})
+    # A bare model against a {model, optimizer} checkpoint names the way in.
+    with pytest.raises(checkpoint.CheckpointError, match=r"top-level entries: model, optimizer; restore a part with path="):
+        checkpoint.restore(tmp_path, 4, target=model)
