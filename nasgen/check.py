@@ -199,7 +199,8 @@ class _Tables:
         compiled = SpaceTables(space)
         self.space = space
         self.compiled = compiled
-        sizes, edge_ptr, edge_conv, edge_dst, edge_mult = compiled.base_graph
+        graph = compiled.graph
+        sizes, edge_ptr, edge_dst, edge_mult = graph.sizes, graph.edge_ptr, graph.edge_dst, graph.edge_mult
         self.sizes = sizes.reshape(len(sizes), -1)
         S = self.sizes.shape[0]
         self.S = S
@@ -210,7 +211,7 @@ class _Tables:
         self.total = compiled.count
         self.p_layers = {L: c / self.total for L, c in compiled.by_layers.items()}
         self.forward = {}
-        for start in set(compiled.comp_start.tolist()):
+        for start in set(compiled.components.start.tolist()):
             f = np.zeros((N + 1, S))
             f[0, start] = 1.0
             for j in range(N):
@@ -219,17 +220,17 @@ class _Tables:
         self._transitions: dict = {}
         # State lookup: size tuple -> state index, per component (states reachable from its start).
         self.lookup = {}
-        for start in set(compiled.comp_start.tolist()):
+        for start in set(compiled.components.start.tolist()):
             reach = self.forward[start].sum(axis=0) > 0
             self.lookup[start] = {tuple(self.sizes[u].tolist()): u for u in np.flatnonzero(reach)}
 
     def components(self):
         c = self.compiled
-        for i in range(len(c.comp_start)):
-            yield int(c.comp_start[i]), int(c.comp_kd[i]), int(c.comp_dim0[i]), i
+        for i in range(len(c.components.start)):
+            yield int(c.components.start[i]), int(c.components.kd[i]), int(c.components.dim0[i]), i
 
     def chains(self, comp: int, L: int) -> float:
-        return self.g[L, int(self.compiled.comp_start[comp])]
+        return self.g[L, int(self.compiled.components.start[comp])]
 
     def transitions(self, start: int, l: int):
         """Every (u, k, s, v) a chain of the component can take at layer position l, as arrays."""
@@ -291,7 +292,7 @@ class _Tables:
 
     def _dim_of(self, start: int) -> int:
         c = self.compiled
-        return int(c.comp_dim0[list(c.comp_start).index(start)])
+        return int(c.components.dim0[list(c.components.start).index(start)])
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -495,7 +496,7 @@ def _adjacent(tables: _Tables, start, comp, l, first, pL, kernel, stride, dim0, 
     observed = np.zeros(len(keys))
     for code, n in zip(*np.unique(obs, return_counts=True)):
         observed[index[int(code)]] += n
-    label = f"[layers {l}, {l + 1}]" if tables.compiled.comp_kd[comp] > 1 else f"[layers {l}, {l + 1}, dim {dim0}]"
+    label = f"[layers {l}, {l + 1}]" if tables.compiled.components.kd[comp] > 1 else f"[layers {l}, {l + 1}, dim {dim0}]"
     return _chi_square(f"adjacent pairs{label}", observed, probs, M)
 
 
