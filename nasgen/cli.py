@@ -25,6 +25,9 @@ COMMAND_MODULES = (
     "nasgen.commands.adj",
     "nasgen.commands.show",
     "nasgen.commands.train_cmds",
+    "nasgen.commands.cnf",
+    "nasgen.commands.check",
+    "nasgen.commands.bench",
 )
 
 

@@ -57,6 +57,8 @@ _LAZY_METHODS: dict[str, str] = {
     "all": "nasgen.sampling",
     "limited": "nasgen.sampling",
     "uniwit": "nasgen.sampling",
+    "unigen": "nasgen.hashing",
+    "cmsgen": "nasgen.hashing",
 }
 _METHODS: dict[str, type["Method"]] = {}
 

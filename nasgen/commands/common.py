@@ -168,6 +168,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                    help="uniwit: start the XOR count as the paper does (default), or near log2(count/pivot)")
     g.add_argument("--max-draws", type=int, default=None,
                    help="exact with --where atoms it cannot absorb: budget of candidate draws (default 10^7)")
+    g.add_argument("--epsilon", type=float, default=None, help="unigen: tolerance epsilon (default 0.8)")
+    g.add_argument("--delta", type=float, default=None, help="unigen: confidence delta (default 0.2)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +202,8 @@ _METHOD_OPTIONS = {
     "pivot_k": ("pivot_k", lambda v: v),
     "start_xors": ("start_xors", lambda v: v),
     "max_draws": ("max_draws", lambda v: v),
+    "epsilon": ("epsilon", lambda v: v),
+    "delta": ("delta", lambda v: v),
 }
 
 

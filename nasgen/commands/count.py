@@ -14,12 +14,15 @@ def register(subparsers) -> None:
                    help="print one JSON object: count, exact, by_layers (and interval, draws, acceptance for an estimate)")
     p.add_argument("--where", action="append", default=[], metavar="EXPR",
                    help="constraint over k[l][d], s[l][d], size[l][d], layers, params, flops (repeatable)")
-    p.add_argument("--method", choices=("exact", "all"), default="exact",
+    p.add_argument("--method", choices=("exact", "all", "approxmc"), default="exact",
                    help="exact (default): the dynamic program, exact where --where is absorbed or the rest is "
-                        "small enough to filter, else an estimate with a 95%% interval; all: count with z3")
+                        "small enough to filter, else an estimate with a 95%% interval; all: count with z3; "
+                        "approxmc: an (epsilon, delta) estimate by ApproxMC on the CNF (needs nasgen[samplers])")
+    p.add_argument("--epsilon", type=float, default=0.8, help="approxmc: tolerance (default 0.8)")
+    p.add_argument("--delta", type=float, default=0.2, help="approxmc: 1 - confidence (default 0.2)")
     p.add_argument("--draws", type=int, default=None, help="exact: draws for an estimate (default 10^6)")
-    p.add_argument("--seed", type=int, default=0, help="exact: seed of an estimate (default 0)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds, for z3 counting (--method all)")
+    p.add_argument("--seed", type=int, default=0, help="exact or approxmc: seed of an estimate (default 0)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds, for z3 counting (--method all) or approxmc")
     add_model_arguments(p)
     p.set_defaults(handler=run)
 
@@ -28,6 +31,8 @@ def run(args) -> int:
     from nasgen.space import NasgenError
 
     space = space_from_args(args)
+    if args.method == "approxmc":
+        return _run_approxmc(space, args)
     by_layers = None
     extra = {}
     if args.method == "all":
@@ -72,4 +77,21 @@ def run(args) -> int:
         lines.append(f"{total} (estimate: 95% interval [{low}, {high}] from {extra['draws']} draws, "
                      f"acceptance {extra['acceptance']:.3g})")
     emit(lines)
+    return 0
+
+
+def _run_approxmc(space, args) -> int:
+    from nasgen.hashing import approx_count
+
+    result = approx_count(space, where=list(args.where), epsilon=args.epsilon, delta=args.delta, seed=args.seed,
+                          timeout=args.timeout)
+    low, high = result.bounds
+    if args.json:
+        print(json.dumps({"count": result.estimate, "exact": False, "method": "approxmc", "epsilon": result.epsilon,
+                          "delta": result.delta, "bounds": [low, high], "cell": result.cell, "hashes": result.hashes,
+                          "space": space.to_dict()}))
+        return 0
+    print(f"ApproxMC estimate (not exact): with probability >= {1 - result.delta:g} the count is within a factor "
+          f"{1 + result.epsilon:g} of it, in [{low:.6g}, {high:.6g}]")
+    print(result.estimate)
     return 0

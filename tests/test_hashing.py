@@ -1,0 +1,103 @@
+"""UniGen3, CMSGen and ApproxMC on the CNF (the samplers extra, part of the test extra: never skipped)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+import nasgen
+from nasgen.check import check_uniformity
+from nasgen.cli import main
+from nasgen.hashing import HashingError, HashingSampler, approx_count
+from nasgen.sampling import sample_arrays
+from nasgen.space import SearchSpace, check_membership
+from nasgen.where import evaluate_all, parse_where_all
+
+LEVEL = 0.001
+
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("method", ["unigen", "cmsgen"])
+def test_draws_are_members_distinct_and_satisfy_where(method):
+    space = SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1))
+    where = ["k[0][0] > s[0][0] + 2"]
+    archs = nasgen.sampling.sample(space, 40, method=method, seed=3, where=where)
+    assert len(archs) == len(set(archs)) == 40
+    for arch in archs:
+        check_membership(space, arch)
+        assert evaluate_all(parse_where_all(where), arch, space)
+
+
+def test_unigen_is_reproducible_and_passes_check():
+    """2000 draws with replacement on 49 architectures (power > 0.99 against doubling 10% of them)."""
+    from tests.test_check import power_against_bias
+
+    space = SearchSpace((30, 30), (20, 20), 2, 2, pool=(2, 1))
+    assert power_against_bias(space, 2000) > 0.99
+    a = sample_arrays(space, 2000, method="unigen", seed=1, replace=True)
+    b = sample_arrays(space, 2000, method="unigen", seed=1, replace=True)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert check_uniformity(space, a, level=LEVEL, replace=True).uniform
+
+
+def test_cmsgen_is_flagged():
+    """CMSGen on a floor-rounding space: 3000 draws, far from uniform (overall p below 1e-6)."""
+    space = SearchSpace((14, 9), (3, 2), 1, 3, rounding="floor", relation="any")
+    arrays = sample_arrays(space, 3000, method="cmsgen", seed=1, replace=True)
+    result = check_uniformity(space, arrays, level=LEVEL, replace=True)
+    assert not result.uniform and result.overall_p < 1e-6
+
+
+def test_approxmc_within_its_bounds():
+    for space in [SearchSpace((30,), (20,), 2, 3), SearchSpace((30, 30, 30), (20, 20, 20), 3, 3)]:
+        result = approx_count(space, epsilon=0.8, delta=0.2, seed=1)
+        low, high = result.bounds
+        assert low <= nasgen.count(space) <= high
+    assert approx_count(SearchSpace((30,), (20,), 2, 3), where=["k[0][0] > 5"]).estimate == \
+        sum(1 for a in nasgen.enumerate_architectures(SearchSpace((30,), (20,), 2, 3)) if a.kernel[0][0] > 5)
+
+
+def test_timeout_stops_and_keeps_what_was_drawn():
+    space = SearchSpace((30, 30, 30), (20, 20, 20), 4, 4)
+    with HashingSampler(space, "unigen", 10**6, seed=1, timeout=1.0) as sampler:
+        chunks = list(sampler.draw())
+    assert sampler.stop_reason == "timeout"
+    for layers, kernel, stride in chunks:
+        for arch in nasgen.core.arrays_to_architectures(layers, kernel, stride):
+            check_membership(space, arch)
+
+
+def test_missing_package_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyunigen", None)  # import pyunigen now raises ImportError
+    with pytest.raises(HashingError, match=r'pip install "nasgen\[samplers\]"'):
+        HashingSampler(SearchSpace((30,), (20,), 2, 2), "unigen", 5)
+    code, _, err = cli("sample", "-I", "30", "-O", "20", "-n", "2", "--method", "unigen", "-M", "5")
+    assert code == 2 and "nasgen[samplers]" in err and err.count("\n") == 1
+
+
+def test_cli_sample_and_count(tmp_path):
+    args = ["-I", "30,30", "-O", "20,20", "-n", "2", "--pool", "2,1"]
+    code, _, err = cli("sample", *args, "--method", "unigen", "-M", "10", "--seed", "2", "-o", str(tmp_path / "u.jsonl"))
+    assert code == 0, err
+    archs = nasgen.read_architectures(tmp_path / "u.jsonl", SearchSpace((30, 30), (20, 20), 2, 2, pool=(2, 1)))
+    assert len(set(archs)) == 10
+    code, out, err = cli("count", *args, "--method", "approxmc", "--epsilon", "0.5", "--json")
+    payload = json.loads(out)
+    assert code == 0 and payload["exact"] is False and payload["bounds"][0] <= 49 <= payload["bounds"][1]
+    code, _, err = cli("count", *args, "--method", "approxmc", "--delta", "1.5")
+    assert code == 2 and err.count("\n") == 1
