@@ -72,8 +72,8 @@ def twin_sample(space, samples, seed=0):
     layers = np.zeros(samples, dtype=np.int64)
     k = np.zeros((samples, space.max_layers, space.dims), dtype=np.int64)
     s = np.zeros_like(k)
-    _pykernel.sample_batch(compiled.graph, compiled.rules, compiled.comp_start, compiled.comp_kd, compiled.comp_dim0,
-                           compiled.g, values, layer_cum, seed, layers, k, s)
+    _pykernel.sample_batch(compiled.graph, compiled.rules, compiled.components, compiled.cum, compiled.g, values,
+                           layer_cum, seed, layers, k, s)
 
 
 def main():

@@ -17,27 +17,27 @@ Vocabulary (see ``nasgen/_pykernel.py`` for the full contract):
 * Unranking a chain rank at a state: pick the edge by ``cum``; within the
   edge the pair index is ``rank % m`` and the rest of the chain gets
   ``rank // m``. Pairs of an edge are ordered by stride, then kernel.
+* An edge's pairs come from the rules, or, where ``edge_pairs[e] >= 0``, from
+  the explicit table ``pair_kernel/pair_stride[edge_pairs[e] : edge_pairs[e] + m]``
+  (a restricted layer position of a constrained space).
+
+Graphs, rules and components arrive as the named tuples of
+``nasgen._backend`` (``ChainGraph``, ``Rules``, ``Components``). Every
+output array is allocated by the caller.
 """
 
-from libc.stdint cimport uint64_t, int64_t
-from libc.string cimport memset, memcpy
-from libc.stdlib cimport malloc, free
-import numpy as np
-cimport numpy as cnp
-
-cnp.import_array()
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, calloc, free
 
 cdef extern from "limbs.h" nogil:
     int limbs_muladd(uint64_t *acc, const uint64_t *a, uint64_t m, int W)
     int u64_muladd(uint64_t *acc, uint64_t a, uint64_t m)
-    int limbs_add(uint64_t *dst, const uint64_t *a, const uint64_t *b, int W)
     void limbs_sub(uint64_t *a, const uint64_t *b, int W)
     int limbs_cmp(const uint64_t *a, const uint64_t *b, int W)
     int limbs_is_zero(const uint64_t *a, int W)
     uint64_t limbs_divmod_small(uint64_t *a, uint64_t d, int W)
-    uint64_t nasgen_splitmix64(uint64_t *state)
     void limbs_random_below(uint64_t *out, const uint64_t *bound, int W, uint64_t *state)
-    int nasgen_popcount64(uint64_t x)
     int64_t nasgen_adjacent_sum(const uint64_t *v, int64_t M, int64_t words)
     void nasgen_hamming(const uint64_t *v, int64_t M, int64_t words, int64_t *out)
 
@@ -58,16 +58,15 @@ cdef inline int64_t _min(int64_t a, int64_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
-    # floor division for b > 0 and any sign of a
-    if a >= 0:
-        return a // b
-    return -((-a + b - 1) // b)
-
-
-cdef Rules _rules(tuple rules):
+cdef Rules _rules(rules):
+    """The C view of a ``nasgen._backend.Rules`` named tuple."""
     cdef Rules R
-    R.kmin, R.kmax, R.smin, R.smax, R.relation, R.floor_mode = rules
+    R.kmin = rules.kernel_min
+    R.kmax = rules.kernel_max
+    R.smin = rules.stride_min
+    R.smax = rules.stride_max
+    R.relation = rules.relation
+    R.floor_mode = rules.floor_mode
     return R
 
 
@@ -178,13 +177,36 @@ cdef inline int64_t _window(int64_t size, int64_t k, int64_t s, int floor_mode) 
     return (size - k) // s + 1
 
 
-def pair_count(const int64_t[::1] x, const int64_t[::1] y, tuple rules):
+cdef inline int64_t _write_pairs(const int64_t *x, const int64_t *y, int kd, const Rules *R,
+                                 int64_t *k_out, int64_t *s_out) noexcept nogil:
+    """Write every (k, s) mapping x to y in (stride, kernel) order; returns how many."""
+    cdef int64_t slo, shi, s, k, lo, hi, xmin = x[0], n = 0
+    cdef int d
+    if kd == 1 and not R.floor_mode:
+        if _exact_stride_interval(x[0], y[0], R, &slo, &shi):
+            for s in range(slo, shi + 1):
+                k_out[n] = x[0] - (y[0] - 1) * s
+                s_out[n] = s
+                n += 1
+        return n
+    for d in range(1, kd):
+        xmin = _min(xmin, x[d])
+    for s in range(_max(1, R.smin), _min(xmin, R.smax) + 1):
+        hi = _k_interval(x, y, kd, s, R, &lo)
+        for k in range(lo, hi + 1):
+            k_out[n] = k
+            s_out[n] = s
+            n += 1
+    return n
+
+
+def pair_count(const int64_t[::1] x, const int64_t[::1] y, rules):
     """Number of (kernel, stride) pairs mapping sizes x to y in every dimension."""
     cdef Rules R = _rules(rules)
     return _pair_count(&x[0], &y[0], x.shape[0], &R)
 
 
-def pair_at(const int64_t[::1] x, const int64_t[::1] y, tuple rules, int64_t j):
+def pair_at(const int64_t[::1] x, const int64_t[::1] y, rules, int64_t j):
     """The j-th pair (kernel, stride) mapping x to y, pairs ordered by stride then kernel."""
     cdef Rules R = _rules(rules)
     cdef int64_t k, s
@@ -192,7 +214,29 @@ def pair_at(const int64_t[::1] x, const int64_t[::1] y, tuple rules, int64_t j):
     return int(k), int(s)
 
 
-def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int64_t pool_s, tuple rules):
+def list_pairs(const int64_t[:, ::1] x, const int64_t[:, ::1] y, rules, int64_t[::1] kernel_out,
+               int64_t[::1] stride_out):
+    """The pairs of every row: those mapping x[i] to y[i], rows concatenated, each in (stride, kernel) order.
+
+    The caller sizes the outputs to the sum of ``pair_count(x[i], y[i])``;
+    returns how many pairs were written, or -1 (nothing trusted) if they do
+    not fit.
+    """
+    cdef Rules R = _rules(rules)
+    cdef int64_t n = x.shape[0], i, total = 0, cap = kernel_out.shape[0]
+    cdef int kd = x.shape[1]
+    with nogil:
+        for i in range(n):
+            if total + _pair_count(&x[i, 0], &y[i, 0], kd, &R) > cap:
+                total = -1
+                break
+            total += _write_pairs(&x[i, 0], &y[i, 0], kd, &R, &kernel_out[total], &stride_out[total])
+    return total
+
+
+def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int64_t pool_s, rules,
+                          int64_t[::1] edge_ptr_out, int64_t[::1] conv_out, int64_t[::1] dst_out,
+                          int64_t[::1] mult_out):
     """Chain graph of one dimension: states are the sizes 1..size_in (state x-1).
 
     Args:
@@ -200,70 +244,66 @@ def build_dimension_graph(int64_t size_in, int64_t size_out, int64_t pool_k, int
         size_out: the output size O_d; edges into smaller sizes (which can never
             grow back) are left out.
         pool_k, pool_s: the pool after every conv (pool_k == 0: none).
-        rules: (kmin, kmax, smin, smax, relation_code, floor_mode).
+        rules: a ``Rules`` named tuple.
+        edge_ptr_out: (size_in + 1,) CSR offsets, written.
+        conv_out, dst_out, mult_out: (size_in * (size_in + 1) // 2,) capacity
+            for the edges' conv size, destination state and pair count.
 
     Returns:
-        (sizes (S,1) int64, edge_ptr (S+1,) int64, edge_conv (E,1) int64,
-        edge_dst (E,) int64, edge_mult (E,) int64); edges of a state sorted
-        by conv size ascending.
+        E, the number of edges written; a state's edges are sorted by conv size.
     """
     cdef Rules R = _rules(rules)
-    cdef int64_t S = size_in, x, y, s, lo, hi, v, e = 0, cap
-    ptr_a = np.zeros(S + 1, dtype=np.int64)
-    cdef int64_t[::1] ptr = ptr_a
-    cdef int64_t[::1] mult_by_y = np.zeros(S + 2, dtype=np.int64)
+    cdef int64_t S = size_in, x, y, s, lo, hi, v, e = 0
     cdef int64_t xx[1]
     cdef int64_t yy[1]
-    cap = S * (S + 1) // 2
-    conv_a = np.empty(cap, dtype=np.int64)
-    dst_a = np.empty(cap, dtype=np.int64)
-    mult_a = np.empty(cap, dtype=np.int64)
-    cdef int64_t[::1] conv = conv_a
-    cdef int64_t[::1] dst = dst_a
-    cdef int64_t[::1] mult = mult_a
-    with nogil:
-        for x in range(1, S + 1):
-            ptr[x - 1] = e
-            xx[0] = x
-            if R.floor_mode:
-                for y in range(1, x + 1):
-                    mult_by_y[y] = 0
-                for s in range(_max(1, R.smin), _min(x, R.smax) + 1):
-                    for y in range(1, (x - 1) // s + 2):
-                        yy[0] = y
-                        hi = _k_interval(xx, yy, 1, s, &R, &lo)
-                        if hi >= lo:
-                            mult_by_y[y] += hi - lo + 1
-            # a conv output below O_d can never reach O_d (sizes only shrink)
-            for y in range(_max(1, size_out), x + 1):
+    cdef int64_t *mult_by_y = <int64_t *>malloc((S + 2) * sizeof(int64_t))
+    if mult_by_y == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for x in range(1, S + 1):
+                edge_ptr_out[x - 1] = e
+                xx[0] = x
                 if R.floor_mode:
-                    v = mult_by_y[y]
-                else:
-                    yy[0] = y
-                    v = _pair_count(xx, yy, 1, &R)
-                if v == 0:
-                    continue
-                if pool_k > 0:
-                    s = _window(y, pool_k, pool_s, R.floor_mode)
-                    if s == 0:
+                    for y in range(1, x + 1):
+                        mult_by_y[y] = 0
+                    for s in range(_max(1, R.smin), _min(x, R.smax) + 1):
+                        for y in range(1, (x - 1) // s + 2):
+                            yy[0] = y
+                            hi = _k_interval(xx, yy, 1, s, &R, &lo)
+                            if hi >= lo:
+                                mult_by_y[y] += hi - lo + 1
+                # a conv output below O_d can never reach O_d (sizes only shrink)
+                for y in range(_max(1, size_out), x + 1):
+                    if R.floor_mode:
+                        v = mult_by_y[y]
+                    else:
+                        yy[0] = y
+                        v = _pair_count(xx, yy, 1, &R)
+                    if v == 0:
                         continue
-                else:
-                    s = y
-                if s < size_out:
-                    continue
-                conv[e] = y
-                dst[e] = s - 1
-                mult[e] = v
-                e += 1
-        ptr[S] = e
-    sizes = np.arange(1, S + 1, dtype=np.int64).reshape(S, 1)
-    return (sizes, ptr_a, conv_a[:e].reshape(e, 1), dst_a[:e], mult_a[:e])
+                    if pool_k > 0:
+                        s = _window(y, pool_k, pool_s, R.floor_mode)
+                        if s == 0:
+                            continue
+                    else:
+                        s = y
+                    if s < size_out:
+                        continue
+                    conv_out[e] = y
+                    dst_out[e] = s - 1
+                    mult_out[e] = v
+                    e += 1
+            edge_ptr_out[S] = e
+    finally:
+        free(mult_by_y)
+    return e
 
 
-def joint_edges(const int64_t[::1] x, const int64_t[::1] pool_k, const int64_t[::1] pool_s, tuple rules):
+def joint_edges(const int64_t[::1] x, const int64_t[::1] pool_k, const int64_t[::1] pool_s, rules):
     """Edges of one joint (square) state: every (k, s) shared by all dimensions.
 
-    Returns a dict mapping the conv-size tuple to (pooled-size tuple, pair count).
+    Returns a dict mapping the conv-size tuple to [pooled-size tuple, pair count].
     """
     cdef Rules R = _rules(rules)
     cdef int kd = x.shape[0], d
@@ -306,19 +346,20 @@ def joint_edges(const int64_t[::1] x, const int64_t[::1] pool_k, const int64_t[:
 
 
 def count_table(const int64_t[::1] edge_ptr, const int64_t[::1] edge_dst, const int64_t[::1] edge_mult,
-                const int64_t[::1] ends, int max_layers, int W):
+                const int64_t[::1] ends, uint64_t[:, :, ::1] g_out):
     """g[r, u] = number of chains of exactly r layers from u to an end state, in W limbs.
 
-    Returns (g of shape (max_layers+1, S, W) uint64, overflowed: bool).
+    ``g_out`` (max_layers + 1, S, W) must be zero-filled by the caller.
+    Returns True if some count overflowed W limbs (then g_out is not trusted).
     """
     cdef int64_t S = edge_ptr.shape[0] - 1, u, e, i
-    cdef int r
+    cdef int r, max_layers = g_out.shape[0] - 1, W = g_out.shape[2]
     cdef int overflow = 0
-    g_a = np.zeros((max_layers + 1, S, W), dtype=np.uint64)
-    cdef uint64_t[:, :, ::1] g = g_a
     for i in range(ends.shape[0]):
-        g[0, ends[i], 0] = 1
-    cdef uint64_t *g1 = &g[0, 0, 0]
+        g_out[0, ends[i], 0] = 1
+    if S == 0:
+        return False
+    cdef uint64_t *g1 = &g_out[0, 0, 0]
     with nogil:
         if W == 1:
             for r in range(1, max_layers + 1):
@@ -326,29 +367,30 @@ def count_table(const int64_t[::1] edge_ptr, const int64_t[::1] edge_dst, const 
                     for e in range(edge_ptr[u], edge_ptr[u + 1]):
                         overflow |= u64_muladd(&g1[r * S + u], g1[(r - 1) * S + edge_dst[e]], <uint64_t>edge_mult[e])
         else:
-          for r in range(1, max_layers + 1):
-            for u in range(S):
-                for e in range(edge_ptr[u], edge_ptr[u + 1]):
-                    if not limbs_is_zero(&g[r - 1, edge_dst[e], 0], W):
-                        overflow |= limbs_muladd(&g[r, u, 0], &g[r - 1, edge_dst[e], 0], <uint64_t>edge_mult[e], W)
-    return g_a, bool(overflow)
+            for r in range(1, max_layers + 1):
+                for u in range(S):
+                    for e in range(edge_ptr[u], edge_ptr[u + 1]):
+                        if not limbs_is_zero(&g_out[r - 1, edge_dst[e], 0], W):
+                            overflow |= limbs_muladd(&g_out[r, u, 0], &g_out[r - 1, edge_dst[e], 0],
+                                                     <uint64_t>edge_mult[e], W)
+    return bool(overflow)
 
 
 def cumulative_weights(const int64_t[::1] edge_ptr, const int64_t[::1] edge_dst, const int64_t[::1] edge_mult,
-                       const uint64_t[:, :, ::1] g):
-    """cum[r-1, e] = sum over the edges e' <= e of e's state of m_e' * g[r-1, dst_e'] (W limbs)."""
-    cdef int64_t S = edge_ptr.shape[0] - 1, E = edge_dst.shape[0], u, e
+                       const uint64_t[:, :, ::1] g, uint64_t[:, :, ::1] cum_out):
+    """cum[r-1, e] = sum over the edges e' <= e of e's state of m_e' * g[r-1, dst_e'] (W limbs).
+
+    ``cum_out`` (max_layers, E, W) must be zero-filled by the caller.
+    """
+    cdef int64_t S = edge_ptr.shape[0] - 1, u, e
     cdef int R_ = g.shape[0] - 1, W = g.shape[2], r
-    cum_a = np.zeros((R_, E, W), dtype=np.uint64)
-    cdef uint64_t[:, :, ::1] cum = cum_a
     with nogil:
         for r in range(1, R_ + 1):
             for u in range(S):
                 for e in range(edge_ptr[u], edge_ptr[u + 1]):
                     if e > edge_ptr[u]:
-                        memcpy(&cum[r - 1, e, 0], &cum[r - 1, e - 1, 0], W * sizeof(uint64_t))
-                    limbs_muladd(&cum[r - 1, e, 0], &g[r - 1, edge_dst[e], 0], <uint64_t>edge_mult[e], W)
-    return cum_a
+                        memcpy(&cum_out[r - 1, e, 0], &cum_out[r - 1, e - 1, 0], W * sizeof(uint64_t))
+                    limbs_muladd(&cum_out[r - 1, e, 0], &g[r - 1, edge_dst[e], 0], <uint64_t>edge_mult[e], W)
 
 
 cdef struct Graph:
@@ -357,10 +399,24 @@ cdef struct Graph:
     const int64_t *edge_conv   # (E, KD)
     const int64_t *edge_dst
     const int64_t *edge_mult
+    const int64_t *edge_pairs  # (E,): -1, or the edge's first row in the explicit pair table
+    const int64_t *pair_kernel
+    const int64_t *pair_stride
     const uint64_t *cum        # (R, E, W)
     int64_t E
     int KD
     int W
+
+
+cdef inline void _edge_pair(const Graph *G, const Rules *R, int64_t u, int64_t e, int64_t j, int kd,
+                            int64_t *k, int64_t *s) noexcept nogil:
+    """The j-th pair of edge e (from state u): from the explicit table, or computed from the rules."""
+    cdef int64_t p = G.edge_pairs[e]
+    if p >= 0:
+        k[0] = G.pair_kernel[p + j]
+        s[0] = G.pair_stride[p + j]
+    else:
+        _pair_at(G.sizes + u * G.KD, G.edge_conv + e * G.KD, kd, R, j, k, s)
 
 
 cdef inline void _unrank_chain(const Graph *G, const Rules *R, int64_t u, int L, uint64_t *rank, int kd,
@@ -394,7 +450,7 @@ cdef inline void _unrank_chain(const Graph *G, const Rules *R, int64_t u, int L,
             else:
                 j = rk % m
                 rk = rk // m
-            _pair_at(G.sizes + u * G.KD, G.edge_conv + e * G.KD, kd, R, <int64_t>j, &k, &s)
+            _edge_pair(G, R, u, e, <int64_t>j, kd, &k, &s)
             for d in range(kd):
                 kernel_out[step * K + dim0 + d] = k
                 stride_out[step * K + dim0 + d] = s
@@ -416,42 +472,55 @@ cdef inline void _unrank_chain(const Graph *G, const Rules *R, int64_t u, int L,
         if e > G.edge_ptr[u]:
             limbs_sub(rank, cum_r + (e - 1) * W, W)
         j = limbs_divmod_small(rank, <uint64_t>G.edge_mult[e], W)
-        _pair_at(G.sizes + u * G.KD, G.edge_conv + e * G.KD, kd, R, <int64_t>j, &k, &s)
+        _edge_pair(G, R, u, e, <int64_t>j, kd, &k, &s)
         for d in range(kd):
             kernel_out[step * K + dim0 + d] = k
             stride_out[step * K + dim0 + d] = s
         u = G.edge_dst[e]
 
 
-cdef Graph _graph(const int64_t[:, ::1] sizes, const int64_t[::1] edge_ptr, const int64_t[:, ::1] edge_conv,
-                  const int64_t[::1] edge_dst, const int64_t[::1] edge_mult, const uint64_t[:, :, ::1] cum):
+cdef Graph _graph(graph, const uint64_t[:, :, ::1] cum):
+    """The C view of a ``ChainGraph`` and its prefix weights; the caller keeps both alive."""
+    cdef const int64_t[:, ::1] sizes = graph.sizes
+    cdef const int64_t[::1] edge_ptr = graph.edge_ptr
+    cdef const int64_t[:, ::1] edge_conv = graph.edge_conv
+    cdef const int64_t[::1] edge_dst = graph.edge_dst
+    cdef const int64_t[::1] edge_mult = graph.edge_mult
+    cdef const int64_t[::1] edge_pairs = graph.edge_pairs
+    cdef const int64_t[::1] pair_kernel = graph.pair_kernel
+    cdef const int64_t[::1] pair_stride = graph.pair_stride
     cdef Graph G
-    G.sizes = &sizes[0, 0]
+    G.sizes = &sizes[0, 0] if sizes.shape[0] else NULL
     G.edge_ptr = &edge_ptr[0]
     G.edge_conv = &edge_conv[0, 0] if edge_conv.shape[0] else NULL
     G.edge_dst = &edge_dst[0] if edge_dst.shape[0] else NULL
     G.edge_mult = &edge_mult[0] if edge_mult.shape[0] else NULL
-    G.cum = &cum[0, 0, 0] if cum.shape[1] else NULL
+    G.edge_pairs = &edge_pairs[0] if edge_pairs.shape[0] else NULL
+    G.pair_kernel = &pair_kernel[0] if pair_kernel.shape[0] else NULL
+    G.pair_stride = &pair_stride[0] if pair_stride.shape[0] else NULL
+    G.cum = &cum[0, 0, 0] if cum.shape[0] and cum.shape[1] else NULL
     G.E = edge_dst.shape[0]
     G.KD = sizes.shape[1]
     G.W = cum.shape[2]
     return G
 
 
-def unrank_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_t[::1] comp_kd,
-                 const int64_t[::1] comp_dim0, const int64_t[::1] layers, const uint64_t[:, :, ::1] ranks,
-                 int64_t[:, :, ::1] kernel_out, int64_t[:, :, ::1] stride_out):
+def unrank_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const int64_t[::1] layers,
+                 const uint64_t[:, :, ::1] ranks, int64_t[:, :, ::1] kernel_out, int64_t[:, :, ::1] stride_out):
     """Per sample i and component c, write the chain of rank ranks[i, c] with layers[i] layers.
 
-    ``graph`` is (sizes, edge_ptr, edge_conv, edge_dst, edge_mult, cum). Output
-    arrays (M, N, K) must be zero-filled by the caller; rows past layers[i]
-    stay zero. ``ranks`` is copied, not modified.
+    ``graph`` is a ``ChainGraph``, ``cum`` its prefix weights, ``components``
+    a ``Components``. Output arrays (M, N, K) must be zero-filled by the
+    caller; rows past layers[i] stay zero. ``ranks`` is copied, not modified.
     """
     cdef Rules R = _rules(rules)
-    cdef Graph G = _graph(graph[0], graph[1], graph[2], graph[3], graph[4], graph[5])
+    cdef Graph G = _graph(graph, cum)
+    cdef const int64_t[::1] comp_start = components.start
+    cdef const int64_t[::1] comp_kd = components.kd
+    cdef const int64_t[::1] comp_dim0 = components.dim0
     cdef int64_t M = ranks.shape[0], i
     cdef int C = comp_start.shape[0], c, W = G.W
-    cdef int N = kernel_out.shape[1], K = kernel_out.shape[2]
+    cdef int K = kernel_out.shape[2]
     cdef uint64_t *buf = <uint64_t *>malloc(W * sizeof(uint64_t))
     if buf == NULL:
         raise MemoryError()
@@ -466,27 +535,30 @@ def unrank_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_
         free(buf)
 
 
-def sample_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_t[::1] comp_kd,
-                 const int64_t[::1] comp_dim0, const uint64_t[:, :, ::1] g, const int64_t[::1] layer_values,
-                 const uint64_t[:, ::1] layer_cum, uint64_t seed, int64_t[::1] layers_out,
-                 int64_t[:, :, ::1] kernel_out, int64_t[:, :, ::1] stride_out):
+def sample_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const uint64_t[:, :, ::1] g,
+                 const int64_t[::1] layer_values, const uint64_t[:, ::1] layer_cum, uint64_t seed,
+                 int64_t[::1] layers_out, int64_t[:, :, ::1] kernel_out, int64_t[:, :, ::1] stride_out):
     """Draw len(layers_out) architectures uniformly and independently (splitmix64 from ``seed``).
 
     Per sample: a uniform rank below the total picks the number of layers
     from ``layer_cum`` (inclusive prefix of per-L counts, WT limbs), then each
     component draws a uniform rank below its own chain count g[L, start] and
-    unranks it. Returns the generator state after the last draw.
+    unranks it. Outputs must be zero-filled by the caller. Returns the
+    generator state after the last draw.
     """
     cdef Rules R = _rules(rules)
-    cdef Graph G = _graph(graph[0], graph[1], graph[2], graph[3], graph[4], graph[5])
+    cdef Graph G = _graph(graph, cum)
+    cdef const int64_t[::1] comp_start = components.start
+    cdef const int64_t[::1] comp_kd = components.kd
+    cdef const int64_t[::1] comp_dim0 = components.dim0
     cdef int64_t M = layers_out.shape[0], i
     cdef int C = comp_start.shape[0], c, W = G.W, WT = layer_cum.shape[1], nL = layer_cum.shape[0], li, L
     cdef int K = kernel_out.shape[2]
     cdef uint64_t state = seed
     cdef uint64_t *buf = <uint64_t *>malloc((W + WT) * sizeof(uint64_t))
-    cdef uint64_t *tbuf = buf + W
     if buf == NULL:
         raise MemoryError()
+    cdef uint64_t *tbuf = buf + W
     try:
         with nogil:
             for i in range(M):
@@ -505,19 +577,122 @@ def sample_batch(graph, tuple rules, const int64_t[::1] comp_start, const int64_
     return state
 
 
-def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
-                int bit_width):
-    """Canonical bit-vectors packed little-endian into uint64 words, shape (M, words).
+cdef inline void _mark_pairs(const int64_t *x, const int64_t *y, int kd, const Rules *R, int32_t *diff,
+                             uint8_t *marks, int64_t X) noexcept nogil:
+    """Record every (k, s) of x -> y: s-rows of ``diff`` (X + 2 wide) get +1 at k=lo and -1 past hi."""
+    cdef int64_t slo, shi, s, lo, hi, xmin = x[0], kfloor = _max(1, R.kmin)
+    cdef int d
+    if kd == 1 and not R.floor_mode:
+        if _exact_stride_interval(x[0], y[0], R, &slo, &shi):
+            for s in range(slo, shi + 1):
+                marks[(x[0] - (y[0] - 1) * s) * (X + 1) + s] = 1
+        return
+    for d in range(1, kd):
+        xmin = _min(xmin, x[d])
+    for s in range(_max(1, R.smin), _min(xmin, R.smax) + 1):
+        # In one dimension the largest kernel x - (y - 1) s only falls as s grows.
+        if kd == 1 and y[0] > 1 and x[0] - (y[0] - 1) * s < kfloor:
+            break
+        hi = _k_interval(x, y, kd, s, R, &lo)
+        if hi >= lo:
+            diff[s * (X + 2) + lo] += 1
+            diff[s * (X + 2) + hi + 1] -= 1
 
-    Bit order: for l < N, d < K: kernel[l][d] (bit_width bits, LSB first), then
-    stride[l][d]; zeros for l >= layers; then N activation bits.
+
+def layer_domain_tables(graph, rules, const uint64_t[:, :, ::1] g, int64_t start, const uint8_t[::1] feasible,
+                        uint8_t[:, :, ::1] pairs_out, uint8_t[:, :, ::1] size_in_out,
+                        uint8_t[:, :, ::1] size_conv_out, uint8_t[:, :, ::1] size_out_out):
+    """Mark the values each layer position takes on some chain from ``start`` of a feasible length.
+
+    An edge is used at position l when its state is reached from ``start`` by
+    l used edges and a chain of r = L - l - 1 more layers leaves its
+    destination (g[r, dst] != 0) for some L > l with feasible[L].
+
+    Args:
+        graph: a ``ChainGraph`` (its component's states and edges).
+        rules: the ``Rules`` of the rule-computed edges.
+        g: the chain counts (N + 1, S, W).
+        start: the component's start state.
+        feasible: (N + 1,) 1 where the whole space has architectures of L layers.
+        pairs_out: (N, X + 1, X + 1) zero-filled; [l, k, s] set for a used pair.
+        size_in_out, size_conv_out, size_out_out: (N, KD, X + 1) zero-filled;
+            [l, d, v] set for a size entering, after the conv of, or leaving layer l.
+    """
+    cdef Rules R = _rules(rules)
+    cdef const int64_t[:, ::1] sizes = graph.sizes
+    cdef const int64_t[::1] edge_ptr = graph.edge_ptr
+    cdef const int64_t[:, ::1] edge_conv = graph.edge_conv
+    cdef const int64_t[::1] edge_dst = graph.edge_dst
+    cdef const int64_t[::1] edge_mult = graph.edge_mult
+    cdef const int64_t[::1] edge_pairs = graph.edge_pairs
+    cdef const int64_t[::1] pair_kernel = graph.pair_kernel
+    cdef const int64_t[::1] pair_stride = graph.pair_stride
+    cdef int64_t S = edge_ptr.shape[0] - 1, X = pairs_out.shape[1] - 1, u, e, v, p, s, k
+    cdef int N = pairs_out.shape[0], KD = sizes.shape[1], W = g.shape[2], l, L, d
+    cdef bint useful
+    cdef uint8_t *reach = <uint8_t *>calloc(2 * S + 2, 1)
+    cdef int32_t *diff = <int32_t *>calloc((X + 2) * (X + 2), sizeof(int32_t))
+    cdef uint8_t *now
+    cdef uint8_t *nxt
+    cdef uint8_t *marks
+    cdef int32_t run
+    if reach == NULL or diff == NULL:
+        free(reach)
+        free(diff)
+        raise MemoryError()
+    try:
+        with nogil:
+            reach[start] = 1
+            for l in range(N):
+                now = reach + (l % 2) * (S + 1)
+                nxt = reach + ((l + 1) % 2) * (S + 1)
+                memset(nxt, 0, S + 1)
+                memset(diff, 0, (X + 2) * (X + 2) * sizeof(int32_t))
+                marks = &pairs_out[l, 0, 0]
+                for u in range(S):
+                    if not now[u]:
+                        continue
+                    for e in range(edge_ptr[u], edge_ptr[u + 1]):
+                        v = edge_dst[e]
+                        useful = False
+                        for L in range(l + 1, N + 1):
+                            if feasible[L] and not limbs_is_zero(&g[L - l - 1, v, 0], W):
+                                useful = True
+                                break
+                        if not useful:
+                            continue
+                        nxt[v] = 1
+                        for d in range(KD):
+                            size_in_out[l, d, sizes[u, d]] = 1
+                            size_conv_out[l, d, edge_conv[e, d]] = 1
+                            size_out_out[l, d, sizes[v, d]] = 1
+                        if edge_pairs[e] >= 0:
+                            for p in range(edge_pairs[e], edge_pairs[e] + edge_mult[e]):
+                                marks[pair_kernel[p] * (X + 1) + pair_stride[p]] = 1
+                        else:
+                            _mark_pairs(&sizes[u, 0], &edge_conv[e, 0], KD, &R, diff, marks, X)
+                for s in range(X + 1):
+                    run = 0
+                    for k in range(X + 1):
+                        run += diff[s * (X + 2) + k]
+                        if run > 0:
+                            marks[k * (X + 1) + s] = 1
+    finally:
+        free(reach)
+        free(diff)
+
+
+def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
+                int bit_width, uint64_t[:, ::1] out):
+    """Canonical bit-vectors packed little-endian into uint64 words, written to ``out`` (M, words).
+
+    ``out`` must be zero-filled by the caller, with words = ceil((2 N K
+    bit_width + N) / 64). Bit order: for l < N, d < K: kernel[l][d]
+    (bit_width bits, LSB first), then stride[l][d]; zeros for l >= layers;
+    then N activation bits.
     """
     cdef int64_t M = kernel.shape[0], i, p, v
     cdef int N = kernel.shape[1], K = kernel.shape[2], l, d, b
-    cdef int64_t nbits = <int64_t>N * K * 2 * bit_width + N
-    cdef int64_t words = (nbits + 63) // 64
-    out_a = np.zeros((M, words), dtype=np.uint64)
-    cdef uint64_t[:, ::1] out = out_a
     with nogil:
         for i in range(M):
             p = 0
@@ -536,7 +711,6 @@ def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, cons
             for l in range(N):
                 if l < layers[i]:
                     out[i, (p + l) >> 6] |= (<uint64_t>1) << ((p + l) & 63)
-    return out_a
 
 
 def adjacent_distance_sum(const uint64_t[:, ::1] vectors):
@@ -549,12 +723,70 @@ def adjacent_distance_sum(const uint64_t[:, ::1] vectors):
     return total
 
 
-def hamming_matrix(const uint64_t[:, ::1] vectors):
-    """All pairwise Hamming distances, shape (M, M) int64."""
+def hamming_matrix(const uint64_t[:, ::1] vectors, int64_t[:, ::1] out):
+    """All pairwise Hamming distances, written to ``out`` (M, M), zero-filled by the caller."""
     cdef int64_t M = vectors.shape[0], words = vectors.shape[1]
-    out_a = np.zeros((M, M), dtype=np.int64)
-    cdef int64_t[:, ::1] out = out_a
     if M >= 2 and words > 0:
         with nogil:
             nasgen_hamming(&vectors[0, 0], M, words, &out[0, 0])
-    return out_a
+
+
+def chain_costs(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
+                const int64_t[::1] input_shape, const int64_t[::1] pool_k, const int64_t[::1] pool_s,
+                const int64_t[::1] options, int64_t[::1] params_out, int64_t[::1] flops_out):
+    """Parameters and FLOPs of the ``chain`` model for each architecture (see ``nasgen.where.chain_costs``).
+
+    ``options`` is (width, in_channels, num_classes, batch_norm, logits_head,
+    pool_cost_per_output, output_elements): pool_cost_per_output < 0 means no
+    pool; output_elements is the product of the output shape. The caller
+    guarantees that no figure passes int64 (``nasgen.where`` checks a bound).
+    """
+    cdef int64_t M = kernel.shape[0], i, c, k, s, y, prod_k, prod_y, prod_yk, prod_z, p, f, features
+    cdef int N = kernel.shape[1], K = kernel.shape[2], l, d
+    cdef int64_t width = options[0], in_channels = options[1], classes = options[2]
+    cdef int64_t batch_norm = options[3], logits = options[4], pool_cost = options[5], out_elements = options[6]
+    cdef int64_t *x = <int64_t *>malloc(K * sizeof(int64_t))
+    if x == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for i in range(M):
+                for d in range(K):
+                    x[d] = input_shape[d]
+                p = 0
+                f = 0
+                for l in range(<int>layers[i]):
+                    c = in_channels if l == 0 else width
+                    prod_k = 1
+                    prod_y = 1
+                    prod_yk = 1
+                    for d in range(K):
+                        k = kernel[i, l, d]
+                        s = stride[i, l, d]
+                        y = (x[d] - k) // s + 1
+                        prod_k *= k
+                        prod_y *= y
+                        prod_yk *= y * k
+                        x[d] = y
+                    p += prod_k * c * width
+                    f += 2 * prod_yk * c * width
+                    if batch_norm:
+                        p += 2 * width
+                        f += 4 * prod_y * width + 2 * width
+                    else:
+                        p += width
+                        f += 2 * prod_y * width
+                    if pool_cost >= 0:
+                        prod_z = 1
+                        for d in range(K):
+                            x[d] = (x[d] - pool_k[d]) // pool_s[d] + 1
+                            prod_z *= x[d]
+                        f += pool_cost * prod_z * width
+                if logits:
+                    features = out_elements * (width if layers[i] > 0 else in_channels)
+                    p += features * classes + classes
+                    f += 2 * features * classes + classes
+                params_out[i] = p
+                flops_out[i] = f
+    finally:
+        free(x)

@@ -18,6 +18,10 @@ The contract, shared by both implementations:
 * Unranking rank rho at state u with r layers left: the edge is the first
   with ``cum > rho``; ``rho -= cum`` of the previous edge; the pair index is
   ``rho % m`` and the rest of the chain gets ``rho // m``.
+* An edge's pairs come from the rules, or from the explicit table
+  ``pair_kernel/pair_stride[edge_pairs[e] : edge_pairs[e] + m]`` where
+  ``edge_pairs[e] >= 0``.
+* Outputs are arrays allocated (and zero-filled) by the caller.
 * Randomness: splitmix64; a number below a W-limb bound is drawn by masked
   rejection, limbs below the top one first, lowest first.
 """
@@ -74,10 +78,23 @@ def _window(size, k, s, floor_mode):
     return (size - k) // s + 1
 
 
-def build_dimension_graph(size_in, size_out, pool_k, pool_s, rules):
+def list_pairs(x, y, rules, kernel_out, stride_out):
+    total, cap = 0, len(kernel_out)
+    for xi, yi in zip(x, y):
+        pairs = _pairs(list(xi), list(yi), rules)
+        if total + len(pairs) > cap:
+            return -1
+        for k, s in pairs:
+            kernel_out[total], stride_out[total] = k, s
+            total += 1
+    return total
+
+
+def build_dimension_graph(size_in, size_out, pool_k, pool_s, rules, edge_ptr_out, conv_out, dst_out, mult_out):
     floor_mode = rules[5]
-    ptr, conv, dst, mult = [0], [], [], []
+    e = 0
     for x in range(1, size_in + 1):
+        edge_ptr_out[x - 1] = e
         for y in range(1, x + 1):
             m = pair_count([x], [y], rules)
             if m == 0:
@@ -85,17 +102,10 @@ def build_dimension_graph(size_in, size_out, pool_k, pool_s, rules):
             v = _window(y, pool_k, pool_s, floor_mode) if pool_k > 0 else y
             if v == 0 or v < size_out:
                 continue
-            conv.append(y)
-            dst.append(v - 1)
-            mult.append(m)
-        ptr.append(len(conv))
-    return (
-        np.arange(1, size_in + 1, dtype=np.int64).reshape(size_in, 1),
-        np.array(ptr, dtype=np.int64),
-        np.array(conv, dtype=np.int64).reshape(len(conv), 1),
-        np.array(dst, dtype=np.int64),
-        np.array(mult, dtype=np.int64),
-    )
+            conv_out[e], dst_out[e], mult_out[e] = y, v - 1, m
+            e += 1
+    edge_ptr_out[size_in] = e
+    return e
 
 
 def joint_edges(x, pool_k, pool_s, rules):
@@ -134,40 +144,43 @@ def _from_limbs(limbs):
     return sum(int(v) << (64 * i) for i, v in enumerate(limbs))
 
 
-def count_table(edge_ptr, edge_dst, edge_mult, ends, max_layers, W):
-    S = len(edge_ptr) - 1
-    g = [[0] * S for _ in range(max_layers + 1)]
+def count_table(edge_ptr, edge_dst, edge_mult, ends, g_out):
+    R, S, W = g_out.shape
+    g = [[0] * S for _ in range(R)]
     for u in ends:
         g[0][int(u)] = 1
-    for r in range(1, max_layers + 1):
+    for r in range(1, R):
         for u in range(S):
             g[r][u] = sum(
                 int(edge_mult[e]) * g[r - 1][int(edge_dst[e])] for e in range(edge_ptr[u], edge_ptr[u + 1])
             )
     limit = 1 << (64 * W)
     overflow = any(v >= limit for row in g for v in row)
-    out = np.zeros((max_layers + 1, S, W), dtype=np.uint64)
-    for r in range(max_layers + 1):
+    for r in range(R):
         for u in range(S):
-            out[r, u] = _to_limbs(g[r][u] % limit, W)
-    return out, overflow
+            g_out[r, u] = _to_limbs(g[r][u] % limit, W)
+    return overflow
 
 
-def cumulative_weights(edge_ptr, edge_dst, edge_mult, g):
+def cumulative_weights(edge_ptr, edge_dst, edge_mult, g, cum_out):
     R, _, W = g.shape
-    E = len(edge_dst)
-    cum = np.zeros((R - 1, E, W), dtype=np.uint64)
     for r in range(1, R):
         for u in range(len(edge_ptr) - 1):
             total = 0
             for e in range(edge_ptr[u], edge_ptr[u + 1]):
                 total += int(edge_mult[e]) * _from_limbs(g[r - 1, edge_dst[e]])
-                cum[r - 1, e] = _to_limbs(total, W)
-    return cum
+                cum_out[r - 1, e] = _to_limbs(total, W)
 
 
-def _unrank_chain(graph, rules, u, L, rank, kd, kernel_out, stride_out, dim0):
-    sizes, edge_ptr, edge_conv, edge_dst, edge_mult, cum = graph
+def _edge_pair(graph, rules, u, e, j):
+    p = int(graph.edge_pairs[e])
+    if p >= 0:
+        return int(graph.pair_kernel[p + j]), int(graph.pair_stride[p + j])
+    return pair_at(graph.sizes[u].tolist(), graph.edge_conv[e].tolist(), rules, j)
+
+
+def _unrank_chain(graph, cum, rules, u, L, rank, kd, kernel_out, stride_out, dim0):
+    edge_ptr, edge_dst, edge_mult = graph.edge_ptr, graph.edge_dst, graph.edge_mult
     for step in range(L):
         r = L - step
         edges = range(edge_ptr[u], edge_ptr[u + 1])
@@ -175,18 +188,18 @@ def _unrank_chain(graph, rules, u, L, rank, kd, kernel_out, stride_out, dim0):
         if e > edge_ptr[u]:
             rank -= _from_limbs(cum[r - 1, e - 1])
         rank, j = divmod(rank, int(edge_mult[e]))
-        k, s = pair_at(sizes[u].tolist(), edge_conv[e].tolist(), rules, j)
+        k, s = _edge_pair(graph, rules, u, e, j)
         for d in range(kd):
             kernel_out[step, dim0 + d] = k
             stride_out[step, dim0 + d] = s
         u = int(edge_dst[e])
 
 
-def unrank_batch(graph, rules, comp_start, comp_kd, comp_dim0, layers, ranks, kernel_out, stride_out):
+def unrank_batch(graph, rules, components, cum, layers, ranks, kernel_out, stride_out):
     for i in range(ranks.shape[0]):
-        for c in range(len(comp_start)):
-            _unrank_chain(graph, rules, int(comp_start[c]), int(layers[i]), _from_limbs(ranks[i, c]),
-                          int(comp_kd[c]), kernel_out[i], stride_out[i], int(comp_dim0[c]))
+        for c in range(len(components.start)):
+            _unrank_chain(graph, cum, rules, int(components.start[c]), int(layers[i]), _from_limbs(ranks[i, c]),
+                          int(components.kd[c]), kernel_out[i], stride_out[i], int(components.dim0[c]))
 
 
 class _SplitMix:
@@ -216,8 +229,8 @@ class _SplitMix:
                 return out
 
 
-def sample_batch(graph, rules, comp_start, comp_kd, comp_dim0, g, layer_values, layer_cum, seed,
-                 layers_out, kernel_out, stride_out):
+def sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed, layers_out, kernel_out,
+                 stride_out):
     rng = _SplitMix(seed)
     totals = [_from_limbs(row) for row in layer_cum]
     for i in range(len(layers_out)):
@@ -225,14 +238,36 @@ def sample_batch(graph, rules, comp_start, comp_kd, comp_dim0, g, layer_values, 
         li = next(li for li, c in enumerate(totals) if c > t)
         L = int(layer_values[li])
         layers_out[i] = L
-        for c in range(len(comp_start)):
-            rank = rng.below(g[L, comp_start[c]])
-            _unrank_chain(graph, rules, int(comp_start[c]), L, rank, int(comp_kd[c]),
-                          kernel_out[i], stride_out[i], int(comp_dim0[c]))
+        for c in range(len(components.start)):
+            start = int(components.start[c])
+            rank = rng.below(g[L, start])
+            _unrank_chain(graph, cum, rules, start, L, rank, int(components.kd[c]),
+                          kernel_out[i], stride_out[i], int(components.dim0[c]))
     return rng.state
 
 
-def encode_bits(layers, kernel, stride, bit_width):
+def layer_domain_tables(graph, rules, g, start, feasible, pairs_out, size_in_out, size_conv_out, size_out_out):
+    N = pairs_out.shape[0]
+    now = {int(start)}
+    for l in range(N):
+        nxt = set()
+        for u in sorted(now):
+            for e in range(graph.edge_ptr[u], graph.edge_ptr[u + 1]):
+                v = int(graph.edge_dst[e])
+                if not any(feasible[L] and g[L - l - 1, v].any() for L in range(l + 1, N + 1)):
+                    continue
+                nxt.add(v)
+                for d in range(graph.sizes.shape[1]):
+                    size_in_out[l, d, graph.sizes[u, d]] = 1
+                    size_conv_out[l, d, graph.edge_conv[e, d]] = 1
+                    size_out_out[l, d, graph.sizes[v, d]] = 1
+                for j in range(int(graph.edge_mult[e])):
+                    k, s = _edge_pair(graph, rules, u, e, j)
+                    pairs_out[l, k, s] = 1
+        now = nxt
+
+
+def encode_bits(layers, kernel, stride, bit_width, out):
     M, N, K = kernel.shape
     nbits = N * K * 2 * bit_width + N
     bits = np.zeros((M, ((nbits + 63) // 64) * 64), dtype=np.uint8)
@@ -248,7 +283,7 @@ def encode_bits(layers, kernel, stride, bit_width):
         for l in range(min(int(layers[i]), N)):
             bits[i, p + l] = 1
     packed = np.packbits(bits, axis=1, bitorder="little")
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
+    out[...] = np.ascontiguousarray(packed).view("<u8")
 
 
 def adjacent_distance_sum(vectors):
@@ -257,10 +292,43 @@ def adjacent_distance_sum(vectors):
     )
 
 
-def hamming_matrix(vectors):
+def hamming_matrix(vectors, out):
     M = len(vectors)
-    out = np.zeros((M, M), dtype=np.int64)
     for i in range(M):
         for j in range(M):
             out[i, j] = sum(bin(int(a) ^ int(b)).count("1") for a, b in zip(vectors[i], vectors[j]))
-    return out
+
+
+def chain_costs(layers, kernel, stride, input_shape, pool_k, pool_s, options, params_out, flops_out):
+    width, in_channels, classes, batch_norm, logits, pool_cost, out_elements = (int(v) for v in options)
+    for i in range(kernel.shape[0]):
+        x = [int(v) for v in input_shape]
+        p = f = 0
+        for l in range(int(layers[i])):
+            c = in_channels if l == 0 else width
+            prod_k = prod_y = prod_yk = 1
+            for d in range(len(x)):
+                k, s = int(kernel[i, l, d]), int(stride[i, l, d])
+                y = (x[d] - k) // s + 1
+                prod_k, prod_y, prod_yk = prod_k * k, prod_y * y, prod_yk * y * k
+                x[d] = y
+            p += prod_k * c * width
+            f += 2 * prod_yk * c * width
+            if batch_norm:
+                p += 2 * width
+                f += 4 * prod_y * width + 2 * width
+            else:
+                p += width
+                f += 2 * prod_y * width
+            if pool_cost >= 0:
+                prod_z = 1
+                for d in range(len(x)):
+                    x[d] = (x[d] - int(pool_k[d])) // int(pool_s[d]) + 1
+                    prod_z *= x[d]
+                f += pool_cost * prod_z * width
+        if logits:
+            features = out_elements * (width if layers[i] > 0 else in_channels)
+            p += features * classes + classes
+            f += 2 * features * classes + classes
+        params_out[i] = p
+        flops_out[i] = f

@@ -23,7 +23,7 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -68,7 +68,6 @@ __all__ = [
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 2**30
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _UNBOUNDED = 2**62
-_RELATION_CODE = {"gt": 0, "ge": 1, "any": 2}
 _MAX_JOINT_STATES = 200_000
 
 
@@ -108,10 +107,39 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def _rules(space: SearchSpace) -> tuple[int, int, int, int, int, int]:
+def _rules(space: SearchSpace) -> _backend.Rules:
     kmin, kmax = space.kernel_range or (1, _UNBOUNDED)
     smin, smax = space.stride_range or (1, _UNBOUNDED)
-    return (kmin, kmax, smin, smax, _RELATION_CODE[space.relation], int(space.rounding == "floor"))
+    return _backend.Rules(kmin, kmax, smin, smax, _backend.RELATION_CODES[space.relation],
+                          int(space.rounding == "floor"))
+
+
+class ChainStructure(NamedTuple):
+    """What a space's exact tables are built from: a chain graph, its end states, components and rules.
+
+    Attributes:
+        graph: the :class:`nasgen._backend.ChainGraph` (several disjoint parts for a non-square space).
+        ends: (E,) int64, the end states (the output size of each part).
+        components: the independent chains of an architecture (one per dimension, or one joint chain).
+        rules: the (kernel, stride) rules of the rule-computed edges.
+    """
+
+    graph: _backend.ChainGraph
+    ends: np.ndarray
+    components: _backend.Components
+    rules: _backend.Rules
+
+
+def space_structure(space: SearchSpace) -> ChainStructure:
+    """The unrestricted chain structure of ``space``: one graph part per distinct dimension, or one joint graph.
+
+    Raises:
+        NasgenError: a square space with more than 200,000 joint shapes.
+    """
+    rules = _rules(space)
+    if space.square and space.dims > 1:
+        return _build_joint(space, rules)
+    return _build_dimensions(space, rules)
 
 
 def _limbs(value: int, W: int) -> list[int]:
@@ -136,6 +164,11 @@ class SpaceTables:
 
     Args:
         space: the search space.
+        structure: the chain structure to count over (default: the space's own,
+            :func:`space_structure`); :mod:`nasgen.constrained` passes one
+            restricted by absorbed ``--where`` atoms.
+        allowed_layers: optional (N + 1,) bools: numbers of layers to keep
+            (the others count 0).
 
     Raises:
         NasgenError: the tables would not fit in the memory limit
@@ -148,30 +181,26 @@ class SpaceTables:
     [5, 0, 32]
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, structure: ChainStructure | None = None, allowed_layers=None) -> None:
         if not isinstance(space, SearchSpace):
             raise NasgenError(f"SpaceTables takes a SearchSpace, got {type(space).__name__}")
         _check_memory(space)
-        rules = _rules(space)
-        if space.square and space.dims > 1:
-            graph, ends, starts, kd, dim0 = _build_joint(space, rules)
-        else:
-            graph, ends, starts, kd, dim0 = _build_dimensions(space, rules)
-        _, edge_ptr, _, edge_dst, edge_mult = graph
+        if structure is None:
+            structure = space_structure(space)
         N = space.max_layers
         W = 1
         while True:
-            g, overflowed = _backend.count_table(edge_ptr, edge_dst, edge_mult, ends, N, W)
+            g, overflowed = _backend.count_table(structure.graph, structure.ends, N, W)
             if not overflowed:
                 break
             W *= 2
         self.space = space
-        self.base_graph = graph  # sizes, edge_ptr, edge_conv, edge_dst, edge_mult
+        self.structure = structure
+        self.graph = structure.graph
+        self.components = structure.components
+        self.rules = structure.rules
         self.g = g  # (N+1, S, W) uint64 limbs: chains of j steps from each state to the output
-        self.comp_start = np.array(starts, dtype=np.int64)
-        self.comp_kd = np.array(kd, dtype=np.int64)
-        self.comp_dim0 = np.array(dim0, dtype=np.int64)
-        self.rules = rules
+        starts = structure.components.start.tolist()
         #: chains[c][L]: chains of L layers of component c, as Python ints
         self.chains = tuple(tuple(_from_limbs(g[L, s]) for L in range(N + 1)) for s in starts)
         by_layers = {}
@@ -179,7 +208,7 @@ class SpaceTables:
             total = 1
             for c in self.chains:
                 total *= c[L]
-            by_layers[L] = total
+            by_layers[L] = total if allowed_layers is None or allowed_layers[L] else 0
         self.by_layers = by_layers
 
     def __repr__(self) -> str:
@@ -198,10 +227,9 @@ class SpaceTables:
         return dict(self.by_layers)
 
     @functools.cached_property
-    def graph(self) -> tuple:
-        """The graph with its prefix weights (built on first use: counting does not need them)."""
-        _, edge_ptr, _, edge_dst, edge_mult = self.base_graph
-        return self.base_graph + (_backend.cumulative_weights(edge_ptr, edge_dst, edge_mult, self.g),)
+    def cum(self) -> np.ndarray:
+        """The prefix weights that unranking needs (built on first use: counting does not need them)."""
+        return _backend.cumulative_weights(self.graph, self.g)
 
     def layer_tables(self):
         """(feasible L values, inclusive prefix counts as limbs, the same prefix as Python ints)."""
@@ -324,43 +352,35 @@ def _pool_arrays(space: SearchSpace):
     return [p[0] for p in space.pool], [p[1] for p in space.pool]
 
 
-def _build_dimensions(space: SearchSpace, rules):
+def _build_dimensions(space: SearchSpace, rules: _backend.Rules) -> ChainStructure:
     pool_k, pool_s = _pool_arrays(space)
-    parts, offsets, ends = [], {}, []
+    parts, offsets, ends, starts = [], {}, [], []
     offset = 0
     for d in range(space.dims):
         key = (space.input_shape[d], space.output_shape[d], pool_k[d], pool_s[d])
-        if key in offsets:
-            continue
-        part = _backend.build_dimension_graph(space.input_shape[d], space.output_shape[d], pool_k[d], pool_s[d], rules)
-        offsets[key] = (offset, len(parts))
-        ends.append(offset + space.output_shape[d] - 1)
-        parts.append(part)
-        offset += part[0].shape[0]
-    starts, kd, dim0 = [], [], []
-    for d in range(space.dims):
-        key = (space.input_shape[d], space.output_shape[d], pool_k[d], pool_s[d])
-        starts.append(offsets[key][0] + space.input_shape[d] - 1)
-        kd.append(1)
-        dim0.append(d)
+        if key not in offsets:
+            part = _backend.build_dimension_graph(*key, rules)
+            offsets[key] = offset
+            ends.append(offset + space.output_shape[d] - 1)
+            parts.append(part)
+            offset += part.states
+        starts.append(offsets[key] + space.input_shape[d] - 1)
+    components = _backend.make_components(starts, [1] * space.dims, list(range(space.dims)))
     if len(parts) == 1:  # the common case: nothing to concatenate
-        return parts[0], np.array(ends, dtype=np.int64), starts, kd, dim0
-    sizes = np.concatenate([p[0] for p in parts])
-    edge_ptr, conv, dst, mult = [np.zeros(1, dtype=np.int64)], [], [], []
-    edge_offset = 0
-    state_offset = 0
-    for p in parts:
-        edge_ptr.append(p[1][1:] + edge_offset)
-        conv.append(p[2])
-        dst.append(p[3] + state_offset)
-        mult.append(p[4])
-        edge_offset += len(p[3])
-        state_offset += p[0].shape[0]
-    graph = (sizes, np.concatenate(edge_ptr), np.concatenate(conv), np.concatenate(dst), np.concatenate(mult))
-    return graph, np.array(ends, dtype=np.int64), starts, kd, dim0
+        return ChainStructure(parts[0], np.array(ends, dtype=np.int64), components, rules)
+    state_offsets = np.cumsum([0] + [p.states for p in parts[:-1]])
+    edge_offsets = np.cumsum([0] + [p.edges for p in parts[:-1]])
+    graph = _backend.make_graph(
+        np.concatenate([p.sizes for p in parts]),
+        np.concatenate([[0]] + [p.edge_ptr[1:] + o for p, o in zip(parts, edge_offsets)]),
+        np.concatenate([p.edge_conv for p in parts]),
+        np.concatenate([p.edge_dst + o for p, o in zip(parts, state_offsets)]),
+        np.concatenate([p.edge_mult for p in parts]),
+    )
+    return ChainStructure(graph, np.array(ends, dtype=np.int64), components, rules)
 
 
-def _build_joint(space: SearchSpace, rules):
+def _build_joint(space: SearchSpace, rules: _backend.Rules) -> ChainStructure:
     pool_k, pool_s = _pool_arrays(space)
     start = tuple(space.input_shape)
     index = {start: 0}
@@ -386,14 +406,14 @@ def _build_joint(space: SearchSpace, rules):
         i += 1
     K = space.dims
     ends = [index[tuple(space.output_shape)]] if tuple(space.output_shape) in index else []
-    graph = (
+    graph = _backend.make_graph(
         np.array(order, dtype=np.int64).reshape(len(order), K),
         np.array(edge_ptr, dtype=np.int64),
         np.array(conv, dtype=np.int64).reshape(len(conv), K),
         np.array(dst, dtype=np.int64),
         np.array(mult, dtype=np.int64),
     )
-    return graph, np.array(ends, dtype=np.int64), [0], [K], [0]
+    return ChainStructure(graph, np.array(ends, dtype=np.int64), _backend.make_components([0], [K], [0]), rules)
 
 
 def count(space: SearchSpace) -> int:
@@ -467,7 +487,7 @@ def _unrank(tables: SpaceTables, ranks: Sequence[int]):
     space = tables.space
     values, _, prefix = tables.layer_tables()
     values = values.tolist()
-    C = len(tables.comp_start)
+    C = len(tables.components.start)
     W = tables.g.shape[2]
     layers = np.zeros(len(ranks), dtype=np.int64)
     digits = np.zeros((len(ranks), C, W), dtype=np.uint64)
@@ -479,8 +499,8 @@ def _unrank(tables: SpaceTables, ranks: Sequence[int]):
         for c in range(C - 1, -1, -1):
             rest, digit = divmod(rest, tables.chains[c][L])
             digits[i, c] = _limbs(digit, W)
-    kernel, stride = _backend.unrank_batch(tables.graph, tables.rules, tables.comp_start, tables.comp_kd,
-                                           tables.comp_dim0, layers, digits, space.max_layers, space.dims)
+    kernel, stride = _backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, layers, digits,
+                                           space.max_layers, space.dims)
     return layers, kernel, stride
 
 
@@ -492,7 +512,9 @@ def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: n
     chain's rank is ``before(e) + rest * m(e) + j`` folded from the last layer.
     """
     space = tables.space
-    sizes, edge_ptr, edge_conv, edge_dst, edge_mult, cum = tables.graph
+    graph, cum = tables.graph, tables.cum
+    sizes, edge_ptr, edge_conv, edge_dst, edge_mult = graph.sizes, graph.edge_ptr, graph.edge_conv, graph.edge_dst, \
+        graph.edge_mult
     values, _, prefix = tables.layer_tables()
     values = values.tolist()
     N, K = space.max_layers, space.dims
@@ -508,8 +530,8 @@ def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: n
         if L not in values:
             raise ArchitectureError(f"architecture {i} has {L} layers; the space has architectures of {values} layers")
         acc = 0
-        for c, start in enumerate(tables.comp_start.tolist()):
-            kd, d0 = int(tables.comp_kd[c]), int(tables.comp_dim0[c])
+        for c, start in enumerate(tables.components.start.tolist()):
+            kd, d0 = int(tables.components.kd[c]), int(tables.components.dim0[c])
             u, steps = start, []
             for l in range(L):
                 k, s = kernel[i, l, d0:d0 + kd].tolist(), stride[i, l, d0:d0 + kd].tolist()
@@ -523,8 +545,7 @@ def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: n
                     raise bad
                 table = pair_index.get((u, e))
                 if table is None:
-                    table = {_backend.pair_at(sizes[u], edge_conv[e], tables.rules, j): j
-                             for j in range(int(edge_mult[e]))}
+                    table = {pair: j for j, pair in enumerate(_edge_pairs(graph, tables.rules, u, e))}
                     pair_index[(u, e)] = table
                 j = table.get((k[0], s[0]))
                 if j is None:
@@ -541,6 +562,14 @@ def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: n
         li = values.index(L)
         out.append((prefix[li - 1] if li else 0) + acc)
     return out
+
+
+def _edge_pairs(graph: _backend.ChainGraph, rules: _backend.Rules, u: int, e: int) -> list[tuple[int, int]]:
+    """The (kernel, stride) pairs of edge e from state u, in their rank order."""
+    first, m = int(graph.edge_pairs[e]), int(graph.edge_mult[e])
+    if first >= 0:
+        return list(zip(graph.pair_kernel[first:first + m].tolist(), graph.pair_stride[first:first + m].tolist()))
+    return [_backend.pair_at(graph.sizes[u], graph.edge_conv[e], rules, j) for j in range(m)]
 
 
 def arrays_to_architectures(layers, kernel, stride) -> list[Architecture]:
@@ -562,8 +591,8 @@ class _Stream:
     def draw(self, samples: int):
         t = self.tables
         layers, kernel, stride, self.state = _backend.sample_batch(
-            t.graph, t.rules, t.comp_start, t.comp_kd, t.comp_dim0, t.g, self.values, self.cum, self.state,
-            samples, t.space.max_layers, t.space.dims)
+            t.graph, t.rules, t.components, t.cum, t.g, self.values, self.cum, self.state, samples,
+            t.space.max_layers, t.space.dims)
         return layers, kernel, stride
 
 
@@ -702,36 +731,27 @@ def layer_domains(space: SearchSpace) -> list[list[LayerDomain]]:
     return SpaceTables(space).layer_domains()
 
 
-def _layer_domains(compiled: SpaceTables) -> list[list[LayerDomain]]:
-    space = compiled.space
-    sizes, edge_ptr, edge_conv, edge_dst, edge_mult, _ = compiled.graph
+def _layer_domains(tables: SpaceTables) -> list[list[LayerDomain]]:
+    # The kernel marks, per position, the pairs and sizes of edges that lie on a chain of a
+    # feasible length (one pass over the reachable edges; pairs by difference arrays).
+    space = tables.space
     N = space.max_layers
-    feasible = [L for L, c in compiled.by_layers.items() if c]
+    feasible = np.zeros(N + 1, dtype=bool)
+    for L, c in tables.by_layers.items():
+        feasible[L] = c > 0
     out = [[None] * space.dims for _ in range(N)]
-    for c, start in enumerate(compiled.comp_start.tolist()):
-        kd, dim0 = int(compiled.comp_kd[c]), int(compiled.comp_dim0[c])
-        frontier = {start}
+    for c, start in enumerate(tables.components.start.tolist()):
+        kd, dim0 = int(tables.components.kd[c]), int(tables.components.dim0[c])
+        marks = _backend.layer_domain_tables(tables.graph, tables.rules, tables.g, start, feasible)
         for l in range(N):
-            s_in, pairs, s_conv, s_out = set(), set(), set(), set()
-            nxt = set()
-            for u in frontier:
-                for e in range(edge_ptr[u], edge_ptr[u + 1]):
-                    v = int(edge_dst[e])
-                    nxt.add(v)
-                    if not any(L > l and compiled.g[L - l - 1, v].any() for L in feasible):
-                        continue
-                    s_in.add(tuple(sizes[u].tolist()))
-                    s_conv.add(tuple(edge_conv[e].tolist()))
-                    s_out.add(tuple(sizes[v].tolist()))
-                    for j in range(int(edge_mult[e])):
-                        pairs.add(_backend.pair_at(sizes[u], edge_conv[e], compiled.rules, j))
-            frontier = nxt
+            ks, ss = np.nonzero(marks.pairs[l])
+            pairs = frozenset(zip(ks.tolist(), ss.tolist()))
             for d in range(kd):
                 out[l][dim0 + d] = LayerDomain(
-                    sizes_in=frozenset(t[d] for t in s_in),
-                    pairs=frozenset(pairs),
-                    sizes_conv=frozenset(t[d] for t in s_conv),
-                    sizes_out=frozenset(t[d] for t in s_out),
+                    sizes_in=frozenset(np.flatnonzero(marks.size_in[l, d]).tolist()),
+                    pairs=pairs,
+                    sizes_conv=frozenset(np.flatnonzero(marks.size_conv[l, d]).tolist()),
+                    sizes_out=frozenset(np.flatnonzero(marks.size_out[l, d]).tolist()),
                 )
     return out
 

@@ -326,31 +326,96 @@ def sample(space: SearchSpace, samples: int | None, *, method: str = "exact", se
 
 @register_method("exact")
 class ExactMethod(Method):
-    """Exactly uniform draws from the dynamic program's tables (:class:`nasgen.core.SpaceTables`)."""
+    """Exactly uniform draws from the dynamic program's tables (:class:`nasgen.core.SpaceTables`).
+
+    ``--where`` constraints go through :class:`nasgen.constrained.ConstrainedSpace`:
+    atoms the tables can absorb restrict them (still exact, no rejection); the
+    rest are applied by rejection on draws of the restricted tables, within
+    the ``max_draws`` budget. ``statistics`` reports ``draws``, ``accepted``
+    and ``acceptance``; a run that exhausts the budget ends with
+    ``stop_reason == "budget"`` and keeps what it found.
+    """
 
     help = "exactly uniform, by dynamic programming (default; about a million draws a second)"
-    option_names = ("chunk",)
+    option_names = ("chunk", "max_draws", "model")
+    supports_where = True
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         chunk = options.get("chunk", 16384)
         if not (_is_int(chunk) and chunk >= 1):
             raise SamplingError(f"option chunk must be a positive integer, got {chunk!r:.60}")
+        max_draws = options.get("max_draws", 1)
+        if not (_is_int(max_draws) and max_draws >= 1):
+            raise SamplingError(f"option max_draws (--max-draws) must be a positive integer, got {str(max_draws)[:60]!r}")
+        if "model" in options:
+            options = {**options, "model": dict(model_options(options["model"]))}
         return {**options, "chunk": int(chunk)} if "chunk" in options else options
 
     def __init__(self, space: SearchSpace, config: SamplingConfig) -> None:
         from nasgen.core import SpaceTables
 
         super().__init__(space, config)
-        self.tables = SpaceTables(space)
-        self.count = self.tables.count
+        self.constrained = None
+        if config.where:
+            from nasgen.constrained import ConstrainedSpace
+
+            model = config.options.get("model")
+            self.constrained = ConstrainedSpace(space, config.where, model=None if model is None else chain_spec(model))
+            self.tables = self.constrained.tables
+            if self.tables.count == 0:  # refused before any output is opened
+                self.constrained._require_nonempty(0)
+            self.count = self.constrained.tables.count if self.constrained.all_absorbed else None
+        else:
+            self.tables = SpaceTables(space)
+            self.count = self.tables.count
 
     def draw(self):
+        from nasgen.constrained import DEFAULT_MAX_DRAWS, RejectionBudgetError
+
         config = self.config
-        samples = self.count if config.samples is None else config.samples
-        yield from self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace,
-                                                  chunk=config.options.get("chunk", 16384))
-        self.stop_reason = "complete"
+        chunk = config.options.get("chunk", 16384)
+        if self.constrained is None:
+            samples = self.count if config.samples is None else config.samples
+            yield from self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk)
+            self.stop_reason = "complete"
+            return
+        samples = self.tables.count if config.samples is None else config.samples
+        try:
+            yield from self.constrained.iter_sample_arrays(
+                samples, seed=config.seed, replace=config.replace, chunk=max(chunk, 65536),
+                max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics)
+            self.stop_reason = "complete"
+        except RejectionBudgetError as exc:
+            self.stop_reason = "budget"
+            self.statistics["message"] = str(exc)
+
+
+#: The chain model's options that ``params`` and ``flops`` read (fields of :class:`nasgen.modelspec.ModelSpec`).
+MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
+
+
+def model_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the chain model's options for ``params``/``flops`` (defaults are :class:`ModelSpec`'s).
+
+    Raises:
+        SamplingError: not a mapping, or an unknown key.
+        NasgenError: an invalid value (from :meth:`ModelSpec.from_options`).
+    """
+    if not isinstance(given, Mapping):
+        raise SamplingError(f"option model must be a mapping of model options, got {type(given).__name__}")
+    unknown = sorted(set(given) - set(MODEL_OPTIONS))
+    if unknown:
+        raise SamplingError(f"unknown model option {unknown[0]!r} (valid: {', '.join(MODEL_OPTIONS)})")
+    chain_spec(given)
+    return dict(given)
+
+
+def chain_spec(given: Mapping[str, Any]):
+    """The :class:`~nasgen.modelspec.ModelSpec` of a chain with the ``given`` options (validated)."""
+    from nasgen.modelspec import ModelSpec
+
+    return ModelSpec.from_options("chain", **dict(given))
 
 
 class _SolverMethod(Method):

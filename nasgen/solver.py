@@ -433,6 +433,10 @@ class _Z3Algebra(OperatorAlgebra):
     def layers(self) -> Any:
         return self._int(self.f.layers)
 
+    def model(self, name: str) -> Any:
+        raise SolverError(f"the z3 methods cannot express {name} (the network's cost): use --method exact, which "
+                          "applies it by rejection")
+
     def var(self, name: str, layer: int, dim: int) -> Any:
         table = {"k": self.f.kernel, "s": self.f.stride, "size": self.f.size}[name]
         return self._int(table[layer][dim])
@@ -454,6 +458,11 @@ class _Z3Algebra(OperatorAlgebra):
             return z3.If(x < self.const(0), -x, x)
         if fn == "sum":
             return z3.Sum(args) if len(args) > 1 else args[0]
+        if fn == "prod":
+            product = args[0]
+            for x in args[1:]:
+                product = product * x
+            return product
         best = args[0]
         for x in args[1:]:
             best = z3.If(x > best, x, best) if fn == "max" else z3.If(x < best, x, best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections import Counter
 
@@ -246,98 +247,200 @@ def test_encode_refuses_foreign_architecture():
 # -- compiled kernel == plain-Python twin -----------------------------------------
 
 
-def _graph_of(space):
-    compiled = core.SpaceTables(space)
-    return compiled
+def _both(fn, *args, **kwargs):
+    """``fn`` (a nasgen._backend function) run on the compiled kernel, then on the plain-Python twin."""
+    from nasgen import _backend
+
+    saved = _backend._impl
+    try:
+        outs = []
+        for impl in (kernel, _pykernel):
+            _backend._impl = impl
+            outs.append(fn(*args, **kwargs))
+        return outs
+    finally:
+        _backend._impl = saved
 
 
-@given(small_spaces(max_size=12), st.integers(0, 2**63))
-@settings(max_examples=30)
-def test_kernel_equals_twin(space, seed):
-    rules = core._rules(space)
-    pk = space.pool[0] if space.pool else (0, 1)
-    for size in set(space.input_shape):
-        got = kernel.build_dimension_graph(size, space.output_shape[0], pk[0], pk[1], rules)
-        want = _pykernel.build_dimension_graph(size, space.output_shape[0], pk[0], pk[1], rules)
-        for x, y in zip(got, want):
-            np.testing.assert_array_equal(x, y)
-    if space.dims > 1:
-        x = np.array(space.input_shape, dtype=np.int64)
-        pks = np.array([p[0] for p in space.pool] if space.pool else [0] * space.dims, dtype=np.int64)
-        pss = np.array([p[1] for p in space.pool] if space.pool else [1] * space.dims, dtype=np.int64)
-        assert kernel.joint_edges(x, pks, pss, rules) == _pykernel.joint_edges(x, pks, pss, rules)
-    compiled = core.SpaceTables(space)
-    sizes, edge_ptr, conv, dst, mult, cum = compiled.graph
-    ends = np.flatnonzero(compiled.g[0, :, 0])
-    for W in (1, 2):
-        g1, o1 = kernel.count_table(edge_ptr, dst, mult, ends, space.max_layers, W)
-        g2, o2 = _pykernel.count_table(edge_ptr, dst, mult, ends, space.max_layers, W)
-        np.testing.assert_array_equal(g1, g2)
-        assert o1 == o2
-        np.testing.assert_array_equal(kernel.cumulative_weights(edge_ptr, dst, mult, g1),
-                                      _pykernel.cumulative_weights(edge_ptr, dst, mult, g2))
-    for x in range(1, 8):
-        for y in range(1, x + 1):
-            xs, ys = np.array([x], dtype=np.int64), np.array([y], dtype=np.int64)
-            n = kernel.pair_count(xs, ys, rules)
-            assert n == _pykernel.pair_count(xs, ys, rules)
-            for j in range(n):
-                assert kernel.pair_at(xs, ys, rules, j) == _pykernel.pair_at(xs, ys, rules, j)
-    if compiled.count == 0:
-        return
-    values, layer_cum, _ = compiled.layer_tables()
-    outs = []
-    for impl in (kernel, _pykernel):
-        M = 25
-        layers = np.zeros(M, dtype=np.int64)
-        k = np.zeros((M, space.max_layers, space.dims), dtype=np.int64)
-        s = np.zeros_like(k)
-        state = impl.sample_batch(compiled.graph, compiled.rules, compiled.comp_start, compiled.comp_kd,
-                                  compiled.comp_dim0, compiled.g, values, layer_cum, seed, layers, k, s)
-        outs.append((layers, k, s, int(state)))
-    for a, b in zip(*outs):
+def _assert_same(a, b):
+    if isinstance(a, tuple):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    layers, k, s, _ = outs[0]
-    packed = kernel.encode_bits(layers, k, s, space.bit_width)
-    np.testing.assert_array_equal(packed, _pykernel.encode_bits(layers, k, s, space.bit_width))
-    assert kernel.adjacent_distance_sum(packed) == _pykernel.adjacent_distance_sum(packed)
-    np.testing.assert_array_equal(kernel.hamming_matrix(packed), _pykernel.hamming_matrix(packed))
+    else:
+        assert a == b
+
+
+@st.composite
+def restricted_tables(draw, max_size=12):
+    """SpaceTables of a random small space, half the time restricted by an absorbed --where atom."""
+    from nasgen.constrained import ConstrainedSpace
+
+    space = draw(small_spaces(max_size=max_size))
+    if draw(st.booleans()):
+        layer = draw(st.integers(0, space.max_layers - 1))
+        dim = draw(st.integers(0, space.dims - 1))
+        bound = draw(st.integers(1, 6))
+        return ConstrainedSpace(space, [f"k[{layer}][{dim}] <= {bound} or s[{layer}][{dim}] == 2"]).tables
+    return core.SpaceTables(space)
 
 
 @given(small_spaces(max_size=12))
-@settings(max_examples=20)
-def test_unrank_twin_and_order(space):
-    compiled = core.SpaceTables(space)
-    if compiled.count == 0 or compiled.count > 3000:
-        return
-    ranks = range(compiled.count)
-    layers, digits = [], []
-    # the global split is shared code; compare the chain unranking of both implementations
-    L_arr, k1, s1 = core._unrank(compiled, list(ranks))
-    C, W = len(compiled.comp_start), compiled.g.shape[2]
-    from nasgen.core import _limbs
-    import bisect
+@settings(max_examples=30)
+def test_twin_build_dimension_graph(space):
+    from nasgen import _backend
 
-    values = [L for L, c in compiled.by_layers.items() if c]
-    prefix = np.cumsum([compiled.by_layers[L] for L in values]).tolist()
-    for rank in ranks:
+    rules = core._rules(space)
+    pks, pss = core._pool_arrays(space)
+    for d in range(space.dims):
+        _assert_same(*_both(_backend.build_dimension_graph, space.input_shape[d], space.output_shape[d], pks[d],
+                            pss[d], rules))
+
+
+@given(small_spaces(max_size=12, allow_square=True))
+@settings(max_examples=30)
+def test_twin_joint_edges(space):
+    from nasgen import _backend
+
+    pks, pss = core._pool_arrays(space)
+    a, b = _both(_backend.joint_edges, space.input_shape, pks, pss, core._rules(space))
+    assert a == b
+
+
+@given(small_spaces(max_size=9))
+@settings(max_examples=30)
+def test_twin_pairs(space):
+    from nasgen import _backend
+
+    rules = core._rules(space)
+    xs, ys = [], []
+    for x in range(1, 9):
+        for y in range(1, x + 1):
+            n, n2 = _both(_backend.pair_count, [x], [y], rules)
+            assert n == n2
+            for j in range(n):
+                a, b = _both(_backend.pair_at, [x], [y], rules, j)
+                assert a == b
+            xs.append([x])
+            ys.append([y])
+    total = sum(_backend.pair_count(x, y, rules) for x, y in zip(xs, ys))
+    listed = _both(_backend.list_pairs, xs, ys, rules, total)
+    _assert_same(*listed)
+    expected = [_backend.pair_at(x, y, rules, j) for x, y in zip(xs, ys) for j in range(_backend.pair_count(x, y, rules))]
+    assert list(zip(*[a.tolist() for a in listed[0]])) == expected
+
+
+@given(restricted_tables())
+@settings(max_examples=30)
+def test_twin_count_and_cumulative_weights(tables):
+    from nasgen import _backend
+
+    s = tables.structure
+    for W in (1, 2):
+        g = _both(_backend.count_table, s.graph, s.ends, tables.space.max_layers, W)
+        _assert_same(*g)
+        _assert_same(*_both(_backend.cumulative_weights, s.graph, g[0][0]))
+
+
+@given(restricted_tables(), st.integers(0, 2**63))
+@settings(max_examples=30)
+def test_twin_sample_batch(tables, seed):
+    from nasgen import _backend
+
+    assume(tables.count > 0)
+    values, layer_cum, _ = tables.layer_tables()
+    space = tables.space
+    outs = _both(_backend.sample_batch, tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
+                 layer_cum, seed, 25, space.max_layers, space.dims)
+    _assert_same(*outs)
+    layers, k, s, _ = outs[0]
+    bits = _both(_backend.encode_bits, layers, k, s, space.bit_width)
+    _assert_same(*bits)
+    _assert_same(*_both(_backend.adjacent_distance_sum, bits[0]))
+    _assert_same(*_both(_backend.hamming_matrix, bits[0]))
+
+
+@given(restricted_tables())
+@settings(max_examples=20)
+def test_twin_unrank_batch_and_order(tables):
+    from nasgen import _backend
+
+    assume(0 < tables.count <= 3000)
+    ranks = list(range(tables.count))
+    L_arr, k1, s1 = core._unrank(tables, ranks)
+    C, W = len(tables.components.start), tables.g.shape[2]
+    digits = np.zeros((len(ranks), C, W), dtype=np.uint64)
+    values, _, prefix = tables.layer_tables()
+    for i, rank in enumerate(ranks):
         li = bisect.bisect_right(prefix, rank)
         rest = rank - (prefix[li - 1] if li else 0)
-        row = []
         for c in range(C - 1, -1, -1):
-            rest, dgt = divmod(rest, compiled.chains[c][values[li]])
-            row.append(_limbs(dgt, W))
-        digits.append(row[::-1])
-        layers.append(values[li])
-    k2 = np.zeros_like(k1)
-    s2 = np.zeros_like(s1)
-    _pykernel.unrank_batch(compiled.graph, compiled.rules, compiled.comp_start, compiled.comp_kd,
-                           compiled.comp_dim0, np.array(layers), np.array(digits, dtype=np.uint64).reshape(-1, C, W),
-                           k2, s2)
-    np.testing.assert_array_equal(k1, k2)
-    np.testing.assert_array_equal(s1, s2)
-    # the documented order: by number of layers first
+            rest, digit = divmod(rest, tables.chains[c][int(values[li])])
+            digits[i, c] = core._limbs(digit, W)
+    outs = _both(_backend.unrank_batch, tables.graph, tables.rules, tables.components, tables.cum, L_arr, digits,
+                 tables.space.max_layers, tables.space.dims)
+    _assert_same(*outs)
+    np.testing.assert_array_equal(outs[0][0], k1)
+    np.testing.assert_array_equal(outs[0][1], s1)
+    # the documented order: by number of layers first; rank inverts unrank, restricted or not
     assert list(L_arr) == sorted(L_arr)
+    assert tables.rank(L_arr, k1, s1) == ranks
+
+
+@given(restricted_tables())
+@settings(max_examples=30)
+def test_twin_layer_domain_tables(tables):
+    from nasgen import _backend
+
+    feasible = np.zeros(tables.space.max_layers + 1, dtype=bool)
+    for L, c in tables.by_layers.items():
+        feasible[L] = c > 0
+    for start in tables.components.start.tolist():
+        _assert_same(*_both(_backend.layer_domain_tables, tables.graph, tables.rules, tables.g, start, feasible))
+
+
+@given(restricted_tables(), st.integers(1, 9), st.integers(1, 4), st.booleans(), st.booleans(), st.integers(-1, 3))
+@settings(max_examples=30)
+def test_twin_chain_costs(tables, width, in_channels, batch_norm, logits, pool_cost):
+    from nasgen import _backend
+
+    assume(tables.count > 0)
+    space = tables.space
+    layers, k, s = tables.sample_arrays(min(tables.count, 40), seed=1)
+    pools = core._pool_arrays(space)
+    pool_k = [p if p else 1 for p in pools[0]]
+    options = [width, in_channels, 7, int(batch_norm), int(logits), pool_cost if space.pool else -1,
+               int(np.prod(space.output_shape))]
+    _assert_same(*_both(_backend.chain_costs, layers, k, s, space.input_shape, pool_k, pools[1], options))
+
+
+def test_backend_names_bad_arrays():
+    from nasgen import _backend
+
+    tables = core.SpaceTables(SearchSpace((12,), (3,), 1, 2))
+    with pytest.raises(ValueError, match="layer_cum"):
+        _backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g, [1, 2],
+                              np.zeros((3, 1), dtype=np.uint64), 0, 3, 2, 1)
+    with pytest.raises(ValueError, match="g must be uint64"):
+        _backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g.astype(np.int64),
+                              [1], np.ones((1, 1), dtype=np.uint64), 0, 3, 2, 1)
+    with pytest.raises(ValueError, match="graph must be a ChainGraph"):
+        _backend.count_table(tuple(tables.graph), tables.structure.ends, 2, 1)
+    with pytest.raises(ValueError, match="edge_dst must index"):
+        _backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv,
+                            tables.graph.edge_dst + 100, tables.graph.edge_mult)
+    with pytest.raises(ValueError, match="kernel must hold integers"):
+        _backend.encode_bits([1], np.zeros((1, 2, 1)), np.zeros((1, 2, 1), dtype=np.int64), 4)
+    with pytest.raises(ValueError, match="ranks must have shape"):
+        _backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, [1],
+                              np.zeros((2, 1, 1), dtype=np.uint64), 2, 1)
+    with pytest.raises(ValueError, match="edge_pairs must index"):
+        _backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv, tables.graph.edge_dst,
+                            tables.graph.edge_mult, np.zeros(tables.graph.edges, dtype=np.int64),
+                            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
 def test_pure_python_switch_gives_same_results(tmp_path):

@@ -135,7 +135,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="a non-negative integer (default 0)")
     g.add_argument("--with-replacement", action="store_true", help="independent draws (default: distinct)")
     g.add_argument("--where", action="append", default=[], metavar="EXPR",
-                   help="constraint over k[l][d], s[l][d], size[l][d], layers (repeatable; all must hold)")
+                   help="constraint over k[l][d], s[l][d], size[l][d], layers, params, flops (repeatable; all "
+                        "must hold); see 'Constraints' in the README")
     g.add_argument("--timeout", type=float, default=None, help="wall-clock seconds for the whole run")
     g = parser.add_argument_group("method options")
     g.add_argument("--query-rlimit", type=int, default=None, help="z3 methods: resource limit per query (reproducible)")
@@ -143,6 +144,31 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pivot-k", type=float, default=None, help="uniwit: k in pivot = 2|V|^(1/k) (default 2)")
     g.add_argument("--start-xors", choices=("paper", "count"), default=None,
                    help="uniwit: start the XOR count as the paper does (default), or near log2(count/pivot)")
+    g.add_argument("--max-draws", type=int, default=None,
+                   help="exact with --where atoms it cannot absorb: budget of candidate draws (default 10^7)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The chain model's options that ``params`` and ``flops`` in ``--where`` read (as ``nasgen show``)."""
+    g = parser.add_argument_group("cost model (for params and flops in --where; defaults as nasgen show)")
+    g.add_argument("--width", type=int, default=None, help="chain channel width (default 16)")
+    g.add_argument("--in-channels", type=int, default=None, help="input channels (default 1)")
+    g.add_argument("--num-classes", type=int, default=None, help="classes of the logits head (default 10)")
+    g.add_argument("--norm", choices=("batch", "none"), default=None, help="BatchNorm after each conv (default batch)")
+    g.add_argument("--head", choices=("logits", "features"), default=None, help="linear head or none (default logits)")
+    g.add_argument("--pooling", choices=("max", "avg"), default=None, help="the space's pool kind (default max)")
+
+
+_MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
+
+
+def model_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The model options given on the command line (None when none was given)."""
+    given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if "norm" in given and given["norm"] == "none":
+        given["norm"] = None
+    return given or None
 
 
 #: CLI option -> (config option name, value transform); only options given on the command line are passed
@@ -151,6 +177,7 @@ _METHOD_OPTIONS = {
     "no_prune": ("prune", lambda v: not v),
     "pivot_k": ("pivot_k", lambda v: v),
     "start_xors": ("start_xors", lambda v: v),
+    "max_draws": ("max_draws", lambda v: v),
 }
 
 
@@ -172,6 +199,11 @@ def config_from_args(args: argparse.Namespace):
             flag = "--" + attr.replace("_", "-")
             raise NasgenError(f"{flag} does not apply to --method {args.method}")
         options[name] = transform(value)
+    model = model_from_args(args)
+    if model is not None:
+        if "model" not in cls.option_names:
+            raise NasgenError(f"the cost-model options (--width, ...) do not apply to --method {args.method}")
+        options["model"] = model
     return SamplingConfig(method=args.method, samples=args.samples, seed=args.seed, replace=args.with_replacement,
                           timeout=args.timeout, where=tuple(args.where), options=options)
 

@@ -6,6 +6,7 @@ import sys
 import time
 
 from nasgen.commands.common import (
+    add_model_arguments,
     add_sampling_arguments,
     add_space_arguments,
     config_from_args,
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="draw architectures as JSON Lines or compressed arrays")
     add_space_arguments(p)
     add_sampling_arguments(p)
+    add_model_arguments(p)
     p.add_argument("-o", "--output-file", default=None,
                    help="JSON Lines file, or F.npz for compressed arrays (default: JSON Lines on stdout)")
     p.add_argument("--format", choices=("jsonl", "npz"), default=None, help="output format (default: from the name)")
@@ -54,6 +56,11 @@ def run(args) -> int:
                 adj_t=adj.value, stop=status, statistics=method.statistics))
     where_to = f" to {args.output_file}" if args.output_file not in (None, "-") else ""
     size_text = f" from a space of {method.count}" if method.count is not None else ""
+    stats = method.statistics
+    if status == "budget":
+        status = f"budget: {stats.get('message')}"
+    elif stats.get("acceptance") is not None and stats.get("accepted") != stats.get("draws"):
+        size_text += f" (rejection: {stats['accepted']} of {stats['draws']} draws accepted, {stats['acceptance']:.3g})"
     print(
         f"nasgen: {writer.written} architectures{where_to}{size_text} by {config.method} (seed {config.seed}) "
         f"in {elapsed:.3f} s; Adj_T = {adj.value:.3f}; stopped: {status}",
