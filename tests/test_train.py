@@ -33,6 +33,12 @@ from nasgen.train import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _private_jax_cache(tmp_path_factory, monkeypatch):
+    """Runs that use the compilation cache by default write it here, not into the user's home."""
+    monkeypatch.setenv("NASGEN_JAX_CACHE", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+
+
 # -- gradients on a tiny case, against hand-computed values ------------------------
 
 
@@ -868,3 +874,35 @@ def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
             # Accuracies are counts of 100 test images: a logit that ties
             # within float error may flip one image.
             np.testing.assert_allclose(many["test_accuracy"], one["test_accuracy"], atol=0.011)
+
+
+# -- the exported step in the compilation cache ---------------------------------------------------
+
+
+def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
+    from jax import export
+
+    from nasgen.train import STEP_DIR
+
+    cache = tmp_path / "cache"
+    config = _tiny_config(epochs=1)
+    cold = train(config, tmp_path / "cold", dataset=digits, progress=False, compilation_cache=cache)
+    assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("the step was exported again instead of loaded from the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "export", no_tracing)
+        warm = train(config, tmp_path / "warm", dataset=digits, progress=False, compilation_cache=cache)
+    assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
+    assert _without_timings(warm) == _without_timings(cold)
+    # Without the cache the same step is traced and compiled in-process: same numbers.
+    plain = train(config, tmp_path / "plain", dataset=digits, progress=False)
+    assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
+    # A damaged cache entry is traced again and replaced, not an error.
+    entry = next((cache / STEP_DIR).glob("*.jaxexport"))
+    entry.write_bytes(b"not an exported step")
+    train(config, tmp_path / "repaired", dataset=digits, progress=False, compilation_cache=cache)
+    assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
+    assert entry.read_bytes() != b"not an exported step"
