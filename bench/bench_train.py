@@ -25,7 +25,22 @@ are compared with the measured peak of a jitted float32 matmul.
 ``nnx.max_pool`` (JAX's reduce_window rule) against
 :func:`nasgen.models.max_pool`, interleaved.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool] [--steps 10]``.
+``--case compile`` measures the compile time of the fused M-network ResNet
+step (issue 14 item 5), each figure in a fresh child process so that no
+in-memory cache helps: (1) cold without the persistent compilation cache
+(the figure before this change), (2) cold with the cache on (it fills it),
+(3) warm, a new process reading the cache that (2) filled; each split into
+tracing + lowering and XLA compilation, beside the step time of the compiled
+program; and (4) the sum over the M+1 networks of compiling each network's
+own step separately, which shows how much of the fused compile is
+superlinear in the program size.
+
+``--case devices`` runs the fused step on 1 and then 2 forced host devices
+(a child process with ``--xla_force_host_platform_device_count=2``; batch
+sharded over a ``jax.sharding.Mesh``, parameters replicated) and reports the
+throughput ratio.
+
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|devices] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -44,8 +59,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nasgen.core import sample
-from nasgen.models import RESNET_SPACE
+from nasgen.modelspec import RESNET_SPACE
+from nasgen.sampling import sample
 from nasgen.train import DIGITS_SPACE, TrainConfig, _create, mixture_gradients, train_step
 
 
@@ -72,17 +87,52 @@ def _median_seconds(fn, steps: int) -> float:
     return statistics.median(times)
 
 
-def _fused_flops(mixture, optimizer, x, y) -> float:
+def _one_piece_gradients(mixture, images, labels):
+    """mixture_gradients as it was before each network got its own jitted sub-program (the "before" row).
+
+    Numerically the same step; traced as one piece, every BatchNorm update
+    walked the whole trace so far, so tracing grew quadratically with M.
+    """
+    from nasgen.train import mixture_losses
+
+    logits, losses, network_grads = [], [], []
+    inputs = images
+    for network in mixture.networks:
+
+        def own_loss(model, inputs=inputs):
+            z = model(inputs)
+            return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
+
+        (loss, z), grads = nnx.value_and_grad(own_loss, has_aux=True)(network)
+        logits.append(z)
+        losses.append(loss)
+        network_grads.append(grads)
+        inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads)))
+
+    def alpha_loss(model):
+        return mixture_losses(model.alpha[...], logits, labels, model.mixing)[0]
+
+    mixture_loss, grads = nnx.value_and_grad(alpha_loss)(mixture)
+    for i, network_grad in enumerate(network_grads):
+        grads["networks"][i] = network_grad
+    return grads, (mixture_loss, jnp.stack(losses))
+
+
+def _pure_step(mixture, optimizer, gradients=mixture_gradients):
+    """train_step's body as a plain function of the state, for jax.jit's AOT stages; and that state."""
     graphdef, state = nnx.split((mixture, optimizer))
 
     def pure(state, x, y):
-        # The body of train_step, as a plain jax.jit function whose compiled
-        # form exposes XLA's cost analysis.
         m, o = nnx.merge(graphdef, state)
-        grads, losses = mixture_gradients(m, x, y)
+        grads, losses = gradients(m, x, y)
         o.update(m, grads)
         return losses, nnx.state((m, o))
 
+    return pure, state
+
+
+def _fused_flops(mixture, optimizer, x, y) -> float:
+    pure, state = _pure_step(mixture, optimizer)
     # XLA's HLO cost analysis of the lowered step (no second compilation).
     cost = jax.jit(pure).lower(state, x, y).cost_analysis()
     if isinstance(cost, (list, tuple)):
@@ -211,9 +261,189 @@ def _resnet_case(steps: int, samples: int, data_dir: str | None, width: float) -
     return run_case(f"resnet18 M={samples} x{width:g} {source}", config, x, y, steps)
 
 
+def _resnet_inputs(samples: int, width: float, batch: int = 512):
+    archs = sample(RESNET_SPACE, samples, seed=42)
+    config = TrainConfig(architectures=archs, model="resnet18", dataset="mnist", width_multiplier=width,
+                         batch_size=batch)
+    rng = np.random.default_rng(0)
+    x = rng.random((config.batch_size, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, config.batch_size).astype(np.int32)
+    return config, jnp.asarray(x), jnp.asarray(y)
+
+
+def compile_child(samples: int, width: float, cache: str | None, per_network: bool, one_piece: bool = False,
+                  fused_step: bool = False, steps: int = 3) -> dict:
+    """In this (fresh) process: the fused step's trace+lower and compile times, and its step time."""
+    from nasgen.train import FusedStep, enable_compilation_cache
+
+    cache_path = enable_compilation_cache(cache) if cache else None
+    config, x, y = _resnet_inputs(samples, width)
+    t = time.perf_counter()
+    mixture, optimizer = _create(json.dumps(config.to_dict(), sort_keys=True), 1, 10)
+    jax.block_until_ready(nnx.state(mixture))
+    create_s = time.perf_counter() - t
+    mixture.train()
+    result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
+    if fused_step:
+        # What a training run does: nasgen.train.FusedStep, which with a
+        # cache directory loads the exported step instead of tracing it.
+        t = time.perf_counter()
+        step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path,
+                         identity=json.dumps(config.to_dict(), sort_keys=True))
+        result["lower_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jax.block_until_ready(step(x, y))
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            jax.block_until_ready(step(x, y))
+            times.append(time.perf_counter() - t)
+        result["step_s"] = statistics.median(times)
+        result["compile_s"] = max(0.0, first - result["step_s"])
+        result["loaded_from_cache"] = step.loaded_from_cache
+        return result
+    if per_network:
+        from nasgen.train import build_optimizer
+
+        tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+        lower = compile_ = 0.0
+        for net in mixture.networks:
+            opt = nnx.Optimizer(net, tx, wrt=nnx.Param)
+            graphdef, state = nnx.split((net, opt))
+
+            def single(state, x, y, graphdef=graphdef):
+                m, o = nnx.merge(graphdef, state)
+
+                def loss_fn(model):
+                    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+                loss, grads = nnx.value_and_grad(loss_fn)(m)
+                o.update(m, grads)
+                return loss, nnx.state((m, o))
+
+            t = time.perf_counter()
+            lowered = jax.jit(single).lower(state, x, y)
+            lower += time.perf_counter() - t
+            t = time.perf_counter()
+            lowered.compile()
+            compile_ += time.perf_counter() - t
+        result.update(lower_s=lower, compile_s=compile_)
+        return result
+    pure, state = _pure_step(mixture, optimizer, _one_piece_gradients if one_piece else mixture_gradients)
+    t = time.perf_counter()
+    traced = jax.jit(pure).trace(state, x, y)
+    result["trace_s"] = time.perf_counter() - t
+    lowered = traced.lower()
+    result["lower_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    result["compile_s"] = time.perf_counter() - t
+    jax.block_until_ready(compiled(state, x, y))  # first touch of its buffers, untimed
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(state, x, y))
+        times.append(time.perf_counter() - t)
+    result["step_s"] = statistics.median(times)
+    return result
+
+
+def _child(args: list[str], env: dict | None = None) -> dict:
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
+    """The compile table: cold without cache, cold with cache, warm from cache, (per-network sum)."""
+    import tempfile
+
+    common = ["--compile-child", "--samples", str(samples), "--width-multiplier", str(width)]
+    with tempfile.TemporaryDirectory(prefix="nasgen-jax-cache-") as cache:
+        rows = [
+            ("before: one-piece trace, no cache", _child(common + ["--one-piece"])),
+            ("per-network sub-traces, no cache", _child(common)),
+            ("FusedStep, cache on, cold (fills it)", _child(common + ["--fused-step", "--cache", cache])),
+            ("FusedStep, warm: new process, same cache", _child(common + ["--fused-step", "--cache", cache])),
+        ]
+        if per_network:
+            rows.append((f"each of the {samples + 1} networks' own step, compiled separately (sum)",
+                         _child(common + ["--per-network"])))
+    before = rows[0][1]["lower_s"] + rows[0][1]["compile_s"]
+    lines = [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, each row a fresh process. "
+        "Rows 1-2: jax.jit(...).trace/.lower/.compile of the step; rows 3-4: nasgen.train.FusedStep as a run "
+        "uses it (trace+lower column: tracing and exporting, or loading the exported step; XLA compile column: "
+        "its first call less one step):",
+        "",
+        "| variant | trace s | trace+lower s | XLA compile s | total s | vs before | step s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        total = r["lower_s"] + r["compile_s"]
+        step = f"{r['step_s']:.3f}" if "step_s" in r else "NA"
+        trace = f"{r['trace_s']:.1f}" if "trace_s" in r else "NA"
+        lines.append(f"| {name} | {trace} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | {total:.1f} | "
+                     f"{before / total:.2f}x | {step} |")
+    return lines
+
+
+_DEVICES_CHILD = "--devices-child"
+
+
+def devices_child(samples: int, width: float, devices: int, steps: int) -> dict:
+    """Fused-step seconds with the batch sharded over ``devices`` (parameters replicated)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from nasgen.train import data_mesh
+
+    mesh = data_mesh(devices)
+    config, x, y = _resnet_inputs(samples, width)
+    mixture, optimizer = _create(json.dumps(config.to_dict(), sort_keys=True), 1, 10)
+    mixture.train()
+    state = nnx.state((mixture, optimizer))
+    nnx.update((mixture, optimizer), jax.device_put(state, NamedSharding(mesh, PartitionSpec())))
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    xb, yb = jax.device_put(x, batch), jax.device_put(y, batch)
+    step = nnx.cached_partial(train_step, mixture, optimizer)
+    jax.block_until_ready(step(xb, yb))
+    jax.block_until_ready(step(xb, yb))
+    seconds = _median_seconds(lambda: step(xb, yb), steps)
+    return {"devices": devices, "step_s": seconds, "img_s": len(y) * (samples + 1) / seconds}
+
+
+def devices_case(samples: int, width: float, steps: int) -> list[str]:
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    common = [_DEVICES_CHILD, "--samples", str(samples), "--width-multiplier", str(width), "--steps", str(steps)]
+    one = _child(common + ["--devices", "1"], env)
+    two = _child(common + ["--devices", "2"], env)
+    return [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, 2 forced host devices "
+        f"(one process), median of {steps} steps:",
+        "",
+        "| devices | s/step | img/s | vs 1 device |",
+        "|---|---|---|---|",
+        f"| 1 | {one['step_s']:.3f} | {one['img_s']:.0f} | 1.00x |",
+        f"| 2 | {two['step_s']:.3f} | {two['img_s']:.0f} | {one['step_s'] / two['step_s']:.2f}x |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "devices"), default="both")
+    parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-piece", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fused-step", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--per-network", action="store_true",
+                        help="compile case: also the sum of compiling each network's own step")
+    parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
     parser.add_argument("--samples", type=int, default=20, help="M, generated networks")
     parser.add_argument("--width-multiplier", type=float, default=0.25)
@@ -221,6 +451,19 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also append the table to this markdown file")
     args = parser.parse_args()
 
+    if args.compile_child:
+        print(json.dumps(compile_child(args.samples, args.width_multiplier, args.cache, args.per_network,
+                                       args.one_piece, args.fused_step)))
+        return
+    if args.devices_child:
+        print(json.dumps(devices_child(args.samples, args.width_multiplier, args.devices, args.steps)))
+        return
+    if args.case in ("compile", "devices"):
+        lines = (compile_case(args.samples, args.width_multiplier, args.per_network) if args.case == "compile"
+                 else devices_case(args.samples, args.width_multiplier, args.steps))
+        print("\n".join(lines))
+        _append_result(args.out, "", "\n".join(lines))
+        return
     if args.case == "pool":
         r = pool_gradient_case()
         line = (f"ResNet stem max pool (512x14x14x16, 3x3 stride 2) value+gradient, median of {r['repeats']} "

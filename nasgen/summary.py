@@ -42,7 +42,10 @@ from nasgen.modelspec import (
 )
 from nasgen.space import Architecture, NasgenError, SearchSpace, check_membership, conv_output_size
 
-__all__ = ["model_stats", "summarize", "conv_taps"]
+__all__ = ["model_stats", "summarize", "conv_taps", "training_memory", "estimate_training_bytes"]
+
+FLOAT_BYTES = 4
+"""Bytes of one float32 parameter, statistic or activation."""
 
 
 def conv_taps(size: int, kernel: int, stride: int, pad_low: int, output: int) -> int:
@@ -364,3 +367,89 @@ def summarize(
 
 def _shape_text(shape: Sequence[int]) -> str:
     return str(tuple(shape))
+
+
+def training_memory(
+    spec: ModelSpec,
+    space: SearchSpace | None,
+    archs: Sequence[Architecture | None],
+    batch_size: int,
+    *,
+    optimizer_slots: int = 2,
+) -> dict[str, int]:
+    """Analytic bytes a training step of these networks holds at once, by kind, from :func:`model_stats`.
+
+    * ``parameters``: trainable parameters and BatchNorm statistics;
+    * ``optimizer``: one gradient plus ``optimizer_slots`` moments per
+      parameter (Adam and AdamW keep two);
+    * ``activations``: every layer's output for the batch, twice (the
+      forward values kept for the backward pass and their gradients), for
+      every network, as the fused step of a mixture may hold them all;
+    * ``inputs``: one batch of images;
+    * ``total``: the sum.
+
+    Everything is float32. XLA may fuse some layers' outputs away or keep
+    extra buffers, so this is an estimate of the right size, meant to refuse
+    runs that cannot fit (``--width 100000``) before anything is compiled.
+
+    Args:
+        spec: the networks' :class:`~nasgen.modelspec.ModelSpec`.
+        space: their search space (see :func:`model_stats`).
+        archs: one architecture per network (None: the original ResNet-18).
+        batch_size: training examples per step.
+        optimizer_slots: per-parameter optimizer moments.
+
+    Returns:
+        A dict of byte counts with the keys above.
+
+    Raises:
+        NasgenError: for an empty ``archs`` or a batch size that is not a
+            positive integer, and what :func:`model_stats` raises.
+
+    >>> mnist = ModelSpec.from_options("resnet18", width_multiplier=0.25)
+    >>> training_memory(mnist, None, [None], 512)["parameters"]  # 4 x (615,802 parameters + 2,400 statistics)
+    2472808
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
+        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
+    archs = list(archs)
+    if not archs:
+        raise NasgenError("estimating training memory needs at least one architecture")
+    params = stats = activations = 0
+    for arch in archs:
+        rows = model_stats(spec, space, arch)
+        params += rows[-1]["params"]
+        stats += rows[-1]["batch_stats"]
+        activations += sum(math.prod(r["output_shape"]) for r in rows[1:-1])
+    inputs = batch_size * math.prod(spec.image_shape(space))
+    memory = {
+        "parameters": FLOAT_BYTES * (params + stats),
+        "optimizer": FLOAT_BYTES * params * (1 + optimizer_slots),
+        "activations": FLOAT_BYTES * 2 * batch_size * activations,
+        "inputs": FLOAT_BYTES * inputs,
+    }
+    memory["total"] = sum(memory.values())
+    return memory
+
+
+def estimate_training_bytes(
+    spec: ModelSpec,
+    space: SearchSpace | None,
+    archs: Sequence[Architecture | None],
+    batch_size: int,
+) -> int:
+    """Bytes one training step of these networks needs: parameters, optimizer state and activations.
+
+    The ``"total"`` of :func:`training_memory`; analytic, imports no JAX,
+    and takes microseconds, so a run can be refused before compiling.
+
+    >>> spec = ModelSpec.from_options("chain", width=100000)
+    >>> from nasgen.space import SearchSpace, Architecture
+    >>> space = SearchSpace((8, 8), (2, 2), min_layers=2, max_layers=2)
+    >>> arch = Architecture(kernel=((3, 3), (4, 4)), stride=((1, 1), (2, 2)))
+    >>> estimate_training_bytes(spec, space, [arch], 64) > 2**40  # over a terabyte
+    True
+    """
+    return training_memory(spec, space, archs, batch_size)["total"]

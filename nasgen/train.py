@@ -26,16 +26,23 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import functools
+import hashlib
 import json
+import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +52,12 @@ from flax import nnx
 
 from nasgen import report
 from nasgen.data import Dataset, batches, load_dataset
-from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_SPACE, build_model
+from nasgen.models import build_model
+from nasgen.modelspec import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_INPUT_SHAPE, ModelSpec, resnet_space
 from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 __all__ = [
     "TrainConfig",
@@ -64,10 +75,19 @@ __all__ = [
     "mixture_losses",
     "mixture_gradients",
     "train_step",
+    "FusedStep",
     "eval_step",
     "evaluate",
     "train",
+    "train_seeds",
     "read_config",
+    "resume_epoch",
+    "estimate_training_memory",
+    "enable_compilation_cache",
+    "data_mesh",
+    "maybe_initialize_distributed",
+    "network_table",
+    "network_names",
 ]
 
 DIGITS_SPACE = SearchSpace((8, 8), (2, 2), min_layers=1, max_layers=3)
@@ -91,10 +111,30 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".nasgen.lock"
+
+logger = logging.getLogger("nasgen.train")
 
 
 class RunError(NasgenError):
     """An output directory that cannot be used for the requested run."""
+
+
+def space_from_dict(data: Any) -> SearchSpace:
+    """A :class:`SearchSpace` from its dict form, with one-line errors for a non-object or missing fields.
+
+    Raises:
+        NasgenError: ``data`` is not a complete search-space object.
+    """
+    if not isinstance(data, dict):
+        raise NasgenError(f"a search space must be a JSON object with input_shape and output_shape, got {type(data).__name__}")
+    missing = [name for name in ("input_shape", "output_shape") if name not in data]
+    if missing:
+        raise NasgenError(f"the search space lacks {' and '.join(missing)}; give at least input_shape and output_shape")
+    try:
+        return SearchSpace.from_dict(dict(data))
+    except (TypeError, KeyError) as exc:
+        raise NasgenError(f"invalid search space ({_reason(exc)})") from None
 
 
 def _arch_dicts(archs: Sequence[Architecture | dict]) -> tuple[dict, ...]:
@@ -115,7 +155,12 @@ class TrainConfig:
         model: ``"chain"`` (a :class:`~nasgen.models.ConvChain` per
             architecture) or ``"resnet18"`` (a ResNet-18 whose three
             downsampling blocks take each architecture).
-        dataset: ``"digits"`` (bundled 8x8) or ``"mnist"``.
+        dataset: ``"digits"`` (bundled 8x8), ``"mnist"``, or the path of an
+            ``.npz`` with ``x_train, y_train, x_test, y_test`` (any image
+            shape and class count; the paper's MNIST settings by default).
+        image_shape: resnet18's input ``(H, W, C)``; None is MNIST's
+            28x28x1. Its downsampling space is
+            :func:`~nasgen.modelspec.resnet_space` of it.
         space: the search space the architectures belong to (dict form); None
             picks :data:`DIGITS_SPACE` for chain runs on digits and
             :data:`~nasgen.models.RESNET_SPACE` for resnet18.
@@ -173,14 +218,23 @@ class TrainConfig:
     eval_batch_size: int = 1000
     bn_momentum: float = 0.9
     init_scale: float | str | None = None
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         if self.model not in MODELS:
             raise NasgenError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.dataset not in DATASET_DEFAULTS:
-            raise NasgenError(f"dataset {self.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
-        for name, value in DATASET_DEFAULTS[self.dataset].items():
+        if not isinstance(self.dataset, str) or not (self.dataset in DATASET_DEFAULTS or self.dataset.endswith(".npz")):
+            raise NasgenError(f"dataset {self.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)} or a FILE.npz")
+        if self.image_shape is not None:
+            if self.model != "resnet18":
+                raise NasgenError("image_shape applies to resnet18 only; a chain's input is its space's input shape")
+            shape = self.image_shape
+            if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+                raise NasgenError(f"image shape must be three positive integers H,W,C, got {shape!r}")
+            set_("image_shape", tuple(shape))
+        for name, value in DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["mnist"]).items():
             if getattr(self, name) is None:
                 set_(name, value)
         if self.optimizer not in OPTIMIZERS:
@@ -201,7 +255,8 @@ class TrainConfig:
             raise NasgenError(f"learning rate must be a positive number, got {self.learning_rate!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise NasgenError(f"weight decay must be a non-negative number, got {self.weight_decay!r}")
-        if not (isinstance(self.width_multiplier, (int, float)) and self.width_multiplier > 0):
+        if not (isinstance(self.width_multiplier, (int, float)) and not isinstance(self.width_multiplier, bool)
+                and 0 < self.width_multiplier < math.inf):
             raise NasgenError(f"width multiplier must be a positive number, got {self.width_multiplier!r}")
         set_("learning_rate", float(self.learning_rate))
         set_("weight_decay", float(self.weight_decay))
@@ -242,9 +297,9 @@ class TrainConfig:
     def search_space(self) -> SearchSpace:
         """The space of the generated architectures (explicit, or the default for model and dataset)."""
         if self.space is not None:
-            return self.space if isinstance(self.space, SearchSpace) else SearchSpace.from_dict(dict(self.space))
+            return self.space if isinstance(self.space, SearchSpace) else space_from_dict(self.space)
         if self.model == "resnet18":
-            return RESNET_SPACE
+            return resnet_space(self.image_shape or RESNET_INPUT_SHAPE)
         if self.dataset == "digits":
             return DIGITS_SPACE
         raise NasgenError("a chain model on mnist needs an explicit search space (e.g. 28x28 -> 4x4); pass --space")
@@ -263,6 +318,23 @@ class TrainConfig:
         """c_1..c_M as Architecture objects."""
         return [Architecture.from_dict(a) for a in self.architectures]
 
+    def model_spec(self, *, in_channels: int, num_classes: int) -> ModelSpec:
+        """The :class:`~nasgen.modelspec.ModelSpec` every network of the mixture is built from.
+
+        Args:
+            in_channels, num_classes: from the data.
+
+        Raises:
+            NasgenError: the data does not fit the model (e.g. ``image_shape``
+                disagrees with ``in_channels``).
+        """
+        options = {"num_classes": num_classes, "in_channels": in_channels, "bn_momentum": self.bn_momentum,
+                   "init_scale": self.init_scale}
+        if self.model == "chain":
+            return ModelSpec.from_options("chain", width=self.width, **options)
+        shape = self.image_shape or (*RESNET_INPUT_SHAPE, in_channels)
+        return ModelSpec.from_options("resnet18", width_multiplier=self.width_multiplier, image_shape=shape, **options)
+
     @property
     def num_networks(self) -> int:
         """M + 1."""
@@ -272,14 +344,31 @@ class TrainConfig:
         """Plain JSON-ready dict; :meth:`from_dict` inverts it."""
         data = dataclasses.asdict(self)
         data["architectures"] = [dict(a) for a in self.architectures]
+        if self.image_shape is not None:
+            data["image_shape"] = list(self.image_shape)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """The config :meth:`to_dict` wrote.
+
+        Raises:
+            NasgenError: ``data`` is not an object of known settings with the
+                required ``architectures``, or a setting is invalid.
+        """
+        if not isinstance(data, dict):
+            raise NasgenError(f"training settings must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise NasgenError(f"unknown training settings {sorted(unknown)}; valid: {sorted(known)}")
+            raise NasgenError(f"unknown training settings {sorted(map(str, unknown))}; valid: {sorted(known)}")
+        if "architectures" not in data:
+            raise NasgenError("training settings lack \"architectures\"")
+        if not isinstance(data["architectures"], (list, tuple)):
+            raise NasgenError("\"architectures\" must be a list of architecture objects")
+        for name in ("space", "baseline"):
+            if data.get(name) is not None and not isinstance(data[name], (dict, SearchSpace, Architecture)):
+                raise NasgenError(f"\"{name}\" must be a JSON object, got {type(data[name]).__name__}")
         return cls(**data)
 
     def differences(self, other: "TrainConfig") -> list[str]:
@@ -402,27 +491,18 @@ def build_optimizer(optimizer: str, learning_rate: float, weight_decay: float) -
 def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int = 10) -> Mixture:
     """c_0 (the baseline) then c_1..c_M, each initialised from its own seed.
 
-    Network i is initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)``
-    so that its initial weights do not depend on the other networks; every
-    BatchNorm gets ``config.bn_momentum``.
+    Every network is built from :meth:`TrainConfig.model_spec` (which carries
+    ``config.bn_momentum`` and ``config.init_scale``); network i is
+    initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)`` so that its
+    initial weights do not depend on the other networks.
     """
     space = config.search_space()
+    spec = config.model_spec(in_channels=in_channels, num_classes=num_classes)
     archs = [config.baseline_architecture(), *config.generated_architectures()]
     networks = []
     for i, arch in enumerate(archs):
         seed = int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0])
-        kind_space = space if config.model == "chain" else None
-        networks.append(
-            build_model(
-                config.model, kind_space, arch, num_classes=num_classes, in_channels=in_channels,
-                width=config.width, width_multiplier=config.width_multiplier,
-                init_scale=None if config.init_scale == "lecun" else config.init_scale, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
-            )
-        )
-    for network in networks:
-        for _, module in nnx.iter_modules(network):
-            if isinstance(module, nnx.BatchNorm):
-                module.momentum = config.bn_momentum
+        networks.append(build_model(spec, space, arch, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg"))))
     return Mixture(networks, mixing=config.mixing)
 
 
@@ -453,12 +533,7 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
     logits, losses, network_grads = [], [], []
     inputs = images
     for network in mixture.networks:
-
-        def own_loss(model, inputs=inputs):
-            z = model(inputs)
-            return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
-
-        (loss, z), grads = nnx.value_and_grad(own_loss, has_aux=True)(network)
+        (loss, z), grads = _network_gradients(network, inputs, labels)
         logits.append(z)
         losses.append(loss)
         network_grads.append(grads)
@@ -473,6 +548,25 @@ def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
     for i, network_grad in enumerate(network_grads):
         grads["networks"][i] = network_grad
     return grads, (mixture_loss, jnp.stack(losses))
+
+
+@nnx.jit
+def _network_gradients(network: nnx.Module, images: jax.Array, labels: jax.Array):
+    """``((loss, logits), grads)`` of one network's own cross-entropy.
+
+    Jitted on its own, so that inside the fused step each network is traced
+    into a sub-program of its own (XLA inlines it; the compiled step is the
+    same). Traced in one piece, every BatchNorm statistics update made JAX
+    walk the whole step's trace so far (flax's ``Variable.set_value`` asks a
+    tracer for ``.sharding``, whose error message searches the trace for the
+    value's origin), so tracing grew quadratically with the number of networks.
+    """
+
+    def own_loss(model):
+        z = model(images)
+        return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean(), z
+
+    return nnx.value_and_grad(own_loss, has_aux=True)(network)
 
 
 @nnx.jit
@@ -510,11 +604,21 @@ def eval_step(mixture: Mixture, images: jax.Array, labels: jax.Array, valid: jax
     return jnp.stack(hits), ((jnp.argmax(mixed, -1) == labels) & valid).sum()
 
 
-def evaluate(mixture: Mixture, images: np.ndarray, labels: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+def evaluate(
+    mixture: Mixture, images: np.ndarray, labels: np.ndarray, batch_size: int,
+    *, place: Callable[..., Sequence[jax.Array]] | None = None,
+) -> tuple[np.ndarray, float]:
     """Test accuracy of every network and of the mixture.
 
     The last batch is padded to ``batch_size`` (and masked) so one compiled
     step serves every batch. Leaves ``mixture`` in eval mode.
+
+    Args:
+        mixture: the trained mixture.
+        images, labels: the test set.
+        batch_size: images per evaluation step.
+        place: turns the host arrays of one batch into device arrays (e.g.
+            sharded over a mesh); default ``jnp.asarray``.
 
     Returns:
         ``(accuracies (M+1,), mixture_accuracy)``.
@@ -532,10 +636,108 @@ def evaluate(mixture: Mixture, images: np.ndarray, labels: np.ndarray, batch_siz
             valid[len(y):] = False
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros(pad, y.dtype)])
-        hits, mixed_hits = eval_step(mixture, jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))
+        placed = place(x, y, valid) if place is not None else (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))
+        hits, mixed_hits = eval_step(mixture, *placed)
         network_correct += np.asarray(hits)
         mixture_correct += int(mixed_hits)
     return network_correct / count, mixture_correct / count
+
+
+# -- the compiled step ----------------------------------------------------------------
+
+STEP_DIR = "steps"
+"""Subdirectory of the compilation cache holding serialised (``jax.export``) training steps."""
+
+
+class FusedStep:
+    """The fused :func:`train_step` as a function of the flat state, traced once per mixture.
+
+    Called with one batch, it updates its own copy of the mixture's and the
+    optimiser's arrays; :meth:`sync` writes them back into the nnx objects
+    (before evaluation and checkpoints). With a ``cache_dir`` the traced and
+    lowered step is serialised with ``jax.export`` under ``cache_dir/steps``,
+    keyed by the mixture's structure, the batch's shapes and shardings and the
+    library versions: a later process (a resumed run, the same mixture again)
+    loads it instead of tracing the M+1 networks again, and JAX's persistent
+    cache in the same directory supplies the compiled program, so a warm
+    start neither traces nor compiles.
+
+    Args:
+        mixture, optimizer: the live objects (``mixture`` in train mode).
+        images, labels: one batch (shapes, dtypes and shardings matter).
+        cache_dir: JAX's compilation cache directory, or None for none.
+        identity: text that determines the mixture and its optimiser (a
+            run's config JSON); part of the cache key with the shapes, the
+            shardings, the library versions and the source of the modules
+            that define the step.
+    """
+
+    def __init__(self, mixture: "Mixture", optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
+                 cache_dir: Path | None = None, identity: str = "") -> None:
+        self._objects = (mixture, optimizer)
+        graphdef, state = nnx.split(self._objects)
+        leaves, self._treedef = jax.tree.flatten(state)
+        self.leaves = leaves
+        treedef = self._treedef
+
+        def step(leaves, images, labels):
+            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+            grads, losses = mixture_gradients(mixture, images, labels)
+            optimizer.update(mixture, grads)
+            return losses, jax.tree.leaves(nnx.state((mixture, optimizer)))
+
+        self.loaded_from_cache = False
+        if cache_dir is None or not identity:
+            self._call = jax.jit(step)
+            return
+        from jax import export
+
+        path = Path(cache_dir) / STEP_DIR / f"{self._key(identity, leaves, images, labels)}.jaxexport"
+        exported = None
+        if path.is_file():
+            try:
+                exported = export.deserialize(bytearray(path.read_bytes()))
+                self.loaded_from_cache = True
+            except Exception:  # a damaged or foreign cache entry: trace again and replace it
+                exported = None
+        if exported is None:
+            exported = export.export(jax.jit(step))(leaves, images, labels)
+            try:
+                blob = exported.serialize()
+            except ImportError:  # jax needs flatbuffers to serialise; without it, trace every time
+                blob = None
+            try:
+                if blob is None:
+                    raise OSError
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(blob)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a cache that cannot be written only costs the next run a trace
+        self._call = jax.jit(exported.call)
+
+    @staticmethod
+    def _key(identity: str, leaves, images, labels) -> str:
+        import nasgen.models
+        import nasgen.modelspec
+
+        digest = hashlib.sha256()
+        sources = [Path(module.__file__).read_bytes() for module in (sys.modules[__name__], nasgen.models, nasgen.modelspec)]
+        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources]]
+        for array in (*leaves, images, labels):
+            parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
+        digest.update(repr(parts).encode())
+        return digest.hexdigest()[:32]
+
+    def __call__(self, images: jax.Array, labels: jax.Array):
+        """One step; returns ``(mixture_loss, network_losses)``."""
+        losses, self.leaves = self._call(self.leaves, images, labels)
+        return losses
+
+    def sync(self) -> None:
+        """Write the step's arrays back into the mixture and optimiser objects."""
+        nnx.update(self._objects, jax.tree.unflatten(self._treedef, self.leaves))
 
 
 # -- the run ----------------------------------------------------------------------
@@ -556,16 +758,64 @@ def read_config(output_dir: str | os.PathLike) -> TrainConfig:
     """The config of the run stored in ``output_dir``.
 
     Raises:
-        RunError: no readable ``config.json`` there.
+        RunError: no readable ``config.json`` there, or one that does not hold
+            a training config (one-line message).
     """
     path = Path(output_dir) / CONFIG_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{output_dir} holds no training run (no {CONFIG_FILE}); nothing to resume") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} is unreadable ({exc}); cannot resume this run") from None
-    return TrainConfig.from_dict(data.get("config", data))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+        raise RunError(f"{path} is unreadable ({reason}); cannot resume this run") from None
+    settings = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        raise RunError(f"{path} does not hold a nasgen training run (expected an object with a \"config\" object)")
+    try:
+        return TrainConfig.from_dict(settings)
+    except NasgenError as exc:
+        raise RunError(f"{path} holds invalid settings: {exc}") from None
+
+
+def _read_metadata(output_dir: Path) -> dict:
+    # The part of config.json beside the settings (sessions, dataset); read
+    # only after read_config has validated the file.
+    return json.loads((output_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    # A reader (or a resumed run after a kill) sees the old file or the new
+    # one, never half of one.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
+
+    An epoch's commit (log record, checkpoint, pruning) is not torn by
+    Ctrl-C: orbax's writer threads finish, and the signal then acts as it
+    would have (the CLI turns both into a one-line "interrupted").
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        signal.raise_signal(received[0])
 
 
 class _Checkpoints:
@@ -582,32 +832,263 @@ class _Checkpoints:
         self.directory = directory
         self.keep = keep
 
-    def latest_epoch(self) -> int | None:
-        from nasgen.checkpoint import latest_step
+    def epochs(self) -> list[int]:
+        from nasgen.checkpoint import all_steps
 
-        return latest_step(self.directory)
+        try:
+            return all_steps(self.directory)
+        except Exception as exc:  # orbax raises many types for a damaged directory
+            raise RunError(f"cannot list the checkpoints in {self.directory} ({_reason(exc)})") from None
 
     def save(self, epoch: int, mixture: Mixture, optimizer: nnx.Optimizer) -> None:
-        from nasgen.checkpoint import all_steps, save
+        from nasgen.checkpoint import save
 
         save(self.directory, epoch, {"mixture": mixture, "optimizer": optimizer}, overwrite=True)
-        # Older epochs are removed only after the new one is complete on disk.
-        for old in all_steps(self.directory)[: -self.keep]:
-            shutil.rmtree(self.directory.resolve() / str(old), ignore_errors=True)
+
+    def prune(self, newest: int) -> None:
+        """Delete all but the ``keep`` newest epochs up to ``newest``, any later one, and torn saves."""
+        kept = [e for e in self.epochs() if e <= newest][-self.keep:]
+        for epoch in self.epochs():
+            if epoch not in kept:
+                shutil.rmtree(self.directory.resolve() / str(epoch), ignore_errors=True)
+        # What a save killed half-way leaves behind (orbax's temporary directories).
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                if ".orbax-checkpoint-tmp" in path.name:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def restore(self, epoch: int, mixture: Mixture, optimizer: nnx.Optimizer) -> None:
         from nasgen.checkpoint import restore
 
-        restore(self.directory, epoch, target={"mixture": mixture, "optimizer": optimizer})
+        try:
+            restore(self.directory, epoch, target={"mixture": mixture, "optimizer": optimizer})
+        except NasgenError as exc:
+            raise RunError(f"cannot resume: {exc}") from None
+        except Exception as exc:  # a truncated or tampered checkpoint: orbax's own error types
+            raise RunError(
+                f"cannot resume: checkpoint {epoch} in {self.directory} is damaged ({_reason(exc)}); "
+                f"delete {self.directory / str(epoch)} to resume from the epoch before it"
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def resume_epoch(logged: Sequence[int], checkpointed: Sequence[int]) -> int:
+    """The epoch a resumed run continues from: log and checkpoints agree up to it.
+
+    A commit writes epoch e's log record, then its checkpoint, then prunes old
+    checkpoints; a run killed between any two of these leaves a log record
+    without a checkpoint, or a checkpoint whose older neighbours are still
+    there. The run resumes from the newest checkpoint whose epoch and every
+    earlier one are in the log (0: start afresh, which also reproduces the
+    run), so the log, checkpoints and final numbers equal an uninterrupted
+    run's.
+
+    Args:
+        logged: the epochs of the log records, in file order.
+        checkpointed: the epochs with a complete checkpoint.
+
+    Returns:
+        The epoch to restore (0 for none).
+
+    >>> resume_epoch([1, 2, 3], [2, 3])
+    3
+    >>> resume_epoch([1, 2], [2, 3])  # the record of epoch 3 is missing: redo it
+    2
+    >>> resume_epoch([1, 2, 3, 4], [3])  # epoch 4 was logged but not saved
+    3
+    """
+    contiguous = 0
+    for expected, epoch in enumerate(logged, start=1):
+        if epoch != expected:
+            break
+        contiguous = epoch
+    return max([e for e in checkpointed if e <= contiguous], default=0)
+
+
+class _RunLock:
+    """An exclusive ``fcntl.flock`` on ``LOCK_FILE`` in the output directory.
+
+    Two runs started into one directory at once would interleave their logs
+    and checkpoints; the second to arrive is refused in one line. The lock
+    goes with the process (the kernel drops it on exit, even on a kill), so a
+    stale lock file never blocks a resume.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._handle = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        try:
+            handle = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise RunError(f"cannot write in {self.path.parent} ({exc.strerror}); choose a writable --output-dir") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RunError(
+                f"another nasgen run is using {self.path.parent} (it holds {self.path}); wait for it or choose "
+                "another --output-dir"
+            ) from None
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+
+def _available_memory() -> tuple[int | None, str]:
+    """Bytes one device can hold, and what that figure is."""
+    device = jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without memory statistics (the CPU one) raise or return None
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available host memory"
+    except (OSError, ValueError, AttributeError):
+        return None, "unknown"
+
+
+def estimate_training_memory(config: TrainConfig, *, in_channels: int, num_classes: int, devices: int = 1) -> int:
+    """A rough upper estimate of one device's memory for the fused training step, in bytes.
+
+    Per network, from the analytic table (:func:`nasgen.summary.model_stats`):
+    4 float32 copies of the parameters (weights, gradients, Adam's two
+    moments) plus 3 float32 copies of every layer's output for the device's
+    share of a batch (the forward value kept for the backward pass, its
+    gradient, XLA scratch).
+
+    Raises:
+        NasgenError: the model options are invalid.
+    """
+    from nasgen.summary import model_stats
+
+    space = config.search_space()
+    spec = config.model_spec(in_channels=in_channels, num_classes=num_classes)
+    per_example = params = 0
+    for arch in (config.baseline_architecture(), *config.generated_architectures()):
+        rows = model_stats(spec, space if config.model == "chain" else None, arch)
+        params += rows[-1]["params"] + rows[-1]["batch_stats"]
+        per_example += sum(math.prod(r["output_shape"]) for r in rows[:-1])
+    batch = -(-config.batch_size // devices)
+    return 4 * (4 * params + 3 * batch * per_example)
+
+
+def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache (process-wide) and return its directory.
+
+    A second run of the same mixture (or a resumed one) loads its compiled
+    step from disk instead of compiling it again.
+
+    Args:
+        directory: where compiled programs go; default ``$NASGEN_JAX_CACHE``,
+            else ``~/.cache/nasgen/jax``.
+    """
+    if directory is None:
+        directory = os.environ.get("NASGEN_JAX_CACHE") or Path.home() / ".cache" / "nasgen" / "jax"
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create the compilation cache {path} ({exc.strerror}); pass --no-compile-cache") from None
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # JAX decides once per process whether to use the cache; a process that
+    # compiled something before this call decides again.
+    compilation_cache.reset_cache()
+    # Cache every program that took a while (the step), not the many tiny ones.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def data_mesh(devices: int | None = None) -> Mesh:
+    """A one-axis ``("data",)`` mesh over the devices that share each batch.
+
+    Args:
+        devices: how many of this host's devices to use (default: all). On
+            several hosts (after ``jax.distributed.initialize()``) every
+            device of every host is used and ``devices`` must be None.
+
+    Raises:
+        RunError: ``devices`` is not a positive integer up to the local count.
+    """
+    from jax.sharding import Mesh
+
+    local = jax.local_devices()
+    if devices is None:
+        chosen = jax.devices() if jax.process_count() > 1 else local
+    else:
+        if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+            raise RunError(f"--devices must be a positive integer, got {devices!r}")
+        if jax.process_count() > 1:
+            raise RunError("--devices is for one host; a multi-host run uses every device of every host")
+        if devices > len(local):
+            raise RunError(f"--devices {devices} is more than the {len(local)} {local[0].platform} device(s) present")
+        chosen = local[:devices]
+    return Mesh(np.asarray(chosen), ("data",))
+
+
+def maybe_initialize_distributed() -> bool:
+    """Call ``jax.distributed.initialize()`` when a multi-host environment is set; True if it was.
+
+    The environment is JAX's own: ``JAX_COORDINATOR_ADDRESS`` with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (or a cluster JAX detects
+    itself, such as SLURM, when ``NASGEN_DISTRIBUTED=1``).
+    """
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("NASGEN_DISTRIBUTED") == "1":
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+        return True
+    return False
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("nasgen", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 class TrainingRun:
     """One mixture-training run bound to its output directory; a context manager.
 
-    Entering checks the directory (a fresh run refuses a directory that holds
-    anything; a resumed run needs the same config there), writes
-    ``config.json``, builds the networks and restores the last checkpoint when
-    resuming. :meth:`run` trains the remaining epochs and writes the reports.
+    Entering validates everything that can be checked without training (the
+    directory, the data, the memory the step needs) before it writes
+    anything, then takes the directory's lock, writes ``config.json``, builds
+    the networks and, when resuming, restores the last consistent epoch (see
+    :func:`resume_epoch`). :meth:`run` trains the remaining epochs, committing
+    each epoch's log record and checkpoint so that a kill at any instant
+    resumes to the same log and numbers, and writes the reports.
 
     Args:
         config: the run's settings.
@@ -615,12 +1096,21 @@ class TrainingRun:
         resume: continue the run already in ``output_dir`` (its config must
             equal ``config``; see :func:`read_config`).
         dataset: an already-loaded :class:`~nasgen.data.Dataset` (else it is
-            loaded from ``config``).
-        progress: show tqdm progress bars on stderr.
+            loaded from ``config``); its name labels the reports.
+        progress: tqdm progress bars on stderr: None lets tqdm decide (bars
+            only on a terminal), False never. Without bars every epoch logs
+            one line through :mod:`logging` (logger ``nasgen.train``).
+        devices: how many local devices share each batch (default all; see
+            :func:`data_mesh`); must divide the batch size.
+        compilation_cache: True for JAX's persistent compilation cache in
+            the default directory, a path for another directory, False for
+            none (see :func:`enable_compilation_cache`).
+        command: the command line to record in ``config.json``.
 
     Raises:
         RunError: the directory is not usable (one-line message; nothing
             written).
+        NasgenError: data or settings that cannot train.
     """
 
     def __init__(
@@ -630,14 +1120,21 @@ class TrainingRun:
         *,
         resume: bool = False,
         dataset: Dataset | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
+        devices: int | None = None,
+        compilation_cache: bool | str | os.PathLike = False,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.progress = progress
+        self.devices = devices
+        self.compilation_cache = compilation_cache
+        self.command = list(command) if command is not None else None
         self._dataset = dataset
         self._checkpoints: _Checkpoints | None = None
+        self._lock: _RunLock | None = None
 
     # -- directory handling
 
@@ -645,13 +1142,18 @@ class TrainingRun:
         out = self.output_dir
         if out.exists() and not out.is_dir():
             raise RunError(f"output directory {out} is a file; give a directory path")
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunError(f"output directory {out} is under {parent}, which is a file; give a directory path")
+                break
         if self.resume:
             stored = read_config(out)
             if stored != self.config:
                 changed = ", ".join(stored.differences(self.config))
                 raise RunError(f"{out} holds a different run (settings differ: {changed}); resume it with its own settings")
             return
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
             if (out / CONFIG_FILE).exists():
                 try:
                     stored = read_config(out)
@@ -662,62 +1164,188 @@ class TrainingRun:
                 raise RunError(f"{out} holds a different run; choose a new --output-dir (nothing was overwritten)")
             raise RunError(f"output directory {out} is not empty and holds no nasgen run; choose an empty or new directory")
 
-    def __enter__(self) -> "TrainingRun":
+    def _check_data(self) -> None:
+        data = self._dataset
+        config = self.config
+        space = config.search_space()
+        spec = config.model_spec(in_channels=data.channels, num_classes=int(data.num_classes))
+        expected = spec.image_shape(space)
+        if tuple(data.example_shape) != tuple(expected):
+            hint = " (pass --image-shape for another input)" if config.model == "resnet18" else ""
+            raise NasgenError(
+                f"{config.model} networks here take {'x'.join(map(str, expected))} inputs but "
+                f"{data.name} images are {'x'.join(map(str, data.example_shape))}{hint}"
+            )
+        limit = lambda array, n: array if n is None else array[:n]  # noqa: E731
+        self.train_images = limit(data.train_images, config.train_limit)
+        self.train_labels = limit(data.train_labels, config.train_limit)
+        self.test_images = limit(data.test_images, config.test_limit)
+        self.test_labels = limit(data.test_labels, config.test_limit)
+        for what, images in (("training", self.train_images), ("test", self.test_images)):
+            if not np.isfinite(images).all():
+                raise NasgenError(f"{data.name} holds non-finite {what} images (NaN or infinity); clean the data first")
+        if len(self.train_labels) < config.batch_size:
+            raise NasgenError(
+                f"batch size {config.batch_size} is larger than the {len(self.train_labels)} training images"
+            )
+        if config.batch_size % self.mesh.size:
+            raise RunError(
+                f"batch size {config.batch_size} does not divide over {self.mesh.size} devices; choose --devices "
+                f"among the divisors of {config.batch_size} (or another --batch-size)"
+            )
+
+    def _check_memory(self) -> None:
+        data = self._dataset
+        need = estimate_training_memory(
+            self.config, in_channels=int(data.train_images.shape[-1]), num_classes=int(data.num_classes),
+            devices=self.mesh.size,
+        )
+        have, what = _available_memory()
+        if have is not None and need > have:
+            raise RunError(
+                f"this mixture needs about {need / 2**30:.1f} GiB per device for training, more than the "
+                f"{have / 2**30:.1f} GiB of {what}; use a smaller --width / --width-multiplier, --batch-size, "
+                "fewer networks or more --devices"
+            )
+
+    def _open_directory(self) -> None:
+        out = self.output_dir
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create output directory {out} ({exc.strerror}); choose a writable path") from None
+        self._lock = _RunLock(out)
+        self._lock.acquire()
+        # Checked again under the lock: a run that started at the same time
+        # and won the lock may have written its config in the meantime.
+        self._check_directory()
+
+    def check(self) -> None:
+        """Validate the directory, devices, data and memory without writing anything.
+
+        :meth:`__enter__` calls it; a caller that writes files of its own
+        before the run (an experiment) calls it first.
+
+        Raises:
+            NasgenError: as :class:`TrainingRun`.
+        """
+        self.mesh = data_mesh(self.devices)
         self._check_directory()
         if self._dataset is None:
             self._dataset = load_dataset(self.config.dataset, self.config.data_dir)
+        self._check_data()
+        self._check_memory()
+
+    def __enter__(self) -> "TrainingRun":
+        self.check()
+        log_path = self.output_dir / LOG_FILE
+        self._cache_dir = None
+        if self.compilation_cache not in (False, None, ""):
+            self._cache_dir = enable_compilation_cache(
+                None if self.compilation_cache is True else self.compilation_cache
+            )
+        self._open_directory()
+        try:
+            self._enter_locked(log_path)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def _enter_locked(self, log_path: Path) -> None:
         data = self._dataset
-        space = self.config.search_space()
-        expected = space.input_shape if self.config.model == "chain" else (28, 28)
-        if tuple(data.image_shape) != tuple(expected):
-            raise NasgenError(
-                f"{self.config.model} networks take {'x'.join(map(str, expected))} inputs but "
-                f"{data.name} images are {'x'.join(map(str, data.image_shape))}"
-            )
-        limit = lambda array, n: array if n is None else array[:n]  # noqa: E731
-        self.train_images = limit(data.train_images, self.config.train_limit)
-        self.train_labels = limit(data.train_labels, self.config.train_limit)
-        self.test_images = limit(data.test_images, self.config.test_limit)
-        self.test_labels = limit(data.test_labels, self.config.test_limit)
-        if len(self.train_labels) < self.config.batch_size:
-            raise NasgenError(
-                f"batch size {self.config.batch_size} is larger than the {len(self.train_labels)} training images"
-            )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            (self.output_dir / CONFIG_FILE).write_text(
-                json.dumps({"config": self.config.to_dict(), "nasgen_run": 1}, indent=1) + "\n", encoding="utf-8"
-            )
+        records = report.read_log(log_path) if self.resume and log_path.exists() else []
         channels, classes = data.train_images.shape[-1], data.num_classes
         self.mixture, self.optimizer = _create(json.dumps(self.config.to_dict(), sort_keys=True), channels, classes)
         self._checkpoints = _Checkpoints(self.output_dir / CHECKPOINT_DIR)
         self.start_epoch = 0
         if self.resume:
-            latest = self._checkpoints.latest_epoch()
-            if latest is not None:
-                self._checkpoints.restore(latest, self.mixture, self.optimizer)
-                self.start_epoch = latest
-        # A killed run may have logged an epoch whose checkpoint never landed:
-        # keep exactly the epochs the restored state has seen.
-        log_path = self.output_dir / LOG_FILE
-        records = [r for r in report.read_log(log_path) if r["epoch"] <= self.start_epoch] if log_path.exists() else []
-        report.write_log(log_path, records)
-        return self
+            self.start_epoch = resume_epoch([r["epoch"] for r in records], self._checkpoints.epochs())
+            if self.start_epoch:
+                self._checkpoints.restore(self.start_epoch, self.mixture, self.optimizer)
+            metadata = _read_metadata(self.output_dir)
+        else:
+            metadata = {"config": self.config.to_dict(), "nasgen_run": 2}
+        self._replicate_state()
+        session = {
+            "started": _now(), "ended": None, "start_epoch": self.start_epoch, "devices": self.mesh.size,
+            "processes": jax.process_count(), "device_kind": self.mesh.devices.flat[0].device_kind,
+            "platform": self.mesh.devices.flat[0].platform, "command": self.command, "versions": _versions(),
+        }
+        metadata.setdefault("sessions", []).append(session)
+        used = dataclasses.replace(
+            data, train_images=self.train_images, train_labels=self.train_labels,
+            test_images=self.test_images, test_labels=self.test_labels,
+        )
+        metadata.update(dataset=used.record(), devices=self.mesh.size)
+        # Nothing on disk changes before this point, so a refused resume
+        # (damaged checkpoint, bad log) leaves the directory as it was.
+        if jax.process_index() == 0:
+            _write_json_atomic(self.output_dir / CONFIG_FILE, metadata)
+            # Records past the restored epoch are redone by this run.
+            report.write_log(log_path, [r for r in records if r["epoch"] <= self.start_epoch])
+        if self.resume:
+            # Checkpoints past the restored epoch (their records were lost)
+            # are redone; old ones a kill kept from pruning go now.
+            self._checkpoints.prune(self.start_epoch)
+        self._metadata = metadata
 
     def __exit__(self, *exc_info) -> None:
         self._checkpoints = None
+        if self._lock is not None:
+            self._lock.release()
+
+    # -- devices
+
+    def _replicate_state(self) -> None:
+        """Every device of the mesh holds the whole mixture and optimiser state."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        state = nnx.state((self.mixture, self.optimizer))
+        nnx.update((self.mixture, self.optimizer), jax.device_put(state, replicated))
+
+    def _shard(self, *arrays: np.ndarray) -> list[jax.Array]:
+        """Global batch arrays split over the mesh along the batch axis; each host passes only its rows."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        hosts, host = jax.process_count(), jax.process_index()
+        out = []
+        for array in arrays:
+            rows = len(array) // hosts
+            local = array[host * rows : (host + 1) * rows]
+            out.append(jax.make_array_from_process_local_data(sharding, local, array.shape))
+        return out
 
     # -- training
+
+    def _commit(self, epoch: int, record: dict) -> None:
+        """Make epoch ``epoch`` durable: its log record, then its checkpoint, then pruning.
+
+        Record first: a kill after it and before the checkpoint leaves a
+        record without a checkpoint, which the resumed run drops and redoes
+        (:func:`resume_epoch`); signals wait until the commit is complete.
+        """
+        with _signals_deferred():
+            if jax.process_index() == 0:
+                report.append_log(self.output_dir / LOG_FILE, record)
+            self._checkpoints.save(epoch, self.mixture, self.optimizer)
+            self._checkpoints.prune(epoch)
 
     def run(self, *, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
         """Train the remaining epochs, then write summary, markdown table and plots.
 
         Args:
-            on_epoch_end: called with each epoch's log record after its
-                checkpoint is saved.
+            on_epoch_end: called with each epoch's log record after it is
+                committed (log record and checkpoint on disk).
 
         Returns:
             The summary dict (see :func:`nasgen.report.summarize`).
+
+        Raises:
+            RunError: training diverged (a non-finite loss or alpha); the
+                epoch that diverged is not committed.
         """
         from tqdm import tqdm
 
@@ -725,55 +1353,126 @@ class TrainingRun:
         count = len(self.train_labels)
         steps = count // config.batch_size
         names = network_names(config)
+        images_per_step = config.batch_size * len(names)
+        disable = True if self.progress is False else None
         epochs = tqdm(
             range(self.start_epoch, config.epochs), initial=self.start_epoch, total=config.epochs,
-            desc="epochs", unit="epoch", disable=not self.progress, leave=True,
+            desc="epochs", unit="epoch", disable=disable, leave=True,
         )
+        step_fn = None
         for epoch in epochs:
             self.mixture.train()
-            # cached_partial walks the M+1 networks' object graph once per
-            # epoch instead of on every call (plain nnx.jit calls spent about
-            # as long on that as on the chain step itself).
-            step_fn = nnx.cached_partial(train_step, self.mixture, self.optimizer)
-            started = time.perf_counter()
+            order = batches(count, config.batch_size, config.seed, epoch)
             step_losses = []  # device arrays; summed on the host so no extra XLA program is compiled
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", disable=not self.progress, leave=False)
-            for step, index in enumerate(batches(count, config.batch_size, config.seed, epoch)):
-                mixture_loss, network_losses = step_fn(
-                    jnp.asarray(self.train_images[index]), jnp.asarray(self.train_labels[index])
-                )
+            compile_seconds = 0.0
+            started = time.perf_counter()
+            if step_fn is None:
+                # Tracing and compiling the step (or loading both from the
+                # cache) and its first call are timed on their own, so that
+                # img/s and the ETA below are those of the compiled step.
+                index = next(order)
+                batch = self._shard(self.train_images[index], self.train_labels[index])
+                step_fn = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
+                                    identity=json.dumps(config.to_dict(), sort_keys=True))
+                losses = step_fn(*batch)
+                jax.block_until_ready(losses)
+                step_losses.append(losses)
+                compile_seconds = time.perf_counter() - started
+            first = len(step_losses)
+            bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}", unit="step", disable=disable, leave=False)
+            if compile_seconds:
+                bar.set_postfix(compile=f"{compile_seconds:.1f}s")
+            timed_from = time.perf_counter()
+            for step, index in enumerate(order, start=first):
+                mixture_loss, network_losses = step_fn(*self._shard(self.train_images[index], self.train_labels[index]))
                 step_losses.append((mixture_loss, network_losses))
                 bar.update(1)
                 # Reading the loss forces a device sync: do it only now and then.
-                if self.progress and (step % 10 == 0 or step == steps - 1):
-                    seconds = time.perf_counter() - started
+                if not bar.disable and (step % 10 == 0 or step == steps - 1):
+                    seconds = time.perf_counter() - timed_from
                     bar.set_postfix(
                         loss=f"{float(mixture_loss):.4f}",
-                        img_s=f"{(step + 1) * config.batch_size * len(names) / seconds:.0f}",
+                        img_s=f"{(step + 1 - first) * images_per_step / seconds:.0f}",
+                        **({"compile": f"{compile_seconds:.1f}s"} if compile_seconds else {}),
                     )
             bar.close()
+            step_fn.sync()
             train_losses = np.mean([np.asarray(n, np.float64) for _, n in step_losses], axis=0)
             mixture_train_loss = float(np.mean([float(m) for m, _ in step_losses]))
-            train_seconds = time.perf_counter() - started
-            accuracies, mixture_accuracy = evaluate(
-                self.mixture, self.test_images, self.test_labels, config.eval_batch_size
-            )
+            ended = time.perf_counter()
+            # The compiling call ran one step too; its share of the step time
+            # is estimated from the mean of the other steps.
+            timed_steps = steps - first
+            mean_step = (ended - timed_from) / timed_steps if timed_steps else 0.0
+            if compile_seconds:
+                compile_seconds = max(0.0, compile_seconds - mean_step)
+            train_seconds = (ended - timed_from) + mean_step * first
+            accuracies, mixture_accuracy = self._evaluate()
+            eval_seconds = time.perf_counter() - ended
             alpha = np.asarray(self.mixture.alpha[...], np.float64)
+            if not (math.isfinite(mixture_train_loss) and np.isfinite(alpha).all() and np.isfinite(train_losses).all()):
+                raise RunError(
+                    f"training diverged in epoch {epoch + 1} (mixture loss {mixture_train_loss}, alpha "
+                    f"{'finite' if np.isfinite(alpha).all() else 'not finite'}); epoch {epoch + 1} was not saved: "
+                    "lower --learning-rate or check the data's scale"
+                )
             record = report.epoch_record(
                 epoch=epoch + 1, alpha=alpha, train_losses=train_losses, mixture_train_loss=mixture_train_loss,
                 test_accuracies=accuracies, mixture_test_accuracy=mixture_accuracy,
-                train_seconds=train_seconds, images_per_second=steps * config.batch_size * len(names) / train_seconds,
+                train_seconds=train_seconds,
+                images_per_second=(steps * images_per_step / train_seconds) if train_seconds > 0 else 0.0,
+                compile_seconds=compile_seconds, eval_seconds=eval_seconds,
             )
-            self._checkpoints.save(epoch + 1, self.mixture, self.optimizer)
-            report.append_log(self.output_dir / LOG_FILE, record)
+            self._commit(epoch + 1, record)
             epochs.set_postfix(best_acc=f"{accuracies.max():.4f}", mix_acc=f"{mixture_accuracy:.4f}")
+            if bar.disable:
+                _log_epoch(record, config.epochs, names)
             if on_epoch_end is not None:
                 on_epoch_end(record)
         epochs.close()
+        return self._write_reports(names)
+
+    def _evaluate(self) -> tuple[np.ndarray, float]:
+        # Evaluation batches are padded to a multiple of the device count.
+        batch = min(self.config.eval_batch_size, len(self.test_labels))
+        batch = -(-batch // self.mesh.size) * self.mesh.size
+        return evaluate(self.mixture, self.test_images, self.test_labels, batch, place=self._shard)
+
+    def _write_reports(self, names: list[str]) -> dict:
         records = report.read_log(self.output_dir / LOG_FILE)
-        summary = report.summarize(records, names=names, dataset=config.dataset)
-        report.write_reports(self.output_dir, records, summary)
+        networks = network_table(self.config, self._dataset)
+        summary = report.summarize(
+            records, names=names, dataset=self._dataset.name, networks=networks,
+            test_size=len(self.test_labels),
+        )
+        if jax.process_index() == 0:
+            report.write_reports(self.output_dir, records, summary)
+            self._metadata["sessions"][-1]["ended"] = _now()
+            _write_json_atomic(self.output_dir / CONFIG_FILE, self._metadata)
         return summary
+
+
+def _log_epoch(record: dict, epochs: int, names: Sequence[str]) -> None:
+    best = int(np.argmax(record["test_accuracy"]))
+    compile_note = f" (+{record['compile_seconds']:.1f} s compiling)" if record.get("compile_seconds") else ""
+    logger.info(
+        "epoch %d/%d: mixture loss %.4f, best %s %.4f, mixture %.4f, %.0f img/s, %.1f s%s",
+        record["epoch"], epochs, record["mixture_train_loss"], names[best].split()[0], record["test_accuracy"][best],
+        record["mixture_test_accuracy"], record["images_per_second"], record["train_seconds"], compile_note,
+    )
+
+
+def network_table(config: TrainConfig, data: Dataset) -> list[dict[str, Any]]:
+    """Per network c_0..c_M: its architecture, parameters and FLOPs per example (analytic)."""
+    from nasgen.summary import model_stats
+
+    space = config.search_space()
+    spec = config.model_spec(in_channels=data.channels, num_classes=int(data.num_classes))
+    table = []
+    for arch in (config.baseline_architecture(), *config.generated_architectures()):
+        total = model_stats(spec, space if config.model == "chain" else None, arch)[-1]
+        table.append({"architecture": arch.to_dict(), "params": int(total["params"]), "flops": int(total["flops"])})
+    return table
 
 
 def network_names(config: TrainConfig) -> list[str]:
@@ -787,15 +1486,128 @@ def train(
     *,
     resume: bool = False,
     dataset: Dataset | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    devices: int | None = None,
+    compilation_cache: bool | str | os.PathLike = False,
+    command: Sequence[str] | None = None,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.
 
-    >>> from nasgen.core import sample
-    >>> cfg = TrainConfig(architectures=sample(DIGITS_SPACE, 2, seed=0), epochs=1, width=4)  # doctest: +SKIP
-    >>> train(cfg, "runs/quick")["best"]["accuracy"] > 0.1  # doctest: +SKIP
-    True
+    Args:
+        config, output_dir, resume, dataset, progress, devices,
+            compilation_cache, command: as for :class:`TrainingRun`.
+        on_epoch_end: called with each epoch's committed log record.
+
+    Returns:
+        The summary (see :func:`nasgen.report.summarize`).
+
+    Raises:
+        NasgenError: see :class:`TrainingRun` and :meth:`TrainingRun.run`.
     """
-    with TrainingRun(config, output_dir, resume=resume, dataset=dataset, progress=progress) as run:
+    with TrainingRun(
+        config, output_dir, resume=resume, dataset=dataset, progress=progress, devices=devices,
+        compilation_cache=compilation_cache, command=command,
+    ) as run:
         return run.run(on_epoch_end=on_epoch_end)
+
+
+SEEDS_FILE = "seeds.json"
+SEEDS_SUMMARY_JSON = "seeds-summary.json"
+SEEDS_SUMMARY_MD = "seeds-summary.md"
+
+
+def parse_seeds(text: str | Sequence[int]) -> list[int]:
+    """``"42,43,44"`` (or a list) -> distinct non-negative integer seeds.
+
+    Raises:
+        NasgenError: not a comma-separated list of distinct non-negative integers.
+    """
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    seeds = []
+    for part in parts:
+        try:
+            if isinstance(part, bool) or isinstance(part, float):
+                raise ValueError
+            value = int(part)
+        except (TypeError, ValueError):
+            raise NasgenError(f"--seeds must be comma-separated non-negative integers like 42,43,44, got {text!r}") from None
+        if value < 0 or value >= 2**63:
+            raise NasgenError(f"--seeds must be non-negative integers below 2**63, got {value}")
+        seeds.append(value)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise NasgenError(f"--seeds must list at least one seed, each once, got {text!r}")
+    return seeds
+
+
+def train_seeds(
+    config: TrainConfig, output_dir: str | os.PathLike, seeds: Sequence[int], *, resume: bool = False, **options: Any
+) -> dict:
+    """Train the same mixture once per seed and report mean and std across seeds (the paper's Table 3).
+
+    Each seed's run is a complete run directory ``output_dir/seed-N`` (its
+    own log, checkpoints, reports, resumable on its own); ``seeds.json``
+    names the seeds and the shared settings, and ``seeds-summary.json`` /
+    ``seeds-summary.md`` hold the figures across seeds (see
+    :func:`nasgen.report.seed_summary`).
+
+    Args:
+        config: the settings; its ``seed`` is replaced by each of ``seeds``.
+        output_dir: a new or empty directory (or, with ``resume``, the one a
+            killed multi-seed run used).
+        seeds: distinct non-negative seeds.
+        resume: continue the runs in ``output_dir``; runs not yet started
+            start.
+        options: passed on to :func:`train` (dataset, progress, devices, ...).
+
+    Returns:
+        The across-seed summary.
+
+    Raises:
+        RunError: an unusable directory; any error of :func:`train`.
+    """
+    seeds = parse_seeds(seeds)
+    out = Path(output_dir)
+    manifest = {"seeds": seeds, "config": dataclasses.replace(config, seed=seeds[0]).to_dict()}
+    if resume:
+        stored = read_seed_manifest(out)
+        if stored != manifest:
+            raise RunError(f"{out} holds a different multi-seed run; resume it with its own settings")
+    else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RunError(f"output directory {out} is not empty; choose a new or empty directory (nothing was overwritten)")
+        # Every seed's settings are validated before anything is written.
+        for seed in seeds:
+            dataclasses.replace(config, seed=seed)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create output directory {out} ({exc.strerror}); choose a writable path") from None
+        _write_json_atomic(out / SEEDS_FILE, manifest)
+    summaries = {}
+    for seed in seeds:
+        run_dir = out / f"seed-{seed}"
+        again = resume and (run_dir / CONFIG_FILE).exists()
+        summaries[seed] = train(dataclasses.replace(config, seed=seed), run_dir, resume=again, **options)
+    aggregate = report.seed_summary(summaries)
+    _write_json_atomic(out / SEEDS_SUMMARY_JSON, aggregate)
+    report._write_text_atomic(out / SEEDS_SUMMARY_MD, report.markdown_seed_summary(aggregate))
+    return aggregate
+
+
+def read_seed_manifest(output_dir: str | os.PathLike) -> dict:
+    """The ``seeds.json`` of a multi-seed run: ``{"seeds": [...], "config": {...}}``.
+
+    Raises:
+        RunError: no readable manifest there.
+    """
+    path = Path(output_dir) / SEEDS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{output_dir} holds no multi-seed run (no {SEEDS_FILE})") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is unreadable ({_reason(exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("seeds"), list):
+        raise RunError(f"{path} does not hold a multi-seed run")
+    return {"seeds": parse_seeds(data["seeds"]), "config": TrainConfig.from_dict(data["config"]).to_dict()}

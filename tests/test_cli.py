@@ -217,3 +217,18 @@ def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
         check_membership(space, Architecture.from_json(line))
     assert f"{len(lines)} architectures" in err and "interrupted" in err
     assert partial() is None and json.loads((tmp_path / "big.jsonl.config.json").read_text())["stop"] == "interrupted"
+
+
+def test_show_resnet_for_any_image_shape_without_jax():
+    for shape, first in (("32,32,3", "8x8 -> 1x1"), ("224,224,3", "56x56 -> 7x7"), ("28,28", "7x7 -> 1x1")):
+        out = run("show", "--model", "resnet18", "--image-shape", shape).stdout
+        assert out.splitlines()[0].startswith(first), out
+        assert f"ResNet18 on {shape.replace(',', 'x')}" in out or shape == "28,28"
+    script = ("import sys; from nasgen.cli import main; main(['show', '--model', 'resnet18', '--image-shape', "
+              "'64,64,3']); main(['show', '-I', '28,28', '-O', '7,7', '-n', '2', '--model', 'chain']); "
+              "sys.exit(any(m.split('.')[0] in ('jax', 'flax', 'optax', 'z3') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+    bad = run("show", "--model", "resnet18", "--image-shape", "16,16,3", check=False)
+    assert bad.returncode == 2 and "at least 17x17" in bad.stderr
+    bad = run("show", "--model", "chain", "-I", "28", "-O", "7", "--width-multiplier", "2", check=False)
+    assert bad.returncode == 2 and "apply to --model resnet18" in bad.stderr

@@ -239,9 +239,22 @@ def test_unsat_space_reports_unsat():
             assert sampler.stop_reason == "unsat" and sampler.found == 0
 
 
-def test_timeout_keeps_what_was_found():
+class _FakeClock:
+    """A monotonic clock that advances a fixed step per reading: deadlines hit after a set number of queries,
+    whatever the machine's load."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_timeout_keeps_what_was_found(monkeypatch):
     space = SearchSpace((30, 30, 30), (20, 20, 20), min_layers=3, max_layers=3, pool=(2, 1))
-    with SolverSampler(space, method="all", timeout=0.3) as sampler:
+    monkeypatch.setattr(solver.time, "monotonic", _FakeClock(0.01))
+    with SolverSampler(space, method="all", timeout=0.3) as sampler:  # 0.3 s = about 15 readings
         archs = list(sampler.solutions())
     assert sampler.stop_reason == "timeout"
     assert 0 < len(archs) < core.count(space) and sampler.found == len(archs)
@@ -286,8 +299,9 @@ def test_count_solutions_matches_the_dynamic_program():
         where.evaluate(a, space) for a in core.enumerate_architectures(space))
 
 
-def test_count_solutions_timeout_raises_with_lower_bound():
+def test_count_solutions_timeout_raises_with_lower_bound(monkeypatch):
     space = SearchSpace((30, 30, 30), (20, 20, 20), min_layers=3, max_layers=3, pool=(2, 1))
+    monkeypatch.setattr(solver.time, "monotonic", _FakeClock(0.01))
     with pytest.raises(SolverTimeout, match="lower bound"):
         count_solutions(space, timeout=0.2)
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from nasgen.space import Architecture, NasgenError, SearchSpace
+from nasgen.space import Architecture, NasgenError
+from nasgen.sampling import method_names
 
 # Settings that map one to one onto TrainConfig fields (CLI flag -> field).
 _CONFIG_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "learning_rate", "weight_decay", "optimizer", "mixing",
     "width", "width_multiplier", "seed", "data_dir", "train_limit", "test_limit", "eval_batch_size", "bn_momentum",
-    "init_scale",
+    "init_scale", "image_shape",
 )
 
 
@@ -34,13 +36,35 @@ def _init_scale(text: str):
     return value
 
 
+def _dataset_arg(text: str) -> str:
+    """``--dataset``: digits, mnist or a path ending in .npz."""
+    if text in ("digits", "mnist") or text.endswith(".npz"):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not digits, mnist or a FILE.npz")
+
+
+def _image_shape_arg(text: str) -> list[int]:
+    """``--image-shape``: three positive integers H,W,C."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or min(values) < 1 or max(values) > 2**20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive integers H,W,C such as 32,32,3")
+    return values
+
+
 def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool = True) -> None:
     g = parser.add_argument_group("training (defaults: the paper's settings for mnist; see docs/training.md)")
     if model_choice:
         g.add_argument("--model", choices=("chain", "resnet18"), default=None,
                        help="network family (default: resnet18 on mnist, chain on digits)")
-        g.add_argument("--dataset", choices=("digits", "mnist"), default=None,
-                       help="digits: scikit-learn's bundled 8x8 (no download, default); mnist: see --data-dir")
+        g.add_argument("--dataset", type=_dataset_arg, default=None, metavar="{digits,mnist,FILE.npz}",
+                       help="digits: scikit-learn's bundled 8x8 (no download, default); mnist: see --data-dir; "
+                            "FILE.npz: x_train, y_train, x_test, y_test of any image shape (resnet18 by default)")
+        g.add_argument("--image-shape", type=_image_shape_arg, default=None, metavar="H,W,C",
+                       help="resnet18's input (default: the dataset's images, 28,28,1 for mnist)")
     g.add_argument("--data-dir", default=None, help="MNIST directory or file (default: the `nasgen data mnist` cache)")
     g.add_argument("--epochs", type=int, default=None, help="training epochs (mnist: 10)")
     g.add_argument("--batch-size", type=int, default=None, help="images per step (mnist: 512)")
@@ -61,7 +85,12 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
     g.add_argument("--init-scale", type=_init_scale, default=None,
                    help="kernel init: variance = SCALE / fan_in (uniform), or 'lecun' (flax's default) "
                         "(default: 0.01 for resnet18, lecun for chain)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (default: bars when stderr is a terminal); each epoch then logs one line")
+    g.add_argument("--devices", type=int, default=None,
+                   help="local devices that share each batch (default: all; must divide the batch size)")
+    g.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache ($NASGEN_JAX_CACHE or ~/.cache/nasgen/jax)")
 
 
 def register(subparsers) -> None:
@@ -81,6 +110,8 @@ def register(subparsers) -> None:
                         "(default: the original ResNet-18 / three 3x3 convolutions for digits)")
     p.add_argument("--output-dir", default=None, help="directory for config, log, checkpoints and reports (must be new or empty)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the killed run in DIR from its last checkpoint")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="train the same mixture once per seed (in DIR/seed-N) and report mean and std across seeds")
     _add_training_options(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -91,9 +122,10 @@ def register(subparsers) -> None:
         description="Section 6.3: sample M ResNet-18 downsampling schedules, train them and the original "
                     "ResNet-18 as one mixture on MNIST with the paper's settings, write the Table-3 report.",
     )
-    pm.add_argument("--method", choices=("exact", "limited", "uniwit"), default="exact",
-                    help="exact: nasgen's exact uniform sampler (default); limited: the first M in z3's order "
-                         "(Limited-M); uniwit: the paper's Limited_Uniform-M")
+    pm.add_argument("--method", choices=method_names(), default="exact",
+                    help="how the M architectures are drawn (nasgen.sampling): exact: nasgen's exact uniform "
+                         "sampler (default); limited: the first M in z3's order (Limited-M); uniwit: the paper's "
+                         "Limited_Uniform-M")
     pm.add_argument("-M", "--samples", type=int, default=20, help="generated architectures (default 20)")
     pm.add_argument("--sample-seed", type=int, default=42, help="seed of the sampler (default 42)")
     pm.add_argument("--output-dir", default=None, help="new or empty directory for architectures and the run")
@@ -142,17 +174,25 @@ def _read_architectures(path: str) -> list[Architecture]:
 
 
 def _space_for(args, model: str) -> dict | None:
+    from nasgen.train import space_from_dict
+
     if args.space is not None:
         data = _json_arg(args.space, "--space")
         if isinstance(data, dict) and "space" in data:  # a `nasgen sample` sidecar
             data = data["space"]
-        return SearchSpace.from_dict(data).to_dict()
+        try:
+            return space_from_dict(data).to_dict()
+        except NasgenError as exc:
+            raise NasgenError(f"--space: {exc}") from None
     if model == "chain" and args.architectures:
         sidecar = Path(f"{args.architectures}.config.json")
         if sidecar.is_file():
             data = _json_arg(str(sidecar), str(sidecar))
             if isinstance(data, dict) and isinstance(data.get("space"), dict):
-                return SearchSpace.from_dict(data["space"]).to_dict()
+                try:
+                    return space_from_dict(data["space"]).to_dict()
+                except NasgenError as exc:
+                    raise NasgenError(f"{sidecar}: {exc}") from None
     return None
 
 
@@ -160,11 +200,52 @@ def _explicit_options(args) -> dict:
     return {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name, None) is not None}
 
 
-def _print_summary(output_dir: Path) -> None:
+def _print_summary(output_dir: Path, name: str | None = None) -> None:
     from nasgen.report import SUMMARY_MD
 
-    print((output_dir / SUMMARY_MD).read_text(encoding="utf-8"), end="")
+    print((output_dir / (name or SUMMARY_MD)).read_text(encoding="utf-8"), end="")
     print(f"nasgen: reports, log and checkpoints in {output_dir}", file=sys.stderr)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes records to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # logging's contract: a handler never raises
+            self.handleError(record)
+
+
+def _configure_logging() -> None:
+    """Per-epoch lines of ``nasgen.train`` on stderr as ``nasgen: ...`` (once per process)."""
+    logger = logging.getLogger("nasgen")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("nasgen: %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def _run_options(args) -> dict:
+    """The TrainingRun keywords the CLI sets: progress, devices, compilation cache, command line."""
+    from nasgen.train import maybe_initialize_distributed
+
+    _configure_logging()
+    maybe_initialize_distributed()
+    return {
+        "progress": False if args.no_progress else None,
+        "devices": args.devices,
+        "compilation_cache": not args.no_compile_cache,
+        "command": ["nasgen", *sys.argv[1:]],
+    }
+
+
+def _interrupted(output_dir: Path, resume_command: str) -> int:
+    print(f"nasgen: interrupted; finished epochs are saved, continue with: {resume_command} {output_dir}",
+          file=sys.stderr)
+    return 130
 
 
 # -- train -------------------------------------------------------------------
@@ -174,11 +255,22 @@ def _cmd_train(args) -> int:
     if (args.output_dir is None) == (args.resume is None):
         raise NasgenError("give exactly one of --output-dir DIR (a new run) or --resume DIR (continue a run)")
     options = _explicit_options(args)
+    seeds, data = None, None
+    if args.seeds is not None:
+        from nasgen.train import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+        if args.seed is not None:
+            raise NasgenError("give --seed or --seeds, not both")
     if args.resume is not None:
-        from nasgen.train import read_config
+        from nasgen.train import SEEDS_FILE, read_config, read_seed_manifest
 
         output_dir = Path(args.resume)
-        stored = read_config(output_dir).to_dict()
+        if (output_dir / SEEDS_FILE).exists():
+            manifest = read_seed_manifest(output_dir)
+            stored, stored_seeds = manifest["config"], manifest["seeds"]
+        else:
+            stored, stored_seeds = read_config(output_dir).to_dict(), None
         requested = dict(stored, **options)
         if args.architectures is not None:
             requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
@@ -187,16 +279,25 @@ def _cmd_train(args) -> int:
         if args.space is not None:
             requested["space"] = _space_for(args, requested["model"])
         changed = sorted(k for k in requested if requested[k] != stored[k])
+        if seeds is not None and seeds != stored_seeds:
+            changed.append("seeds")
         if changed:
             raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
-        config_data, resume = stored, True
+        config_data, resume, seeds = stored, True, stored_seeds
     else:
         if args.architectures is None:
             raise NasgenError("a new run needs --architectures FILE.jsonl (e.g. from `nasgen sample -o FILE.jsonl`)")
         output_dir = Path(args.output_dir)
         dataset = options.get("dataset", "digits")
         options.setdefault("dataset", dataset)
-        options.setdefault("model", "resnet18" if dataset == "mnist" else "chain")
+        options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
+        if dataset.endswith(".npz"):
+            from nasgen.data import load_dataset
+
+            # Loaded here so that ResNet-18 takes the file's image shape.
+            data = load_dataset(dataset)
+            if options["model"] == "resnet18":
+                options.setdefault("image_shape", list(data.example_shape))
         config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
         space = _space_for(args, options["model"])
         if space is not None:
@@ -205,83 +306,43 @@ def _cmd_train(args) -> int:
             config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
         resume = False
 
-    from nasgen.train import TrainConfig, train
+    from nasgen.train import SEEDS_SUMMARY_MD, TrainConfig, train, train_seeds
 
     config = TrainConfig.from_dict(config_data)
-    train(config, output_dir, resume=resume, progress=not args.no_progress)
-    _print_summary(output_dir)
+    run_options = _run_options(args)
+    if data is not None:
+        run_options["dataset"] = data
+    try:
+        if seeds is None:
+            train(config, output_dir, resume=resume, **run_options)
+        else:
+            train_seeds(config, output_dir, seeds, resume=resume, **run_options)
+    except KeyboardInterrupt:
+        return _interrupted(output_dir, "nasgen train --resume")
+    _print_summary(output_dir, None if seeds is None else SEEDS_SUMMARY_MD)
     return 0
 
 
 # -- experiment paper-mnist -----------------------------------------------------
 
 
-def _sample_resnet_architectures(method: str, samples: int, seed: int) -> list[Architecture]:
-    from nasgen.models import RESNET_SPACE
-
-    if samples < 1:
-        raise NasgenError(f"--samples must be at least 1, got {samples}")
-    if method == "exact":
-        from nasgen.core import sample
-
-        return sample(RESNET_SPACE, samples, seed=seed, replace=False)
-    from nasgen.solver import SolverSampler
-
-    with SolverSampler(RESNET_SPACE, method=method, seed=seed) as sampler:
-        return list(sampler.solutions(samples))
-
-
 def _cmd_paper_mnist(args) -> int:
-    from nasgen.data import DataError, fetch_mnist, load_mnist
+    from nasgen.experiments import RUN_DIR, paper_mnist
 
     if (args.output_dir is None) == (args.resume is None):
         raise NasgenError("give exactly one of --output-dir DIR (a new experiment) or --resume DIR")
-    options = _explicit_options(args)
-    if args.resume is not None:
-        root = Path(args.resume)
-        from nasgen.train import read_config
-
-        stored = read_config(root / "run").to_dict()
-        changed = sorted(k for k, v in options.items() if stored.get(k) != v)
-        if changed:
-            raise NasgenError(f"--resume continues the experiment in {root} with its own settings; drop {', '.join(changed)}")
-        config_data, data = stored, None
-    else:
-        root = Path(args.output_dir)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise NasgenError(f"output directory {root} is not empty; choose a new or empty directory (nothing was overwritten)")
-        # Load before sampling so that missing data fails before any work;
-        # the training below reuses these arrays.
-        try:
-            data = load_mnist(options.get("data_dir") or _default_cache())
-        except DataError:
-            if not args.fetch:
-                raise
-            options["data_dir"] = str(fetch_mnist(options.get("data_dir"), log=_log))
-            data = load_mnist(options["data_dir"])
-        archs = _sample_resnet_architectures(args.method, args.samples, args.sample_seed)
-        root.mkdir(parents=True, exist_ok=True)
-        from nasgen.core import write_architectures
-
-        write_architectures(root / "architectures.jsonl", archs)
-        (root / "experiment.json").write_text(json.dumps({
-            "experiment": "paper-mnist", "method": args.method, "samples": args.samples,
-            "sample_seed": args.sample_seed,
-        }, indent=1) + "\n", encoding="utf-8")
-        config_data = dict(options, model="resnet18", dataset="mnist", architectures=[a.to_dict() for a in archs])
-
-    from nasgen.train import TrainConfig, train
-
-    config = TrainConfig.from_dict(config_data)
-    train(config, root / "run", resume=args.resume is not None, dataset=data, progress=not args.no_progress)
-    _print_summary(root / "run")
+    root = Path(args.resume if args.resume is not None else args.output_dir)
+    run_options = _run_options(args)
+    try:
+        paper_mnist(
+            root, method=args.method, samples=args.samples, sample_seed=args.sample_seed,
+            settings=_explicit_options(args), resume=args.resume is not None, fetch=args.fetch, log=_log,
+            **run_options,
+        )
+    except KeyboardInterrupt:
+        return _interrupted(root, "nasgen experiment paper-mnist --resume")
+    _print_summary(root / RUN_DIR)
     return 0
-
-
-def _default_cache() -> Path:
-    from nasgen.data import default_cache_dir
-
-    return default_cache_dir()
 
 
 def _log(message: str) -> None:
