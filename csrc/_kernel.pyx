@@ -742,7 +742,7 @@ def chain_costs(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, cons
     guarantees that no figure passes int64 (``nasgen.where`` checks a bound).
     """
     cdef int64_t M = kernel.shape[0], i, c, k, s, y, prod_k, prod_y, prod_yk, prod_z, p, f, features
-    cdef int N = kernel.shape[1], K = kernel.shape[2], l, d
+    cdef int K = kernel.shape[2], l, d
     cdef int64_t width = options[0], in_channels = options[1], classes = options[2]
     cdef int64_t batch_norm = options[3], logits = options[4], pool_cost = options[5], out_elements = options[6]
     cdef int64_t *x = <int64_t *>malloc(K * sizeof(int64_t))

@@ -247,6 +247,27 @@ def _layer_mask(atoms: Sequence[Atom], space: SearchSpace) -> np.ndarray:
 # -- restricted tables -------------------------------------------------------
 
 
+#: A position atom past layer 0 lists every pair of its component's graph; beyond this many it is rejected instead.
+MAX_EXPLICIT_PAIRS = 2 * 10**7
+
+
+def _affordable(atoms: list[Atom], base: ChainStructure) -> list[Atom]:
+    """Atoms, with position atoms whose pair tables would be too large turned into rejected atoms.
+
+    At layer 0 only the start state's pairs are listed (at most about x^2 / 2);
+    deeper, up to every pair of the component's graph part (about I^3 / 6 in
+    one dimension with floor rounding), which is bounded here.
+    """
+    graph = base.graph
+    total = int(graph.edge_mult.sum())
+    out = []
+    for atom in atoms:
+        if atom.kind == "position" and atom.layer > 0 and total > MAX_EXPLICIT_PAIRS:
+            atom = Atom(atom.text, atom.tree, "rejected")
+        out.append(atom)
+    return out
+
+
 def _edges_of(graph: _backend.ChainGraph, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(edge indices, their source states) of ``states``, in state order then edge order."""
     starts, stops = graph.edge_ptr[states], graph.edge_ptr[states + 1]
@@ -400,10 +421,11 @@ class ConstrainedSpace:
                  base: ChainStructure | None = None) -> None:
         self.space = space
         self.model = model
-        self.atoms = split_atoms(where, space, model)
-        self.rejected = [a.where() for a in self.atoms if a.kind == "rejected"]
+        atoms = split_atoms(where, space, model)
         if base is None:
             base = space_structure(space)
+        self.atoms = _affordable(atoms, base)
+        self.rejected = [a.where() for a in self.atoms if a.kind == "rejected"]
         allowed = _layer_mask(self.atoms, space)
         #: the exact tables of the space restricted by the absorbed atoms
         self.tables = SpaceTables(space, restrict(space, base, self.atoms), allowed)

@@ -417,13 +417,35 @@ def _build_joint(space: SearchSpace, rules: _backend.Rules) -> ChainStructure:
     return ChainStructure(graph, np.array(ends, dtype=np.int64), _backend.make_components([0], [K], [0]), rules)
 
 
-def count(space: SearchSpace) -> int:
-    """Exact number of architectures in ``space`` (an arbitrary-precision int).
+def count(space: SearchSpace, where=(), model=None) -> int:
+    """Exact number of architectures in ``space`` (an arbitrary-precision int), optionally under ``--where``.
+
+    Args:
+        space: the search space.
+        where: constraint expressions (a string or a sequence), all of which must hold.
+        model: the chain model's options (a ModelSpec) when ``where`` reads ``params`` or ``flops``.
+
+    Raises:
+        NasgenError: a bad expression, or constraints whose count could only be
+            estimated (then use ``nasgen.constrained.ConstrainedSpace(space,
+            where).count()``, which returns the estimate with its interval).
 
     >>> count(SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2))
     81
+    >>> count(SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2), where="k[0][0] <= 3")
+    18
     """
-    return SpaceTables(space).count
+    if not where:
+        return SpaceTables(space).count
+    from nasgen.constrained import ConstrainedSpace
+
+    result = ConstrainedSpace(space, (where,) if isinstance(where, str) else where, model=model).count()
+    if not result.exact:
+        raise NasgenError(
+            f"the count under these constraints can only be estimated (about {result.count}, 95% interval "
+            f"{list(result.interval)}): use nasgen.constrained.ConstrainedSpace(space, where).count() for the estimate"
+        )
+    return result.count
 
 
 def count_by_layers(space: SearchSpace) -> dict[int, int]:

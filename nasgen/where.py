@@ -650,12 +650,12 @@ def chain_costs(layers, kernel, stride, space: SearchSpace, model: Any, exact_in
             (``"logits"`` or ``"features"``), pooling (``"max"`` or ``"avg"``)).
         exact_ints: compute with Python integers (numpy object arrays, a
             vectorised pass per layer) instead of int64 in the compiled
-            kernel, for spaces whose figures could pass 2**62.
+            kernel; chosen anyway when the figures could pass 2**62.
 
     Returns:
         (params (M,), flops (M,)) integer arrays.
     """
-    if not exact_ints:
+    if not exact_ints and _cost_bound(space, model) < 2**62:
         # The compiled loop: one pass per architecture, no (M, K) temporaries.
         from nasgen import _backend
 
