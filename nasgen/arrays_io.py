@@ -24,7 +24,6 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 

@@ -10,6 +10,33 @@ from hypothesis import strategies as st
 
 from nasgen.space import Architecture, SearchSpace
 
+
+def run_cli(*args, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """``nasgen ARGS`` in this process through ``main(argv)``: (exit code, stdout, stderr).
+
+    argparse's SystemExit (errors, --help, --version) becomes its code; any
+    other exception propagates and fails the test. ``stdin`` feeds ``-``.
+    """
+    import contextlib
+    import io
+    import sys
+
+    from nasgen.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.stdin = old_stdin
+    return code, out.getvalue(), err.getvalue()
+
 settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 from nasgen.benchmark import BenchRun, read_rows, run_sweep
-from nasgen.cli import main
 from nasgen.space import SearchSpace
+
+from .conftest import run_cli
 
 SPACE = ["-I", "30,30", "-O", "20,20", "-n", "2", "--pool", "2,1"]
 
 
 def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(*args)
 
 
 def test_sweep_rows_table_plot_and_resume(tmp_path):

@@ -7,8 +7,6 @@ each outcome is deterministic. Power is stated against a concrete bias.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -17,21 +15,16 @@ from scipy.stats import chi2, ncx2
 
 import nasgen
 from nasgen.check import check_uniformity
-from nasgen.cli import main
 from nasgen.sampling import sample_arrays
 from nasgen.space import SearchSpace
+
+from .conftest import run_cli
 
 LEVEL = 0.001
 
 
 def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(*args)
 
 
 @pytest.mark.parametrize("space", [

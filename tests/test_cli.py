@@ -13,8 +13,9 @@ import pytest
 import numpy as np
 
 import nasgen
-from nasgen.cli import main
 from nasgen.space import Architecture, SearchSpace, check_membership
+
+from .conftest import run_cli
 
 
 class _Result:
@@ -24,24 +25,9 @@ class _Result:
 
 def run(*args, check=True, stdin=None):
     """``nasgen ARGS`` in this process (``main(argv)``), with its exit code, stdout and stderr."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    old_stdin = sys.stdin
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse errors and --version
-                code = exc.code
-    finally:
-        sys.stdin = old_stdin
-    result = _Result(code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"exit {code}: {result.stderr}")
+    result = _Result(*run_cli(*args, stdin=stdin))
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {result.stderr}")
     return result
 
 

@@ -7,8 +7,6 @@ of nasgen's own solver formula.
 
 from __future__ import annotations
 
-import contextlib
-import io
 
 import pytest
 import z3
@@ -16,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nasgen
-from nasgen.cli import main
 from nasgen.cnf import CnfError, decode_solutions, dimacs_text, encode_space, parse_solutions, read_dimacs, write_dimacs
 from nasgen.space import Architecture, SearchSpace
 from nasgen.where import evaluate_all, parse_where_all
 from tests.conftest import small_spaces
+
+from .conftest import run_cli
 
 
 def cnf_models(cnf, project=True, limit=5000):
@@ -136,13 +135,7 @@ def test_decode_command_round_trip(tmp_path, style):
 
 
 def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(*args)
 
 
 def test_cnf_command_writes_the_same_text(tmp_path):

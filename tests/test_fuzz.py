@@ -11,7 +11,6 @@ enough for CI; the 10,000-input run is ``NASGEN_FUZZ_EXAMPLES=10000 pytest tests
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import json
@@ -28,16 +27,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nasgen
-from nasgen.cli import main
 from nasgen.space import (
     Architecture,
     ArchitectureError,
     EmptySpaceError,
-    NasgenError,
     SearchSpace,
     SpaceError,
     check_membership,
 )
+
+from .conftest import run_cli
 
 FUZZ_EXAMPLES = int(os.environ.get("NASGEN_FUZZ_EXAMPLES", "200"))
 fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
@@ -55,19 +54,7 @@ class Result:
 
 def cli(*args, stdin: bytes | None = None) -> Result:
     """``nasgen ARGS`` in this process; any exception other than argparse's SystemExit fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    old_stdin = sys.stdin
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        sys.stdin = old_stdin
-    return Result(code, out.getvalue(), err.getvalue())
+    return Result(*run_cli(*args, stdin=stdin))
 
 
 def assert_one_line_error(result: Result, fragment: str = "") -> None:

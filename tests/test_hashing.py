@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -11,23 +9,18 @@ import pytest
 
 import nasgen
 from nasgen.check import check_uniformity
-from nasgen.cli import main
 from nasgen.hashing import HashingError, HashingSampler, approx_count
 from nasgen.sampling import sample_arrays
 from nasgen.space import SearchSpace, check_membership
 from nasgen.where import evaluate_all, parse_where_all
 
+from .conftest import run_cli
+
 LEVEL = 0.001
 
 
 def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(*args)
 
 
 @pytest.mark.parametrize("method", ["unigen", "cmsgen"])

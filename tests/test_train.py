@@ -898,7 +898,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
     # Without the cache the same step is traced and compiled in-process: same numbers.
-    plain = train(config, tmp_path / "plain", dataset=digits, progress=False)
+    train(config, tmp_path / "plain", dataset=digits, progress=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
     # A damaged cache entry is traced again and replaced, not an error.
     entry = next((cache / STEP_DIR).glob("*.jaxexport"))
