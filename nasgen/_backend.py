@@ -245,7 +245,11 @@ def build_dimension_graph(size_in: int, size_out: int, pool_k: int, pool_s: int,
     E = _impl.build_dimension_graph(size_in, int(size_out), int(pool_k), int(pool_s), make_rules(rules),
                                     edge_ptr, conv, dst, mult)
     sizes = np.arange(1, size_in + 1, dtype=np.int64).reshape(size_in, 1)
-    return make_graph(sizes, edge_ptr, conv[:E].reshape(E, 1), dst[:E].copy(), mult[:E].copy())
+    # The kernel built these arrays itself: no boundary checks (they are O(edges) passes), and the first E
+    # entries of each buffer are used in place, without copies.
+    empty = np.zeros(0, dtype=np.int64)
+    return ChainGraph(sizes, edge_ptr, conv[:E].reshape(E, 1), dst[:E], mult[:E], np.full(E, -1, dtype=np.int64),
+                      empty, empty)
 
 
 def joint_edges(x, pool_k, pool_s, rules) -> dict:
