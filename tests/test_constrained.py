@@ -17,7 +17,7 @@ from nasgen.constrained import (
     split_atoms,
     wilson_interval,
 )
-from nasgen.core import SpaceTables, space_structure
+from nasgen.core import SpaceTables, arrays_to_architectures, space_structure, to_arrays
 from nasgen.modelspec import ModelSpec
 from nasgen.space import Architecture, NasgenError, SearchSpace
 from nasgen.where import WhereError, chain_costs, parse_where
@@ -25,22 +25,6 @@ from nasgen.where import WhereError, chain_costs, parse_where
 from .conftest import brute_force_space, small_spaces
 
 MODEL = types.SimpleNamespace(width=4, in_channels=3, num_classes=5, norm="batch", head="logits", pooling="max")
-
-
-def _arrays(space: SearchSpace, archs):
-    N, K = space.max_layers, space.dims
-    layers = np.array([a.layers for a in archs], dtype=np.int64)
-    kernel = np.zeros((len(archs), N, K), dtype=np.int64)
-    stride = np.zeros_like(kernel)
-    for i, a in enumerate(archs):
-        kernel[i, : a.layers] = a.kernel
-        stride[i, : a.layers] = a.stride
-    return layers, kernel, stride
-
-
-def _architectures(layers, kernel, stride):
-    return [Architecture(kernel=k[:L], stride=s[:L]) for L, k, s in zip(layers.tolist(), kernel.tolist(),
-                                                                       stride.tolist())]
 
 
 def _brute(space: SearchSpace, limit: int = 4000):
@@ -116,7 +100,7 @@ def test_absorbed_counts_equal_brute_force(data, space):
     expected = [a for a in archs if all(w.evaluate(a, space) for w in wheres)]
     result = constrained.count()
     assert result.exact and result.count == len(expected)
-    listed = [a for arrays in constrained.tables.enumerate_arrays() for a in _architectures(*arrays)]
+    listed = [a for arrays in constrained.tables.enumerate_arrays() for a in arrays_to_architectures(*arrays)]
     assert sorted(listed, key=lambda a: (a.kernel, a.stride)) == expected
 
 
@@ -180,14 +164,14 @@ def test_rejection_is_uniform(space, exprs, replace, enumerate_limit):
     if replace:
         draws = 60 * len(members)
         chunks = list(constrained.iter_sample_arrays(draws, seed=11, replace=True, enumerate_limit=enumerate_limit))
-        counts = np.bincount([index[a] for c in chunks for a in _architectures(*c)], minlength=len(members))
+        counts = np.bincount([index[a] for c in chunks for a in arrays_to_architectures(*c)], minlength=len(members))
     else:
         # Distinct draws of half the space, repeated: each member's inclusion frequency is uniform.
         M = len(members) // 2
         counts = np.zeros(len(members), dtype=np.int64)
         for seed in range(120):
             got = [a for c in constrained.iter_sample_arrays(M, seed=seed, enumerate_limit=enumerate_limit)
-                   for a in _architectures(*c)]
+                   for a in arrays_to_architectures(*c)]
             assert len(got) == len(set(got)) == M
             for a in got:
                 counts[index[a]] += 1
@@ -201,7 +185,7 @@ def test_sampling_is_seeded_and_streams():
     b = [np.concatenate(x) for x in zip(*constrained.iter_sample_arrays(500, seed=3, chunk=100, enumerate_limit=0))]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    archs = _architectures(*a)
+    archs = arrays_to_architectures(*a)
     assert len(set(archs)) == 500
     assert all(parse_where("k[0][0] <= 7 and sum(k[0]) + sum(k[1]) <= 20").evaluate(x, space) for x in archs)
 
@@ -302,7 +286,7 @@ def test_evaluate_arrays_equals_evaluate(data, space):
                                   norm=data.draw(st.sampled_from(["batch", None])),
                                   head=data.draw(st.sampled_from(["logits", "features"])),
                                   pooling=data.draw(st.sampled_from(["max", "avg"])))
-    got = where.evaluate_arrays(*_arrays(space, archs), space, model)
+    got = where.evaluate_arrays(*to_arrays(space, archs), space, model)
     assert got.tolist() == [where.evaluate(a, space, model) for a in archs]
 
 
@@ -310,7 +294,7 @@ def test_evaluate_arrays_with_huge_values_uses_exact_integers():
     space = SearchSpace((30,), (20,), 2, 2)
     archs = sorted(brute_force_space(space), key=lambda a: a.kernel)
     where = parse_where(f"k[0][0] * {10**30} - {10**31} > {-5 * 10**30}")
-    got = where.evaluate_arrays(*_arrays(space, archs), space)
+    got = where.evaluate_arrays(*to_arrays(space, archs), space)
     assert got.tolist() == [where.evaluate(a, space) for a in archs] and any(got) and not all(got)
 
 
@@ -325,8 +309,8 @@ def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm,
                                   pooling=pooling)
     spec = ModelSpec.from_options("chain", width=width, in_channels=in_channels, num_classes=classes, norm=norm,
                                   head=head, pooling=pooling)
-    params, flops = chain_costs(*_arrays(space, archs), space, spec)
-    exact = chain_costs(*_arrays(space, archs), space, model, exact_ints=True)
+    params, flops = chain_costs(*to_arrays(space, archs), space, spec)
+    exact = chain_costs(*to_arrays(space, archs), space, model, exact_ints=True)
     assert params.tolist() == exact[0].tolist() and flops.tolist() == exact[1].tolist()
     for a, p, f in zip(archs, params.tolist(), flops.tolist()):
         total = model_stats(spec, space, a)[-1]
@@ -386,7 +370,7 @@ def test_cli_sample_where_absorbed_and_rejected(tmp_path):
     assert out.returncode == 0 and "draws accepted" in out.stderr
     model = types.SimpleNamespace(width=64, in_channels=3, num_classes=10, norm="batch", head="logits", pooling="max")
     space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor", kernel_range=(1, 11))
-    layers, kernel, stride = _arrays(space, [Architecture.from_json(x) for x in target.read_text().splitlines()])
+    layers, kernel, stride = to_arrays(space, [Architecture.from_json(x) for x in target.read_text().splitlines()])
     assert len(layers) == 20 and (chain_costs(layers, kernel, stride, space, model)[1] <= 2 * 10**9).all()
 
 
