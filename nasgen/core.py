@@ -289,6 +289,8 @@ class SpaceTables:
         chunks = list(self.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk))
         if not chunks:
             return empty_arrays(space)
+        if len(chunks) == 1:  # draws with replacement come in one chunk: no copy
+            return chunks[0]
         return tuple(np.concatenate(parts) for parts in zip(*chunks))
 
     def sample(self, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
@@ -657,10 +659,11 @@ def _iter_sample_arrays(tables: SpaceTables, samples: int, seed, replace: bool, 
     while len(seen) < samples:
         need = samples - len(seen)
         layers, kernel, stride = stream.draw(min(chunk, need + need // 8 + 16))
-        rows = _backend.encode_bits(layers, kernel, stride, bits)
+        rows = np.ascontiguousarray(_backend.encode_bits(layers, kernel, stride, bits))
+        # one bytes key per row in a single call (a void view's tolist), not a tobytes() per row
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel().tolist()
         keep = []
-        for i, row in enumerate(rows):
-            key = row.tobytes()
+        for i, key in enumerate(keys):
             if key not in seen:
                 seen.add(key)
                 keep.append(i)

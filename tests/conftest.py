@@ -113,3 +113,4 @@ def small_spaces(draw, max_dims=3, max_size=14, max_layers=3, allow_square=True)
         stride_range=stride_range,
         square=allow_square and dims > 1 and draw(st.booleans()),
     )
+
