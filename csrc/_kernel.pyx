@@ -17,7 +17,7 @@ Vocabulary (see ``nasgen/_pykernel.py`` for the full contract):
 * Unranking a chain rank at a state: pick the edge by ``cum``; within the
   edge the pair index is ``rank % m`` and the rest of the chain gets
   ``rank // m``. Pairs of an edge are ordered by stride, then kernel.
-* An edge's pairs come from the rules, or, where ``edge_pairs[e] >= 0``, from
+* An edge's pairs come from the rules (always, when ``edge_pairs`` is empty), or, where ``edge_pairs[e] >= 0``, from
   the explicit table ``pair_kernel/pair_stride[edge_pairs[e] : edge_pairs[e] + m]``
   (a restricted layer position of a constrained space).
 
@@ -399,7 +399,7 @@ cdef struct Graph:
     const int64_t *edge_conv   # (E, KD)
     const int64_t *edge_dst
     const int64_t *edge_mult
-    const int64_t *edge_pairs  # (E,): -1, or the edge's first row in the explicit pair table
+    const int64_t *edge_pairs  # (E,): -1, or the edge's first row in the explicit pair table; NULL: no table
     const int64_t *pair_kernel
     const int64_t *pair_stride
     const uint64_t *cum        # (R, E, W)
@@ -411,7 +411,7 @@ cdef struct Graph:
 cdef inline void _edge_pair(const Graph *G, const Rules *R, int64_t u, int64_t e, int64_t j, int kd,
                             int64_t *k, int64_t *s) noexcept nogil:
     """The j-th pair of edge e (from state u): from the explicit table, or computed from the rules."""
-    cdef int64_t p = G.edge_pairs[e]
+    cdef int64_t p = G.edge_pairs[e] if G.edge_pairs != NULL else -1
     if p >= 0:
         k[0] = G.pair_kernel[p + j]
         s[0] = G.pair_stride[p + j]
@@ -666,7 +666,7 @@ def layer_domain_tables(graph, rules, const uint64_t[:, :, ::1] g, int64_t start
                             size_in_out[l, d, sizes[u, d]] = 1
                             size_conv_out[l, d, edge_conv[e, d]] = 1
                             size_out_out[l, d, sizes[v, d]] = 1
-                        if edge_pairs[e] >= 0:
+                        if edge_pairs.shape[0] and edge_pairs[e] >= 0:
                             for p in range(edge_pairs[e], edge_pairs[e] + edge_mult[e]):
                                 marks[pair_kernel[p] * (X + 1) + pair_stride[p]] = 1
                         else:

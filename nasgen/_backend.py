@@ -68,7 +68,8 @@ class ChainGraph(NamedTuple):
         edge_dst: (E,) int64, the state after the edge's pool.
         edge_mult: (E,) int64, how many (k, s) pairs the edge stands for.
         edge_pairs: (E,) int64, -1 where the pairs follow from the rules, or
-            the first row of the edge's ``edge_mult[e]`` pairs in the table.
+            the first row of the edge's ``edge_mult[e]`` pairs in the table;
+            or (0,) when every edge's pairs follow from the rules (no table).
         pair_kernel, pair_stride: (P,) int64, the explicit pair table.
     """
 
@@ -162,13 +163,12 @@ def make_graph(sizes, edge_ptr, edge_conv, edge_dst, edge_mult, edge_pairs=None,
     if E and edge_mult.min() < 1:
         raise ValueError("edge_mult must be positive")
     if edge_pairs is None:
-        edge_pairs = np.full(E, -1, dtype=np.int64)
-        pair_kernel = pair_stride = np.zeros(0, dtype=np.int64)
+        edge_pairs = pair_kernel = pair_stride = np.zeros(0, dtype=np.int64)
     edge_pairs = _i64(edge_pairs, "edge_pairs")
     pair_kernel = _i64(pair_kernel, "pair_kernel")
     pair_stride = _i64(pair_stride, "pair_stride")
-    if edge_pairs.shape != (E,):
-        raise ValueError(f"edge_pairs must have shape ({E},), got {edge_pairs.shape}")
+    if edge_pairs.shape not in ((E,), (0,)):
+        raise ValueError(f"edge_pairs must have shape ({E},) or (0,) (no pair table), got {edge_pairs.shape}")
     if pair_stride.shape != pair_kernel.shape:
         raise ValueError(f"pair_stride must have the shape of pair_kernel {pair_kernel.shape}, got {pair_stride.shape}")
     explicit = edge_pairs >= 0
@@ -239,17 +239,18 @@ def build_dimension_graph(size_in: int, size_out: int, pool_k: int, pool_s: int,
         raise ValueError(f"size_in must be positive, got {size_in}")
     capacity = size_in * (size_in + 1) // 2
     edge_ptr = np.zeros(size_in + 1, dtype=np.int64)
-    conv = np.zeros(capacity, dtype=np.int64)
-    dst = np.zeros(capacity, dtype=np.int64)
-    mult = np.zeros(capacity, dtype=np.int64)
+    # np.empty, not np.zeros: the kernel writes the first E entries of each, and a large zeroed block
+    # is faulted in page by page where an empty one is reused from the heap.
+    conv = np.empty(capacity, dtype=np.int64)
+    dst = np.empty(capacity, dtype=np.int64)
+    mult = np.empty(capacity, dtype=np.int64)
     E = _impl.build_dimension_graph(size_in, int(size_out), int(pool_k), int(pool_s), make_rules(rules),
                                     edge_ptr, conv, dst, mult)
     sizes = np.arange(1, size_in + 1, dtype=np.int64).reshape(size_in, 1)
     # The kernel built these arrays itself: no boundary checks (they are O(edges) passes), and the first E
     # entries of each buffer are used in place, without copies.
     empty = np.zeros(0, dtype=np.int64)
-    return ChainGraph(sizes, edge_ptr, conv[:E].reshape(E, 1), dst[:E], mult[:E], np.full(E, -1, dtype=np.int64),
-                      empty, empty)
+    return ChainGraph(sizes, edge_ptr, conv[:E].reshape(E, 1), dst[:E], mult[:E], empty, empty, empty)
 
 
 def joint_edges(x, pool_k, pool_s, rules) -> dict:

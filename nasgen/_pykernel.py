@@ -18,7 +18,7 @@ The contract, shared by both implementations:
 * Unranking rank rho at state u with r layers left: the edge is the first
   with ``cum > rho``; ``rho -= cum`` of the previous edge; the pair index is
   ``rho % m`` and the rest of the chain gets ``rho // m``.
-* An edge's pairs come from the rules, or from the explicit table
+* An edge's pairs come from the rules (always, when ``edge_pairs`` is empty), or from the explicit table
   ``pair_kernel/pair_stride[edge_pairs[e] : edge_pairs[e] + m]`` where
   ``edge_pairs[e] >= 0``.
 * Outputs are arrays allocated (and zero-filled) by the caller.
@@ -173,7 +173,7 @@ def cumulative_weights(edge_ptr, edge_dst, edge_mult, g, cum_out):
 
 
 def _edge_pair(graph, rules, u, e, j):
-    p = int(graph.edge_pairs[e])
+    p = int(graph.edge_pairs[e]) if len(graph.edge_pairs) else -1
     if p >= 0:
         return int(graph.pair_kernel[p + j]), int(graph.pair_stride[p + j])
     return pair_at(graph.sizes[u].tolist(), graph.edge_conv[e].tolist(), rules, j)

@@ -295,7 +295,7 @@ def restrict(space: SearchSpace, base: ChainStructure, atoms: Sequence[Atom]) ->
     g = base.graph
     end_set = set(base.ends.tolist())
     sizes, ptr_counts, conv, dst, mult, pairs_at = [g.sizes], [np.diff(g.edge_ptr)], [g.edge_conv], [g.edge_dst], \
-        [g.edge_mult], [g.edge_pairs]
+        [g.edge_mult], [g.edge_pairs if len(g.edge_pairs) else np.full(g.edges, -1, dtype=np.int64)]
     pair_kernel, pair_stride = [g.pair_kernel], [g.pair_stride]
     n_pairs = len(g.pair_kernel)
     next_state = g.states

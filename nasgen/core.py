@@ -591,7 +591,7 @@ def _rank(tables: SpaceTables, layers: np.ndarray, kernel: np.ndarray, stride: n
 
 def _edge_pairs(graph: _backend.ChainGraph, rules: _backend.Rules, u: int, e: int) -> list[tuple[int, int]]:
     """The (kernel, stride) pairs of edge e from state u, in their rank order."""
-    first, m = int(graph.edge_pairs[e]), int(graph.edge_mult[e])
+    first, m = int(graph.edge_pairs[e]) if len(graph.edge_pairs) else -1, int(graph.edge_mult[e])
     if first >= 0:
         return list(zip(graph.pair_kernel[first:first + m].tolist(), graph.pair_stride[first:first + m].tolist()))
     return [_backend.pair_at(graph.sizes[u], graph.edge_conv[e], rules, j) for j in range(m)]

@@ -443,6 +443,37 @@ def test_backend_names_bad_arrays():
                             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
+
+def test_an_empty_pair_column_means_every_pair_follows_the_rules():
+    """edge_pairs of shape (0,) (what build_dimension_graph returns) and an explicit column of -1 agree."""
+    from nasgen import _backend, _pykernel
+
+    tables = core.SpaceTables(SearchSpace((40, 28), (6, 5), 1, 3, pool=(2, 1)))
+    graph = tables.graph
+    assert graph.edge_pairs.shape == (0,)
+    minus_one = graph._replace(edge_pairs=np.full(graph.edges, -1, dtype=np.int64))
+    values, layer_cum, _ = tables.layer_tables()
+
+    def draw(g, backend):
+        if backend is _backend:
+            return _backend.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values,
+                                         layer_cum, 11, 50, 3, 2)[:3]
+        layers = np.zeros(50, dtype=np.int64)
+        k = np.zeros((50, 3, 2), dtype=np.int64)
+        s = np.zeros_like(k)
+        _pykernel.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values, layer_cum, 11,
+                               layers, k, s)
+        return layers, k, s
+
+    reference = draw(minus_one, _pykernel)
+    assert reference[1].any()
+    for g, backend in ((graph, _backend), (graph, _pykernel), (minus_one, _backend)):
+        for a, b in zip(draw(g, backend), reference):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"edge_pairs must have shape \(\d+,\) or \(0,\)"):
+        _backend.make_graph(graph.sizes, graph.edge_ptr, graph.edge_conv, graph.edge_dst, graph.edge_mult,
+                            np.full(3, -1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
 def test_pure_python_switch_gives_same_results(tmp_path):
     import subprocess
     import sys
