@@ -150,3 +150,18 @@ def test_exact_count_source_and_approxmc_fallback(monkeypatch):
     for arch in archs:
         check_membership(space, arch)
         assert evaluate_all(parse_where_all(where), arch, space)
+
+
+def test_round_size_flag(tmp_path):
+    """--round-size reaches UniGen (one chunk per round); a bad value or another method is one line, exit 2."""
+    args = ["-I", "30,30", "-O", "20,20", "-n", "2", "--pool", "2,1", "-M", "10", "--seed", "2"]
+    out = tmp_path / "u.jsonl"
+    code, _, err = cli("sample", *args, "--method", "unigen", "--round-size", "4", "-o", str(out))
+    assert code == 0, err
+    sidecar = json.loads(next(tmp_path.glob("u.jsonl*.json")).read_text())
+    assert sidecar["statistics"]["rounds"] >= 3 and len(set(out.read_text().splitlines())) == 10
+    for bad, message in [(["--method", "unigen", "--round-size", "0"], "round_size"),
+                         (["--method", "cmsgen", "--round-size", "5"], "--round-size")]:
+        code, _, err = cli("sample", *args, *bad, "-o", str(tmp_path / "bad.jsonl"))
+        assert code == 2 and message in err and err.count("\n") == 1
+        assert not (tmp_path / "bad.jsonl").exists()
