@@ -95,16 +95,21 @@ def _model_bits(model: Sequence[int], sampling: int) -> bytes:
     return bytes(out)
 
 
-def independent_support(cnf, conflicts: int = 2000, budget_s: float = 2.0) -> list[int]:
+def independent_support(cnf, conflicts: int = 2000, give_up_after: int = 3) -> list[int]:
     """A subset S of ``cnf.sampling`` that determines every other sampling variable (Padoa's method).
 
     Variable v is *defined* by S' in F iff F(X) and F(X') and X|S' = X'|S' and
     v and not v' is unsatisfiable. Sampling variables are tried last
     canonical bit first (activations, then the deepest layer's bits), each
     against all others still kept, on one incremental solver over two copies
-    of the CNF; a variable stays when the call is satisfiable or undecided
-    within ``conflicts`` conflicts (50 in a first pass over all) or the ``budget_s`` seconds run out, so
-    the answer is always an independent support, perhaps not a minimal one.
+    of the CNF: a first pass with 50 conflicts per call settles constants and
+    easy definitions, a second gives the undecided ``conflicts`` each and
+    stops after ``give_up_after`` more undecided answers. A variable stays
+    when its call is satisfiable or undecided, so the answer is always an
+    independent support, perhaps not a minimal one. The budget counts
+    conflicts, not seconds, so the support (and so the draws of a seed) does
+    not depend on the machine's load.
+
     Hashing over S instead of all canonical bits keeps UniGen's guarantee
     (projection on S is one-to-one on the architectures, so the count and
     the cells are the same) and makes its XOR rows short and over decision
@@ -112,8 +117,8 @@ def independent_support(cnf, conflicts: int = 2000, budget_s: float = 2.0) -> li
 
     Args:
         cnf: a :class:`nasgen.cnf.Cnf` (its auxiliary variables are defined, as nasgen writes them).
-        conflicts: conflict limit of each definability call.
-        budget_s: wall-clock seconds for all calls.
+        conflicts: conflict limit of each call of the second pass.
+        give_up_after: undecided answers after which the second pass stops.
 
     Returns:
         The support, sorted ascending.
@@ -135,15 +140,13 @@ def independent_support(cnf, conflicts: int = 2000, budget_s: float = 2.0) -> li
         solver.add_clause([-e, -v, v + n])
         solver.add_clause([-e, v, -(v + n)])
     kept = set(cnf.sampling)
-    deadline = time.monotonic() + budget_s
-    # A cheap pass settles constants and easy definitions; a second pass gives the undecided more conflicts
-    # (on 3-D 4 layers it shrinks the support from 35 to 27 variables, halving UniGen's time).
+    # The second pass shrinks the 3-D 4-layer support from 35 to 27 variables, halving UniGen's time.
     undecided = list(reversed(cnf.sampling))
-    for limit in (min(conflicts, 50), conflicts):
+    for limit, patience in ((min(conflicts, 50), None), (conflicts, give_up_after)):
         pending, undecided = undecided, []
         for v in pending:
-            if time.monotonic() > deadline:
-                return sorted(kept)
+            if patience is not None and len(undecided) >= patience:
+                break
             assumptions = [equal[u] for u in kept if u != v]
             # The two copies are symmetric, so one polarity is enough.
             sat, _ = solver.solve(assumptions + [v, -(v + n)], confl_limit=limit)
