@@ -12,11 +12,15 @@ decodes them to ``(layers, kernel, stride)`` arrays in canonical order.
   (epsilon, delta) bounds of Soos, Gocht and Meel (CAV 2020). One call draws
   several samples, each from a cell of a random XOR hash; this package asks
   for them in rounds (each round its own Sampler object and seed), so samples
-  stream out round by round. Samples of one round share one ApproxMC count;
-  when pyunigen returns several samples from one cell they are drawn without
-  replacement within that cell, so those draws are negatively correlated
-  (two draws from one cell are never equal). Distinct draws drop repeats
-  across rounds.
+  stream out round by round. UniGen starts from the exact count when the
+  tables know it (:func:`exact_count`, passed as ``cell_hash_count``) and
+  from one ApproxMC count otherwise, shared by all rounds; it hashes over an
+  independent support of the canonical bits (:func:`independent_support`)
+  and the child fills in the other bits. As nasgen calls it (``multisample``
+  off), UniGen returns one sample per random XOR cell, and below its
+  threshold (a few dozen architectures) it enumerates the whole space and
+  draws from it uniformly with replacement (``src/sampler.cpp`` of
+  meelgroup/unigen). Distinct draws drop repeats across rounds.
 * ``cmsgen`` (pycmsgen): fast, *no uniformity guarantee* (``nasgen check``
   rejects it on small spaces). It takes no sampling set; its models decode
   correctly because every auxiliary variable of nasgen's CNF is defined by
