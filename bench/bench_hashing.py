@@ -94,24 +94,43 @@ def timed_draw(space, method, seed, timeout, where=()):
     return seconds, found, reason, stats
 
 
+def timed_plain_unigen(space, seed):
+    """UniGen as pyunigen runs alone: ApproxMC's count first, XORs over every canonical bit (the old default)."""
+    t0 = time.perf_counter()
+    with HashingSampler(space, "unigen", M, seed=seed, exact_count_enabled=False,
+                        independent_support_enabled=False) as sampler:
+        found = sum(len(chunk[0]) for chunk in sampler.draw())
+    return time.perf_counter() - t0, found
+
+
 def sampling_section(repeats: int, uniwit_timeout: float) -> list[str]:
     lines = ["## UniGen3 beside UniWit: M = 20 distinct, encoding included", "",
              f"unigen: median of {repeats} seeds (0..{repeats - 1}), the CNF encoded in the child process each "
-             f"time; uniwit: one run (seed 0) with a {uniwit_timeout:.0f} s timeout. Ratio = uniwit / unigen "
+             "time, UniGen started from the exact count and hashing over an independent support (support = its "
+             "size / the canonical bits; support (s) = Padoa's time, inside the total). unigen plain: the same "
+             "seeds as pyunigen runs alone (ApproxMC's count, XORs over every canonical bit), the baseline of the "
+             f"speed-up. uniwit: one run (seed 0) with a {uniwit_timeout:.0f} s timeout; ratio = uniwit / unigen "
              "(a lower bound where uniwit timed out).", "",
-             "| table | dims | layers | architectures | unigen (s) | unigen encode (s) | uniwit (s) | uniwit found | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| table | dims | layers | architectures | unigen (s) | support | support (s) | unigen plain (s) | "
+             "speed-up | uniwit (s) | uniwit found | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     # The first hashing run starts the forkserver (about a second); later runs fork from it.
     timed_draw(SearchSpace((30,), (20,), 2, 2), "unigen", 0, None)
     for pooled, dims, layers, space in cells():
         runs = [timed_draw(space, "unigen", seed, None) for seed in range(repeats)]
         assert all(r[1] == min(M, nasgen.count(space)) for r in runs)
+        assert all(r[3]["count_source"] == "exact" for r in runs)
         ours = statistics.median(r[0] for r in runs)
-        encode = statistics.median(r[3]["encode_s"] for r in runs)
+        support = statistics.median(r[3]["support"] for r in runs)
+        support_s = statistics.median(r[3]["support_s"] for r in runs)
+        plain_runs = [timed_plain_unigen(space, seed) for seed in range(repeats)]
+        assert all(r[1] == min(M, nasgen.count(space)) for r in plain_runs)
+        plain = statistics.median(r[0] for r in plain_runs)
         base, found, reason, _ = timed_draw(space, "uniwit", 0, uniwit_timeout)
         mark = ">" if reason == "timeout" else ""
         lines.append(f"| {'4' if pooled else '1'} | {dims} | {layers} | {nasgen.count(space)} | {ours:.3f} | "
-                     f"{encode:.3f} | {mark}{base:.2f} | {found} | {mark}{base / ours:.1f}x |")
+                     f"{support:.0f}/{space.vector_bits} | {support_s:.3f} | {plain:.3f} | {plain / ours:.1f}x | "
+                     f"{mark}{base:.2f} | {found} | {mark}{base / ours:.1f}x |")
         print(lines[-1], flush=True)
     return lines
 
@@ -129,9 +148,9 @@ def big_section(timeout: float) -> list[str]:
     total = nasgen.count(BIG)
     lines = ["## The 224 -> 7 space with a rare --where", "",
              f"Space: {BIG.describe()} ({total} architectures). unigen, M = 20 distinct, seed 0, timeout "
-             f"{timeout:.0f} s, encoding (in the child process) included in the total.", "",
-             "| where | architectures | acceptance by rejection | variables | clauses | encode (s) | total (s) | "
-             "found | stop |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{timeout:.0f} s, encoding and the independent support (in the child process) included in the total.",
+             "", "| where | architectures | acceptance by rejection | variables | clauses | encode (s) | count | "
+             "support | support (s) | total (s) | found | stop |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kmax in (4, 8):
         text, subspace = big_where(kmax)
         accepted = nasgen.count(subspace)
@@ -141,7 +160,8 @@ def big_section(timeout: float) -> list[str]:
         seconds = time.perf_counter() - t0
         st = sampler.statistics
         lines.append(f"| layers == 5, every k <= {kmax} | {accepted} | {accepted / total:.1e} | {st.variables} | "
-                     f"{st.clauses} | {st.encode_s:.1f} | {seconds:.1f} | {found} | {sampler.stop_reason} |")
+                     f"{st.clauses} | {st.encode_s:.2f} | {st.count_source} | {st.support}/{BIG.vector_bits} | "
+                     f"{st.support_s:.2f} | {seconds:.1f} | {found} | {sampler.stop_reason} |")
         print(lines[-1], flush=True)
     return lines
 
@@ -183,11 +203,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one z3 baseline run per cell")
     parser.add_argument("--sections", default="encoding,sampling,big,check")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "hashing.md"))
+    parser.add_argument("--append", action="store_true",
+                        help="add a dated section to the output instead of replacing it")
     args = parser.parse_args()
     sections = args.sections.split(",")
-    lines = ["# Hashing samplers (issue 12)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-             f"shared with other jobs. Command: `python bench/bench_hashing.py {' '.join(sys.argv[1:])}`.", ""]
+    command = f"`python bench/bench_hashing.py {' '.join(sys.argv[1:])}`"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.append:
+        lines = [f"# Rerun {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+                 f"Command: {command}. Load average at the start (1, 5, 15 min): {load}; {os.cpu_count()} CPUs "
+                 "shared with other jobs.", ""]
+    else:
+        lines = ["# Hashing samplers (issue 12)", "",
+                 f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                 f"shared with other jobs. Command: {command}. Load average at the start: {load}.", ""]
     if "encoding" in sections:
         lines += encoding_section(args.repeats, args.quick) + [""]
     if "sampling" in sections:
@@ -196,9 +225,14 @@ def main() -> None:
         lines += check_section(args.repeats) + [""]
     if "big" in sections:
         lines += big_section(args.big_timeout) + [""]
-    text = "\n".join(lines)
+    lines.append(f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.")
+    text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.output).write_text(text)
+    if args.append:
+        with open(args.output, "a") as handle:
+            handle.write("\n" + text)
+    else:
+        Path(args.output).write_text(text)
 
 
 if __name__ == "__main__":

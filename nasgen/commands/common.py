@@ -170,6 +170,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                    help="exact with --where atoms it cannot absorb: budget of candidate draws (default 10^7)")
     g.add_argument("--epsilon", type=float, default=None, help="unigen: tolerance epsilon (default 0.8)")
     g.add_argument("--delta", type=float, default=None, help="unigen: confidence delta (default 0.2)")
+    g.add_argument("--round-size", type=int, default=None,
+                   help="unigen: samples asked of one UniGen call, one streamed chunk (default 1000)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +206,7 @@ _METHOD_OPTIONS = {
     "max_draws": ("max_draws", lambda v: v),
     "epsilon": ("epsilon", lambda v: v),
     "delta": ("delta", lambda v: v),
+    "round_size": ("round_size", lambda v: v),
 }
 
 
