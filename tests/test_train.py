@@ -888,6 +888,8 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     config = _tiny_config(epochs=1)
     cold = train(config, tmp_path / "cold", dataset=digits, progress=False, compilation_cache=cache)
     assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
+    programs = {path.name for path in cache.glob("jit_call*")}
+    assert len(programs) == 1
 
     def no_tracing(*args, **kwargs):
         raise AssertionError("the step was exported again instead of loaded from the cache")
@@ -897,6 +899,9 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
         warm = train(config, tmp_path / "warm", dataset=digits, progress=False, compilation_cache=cache)
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
+    # The warm run found the cold run's compiled step in JAX's cache instead
+    # of compiling (and storing) a program of its own.
+    assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
     train(config, tmp_path / "plain", dataset=digits, progress=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
