@@ -35,12 +35,18 @@ program; and (4) the sum over the M+1 networks of compiling each network's
 own step separately, which shows how much of the fused compile is
 superlinear in the program size.
 
+``--case cache`` measures only what a run pays with the persistent cache: one
+cold child that fills an empty cache, then ``--repeats`` warm children (new
+processes reading it), with the median of the warm ones; the load average
+before and after is printed beside the table, because the warm figure is
+small enough for other processes to dominate it.
+
 ``--case devices`` runs the fused step on 1 and then 2 forced host devices
 (a child process with ``--xla_force_host_platform_device_count=2``; batch
 sharded over a ``jax.sharding.Mesh``, parameters replicated) and reports the
 throughput ratio.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|devices] [--steps 10]``.
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -285,6 +291,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     mixture.train()
     result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
     if fused_step:
+        cpu = time.process_time()
         # What a training run does: nasgen.train.FusedStep, which with a
         # cache directory loads the exported step instead of tracing it.
         t = time.perf_counter()
@@ -302,6 +309,9 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         result["step_s"] = statistics.median(times)
         result["compile_s"] = max(0.0, first - result["step_s"])
         result["loaded_from_cache"] = step.loaded_from_cache
+        # CPU seconds of this process for loading/tracing, compiling and the
+        # timed steps: less sensitive than wall time to other processes.
+        result["cpu_s"] = time.process_time() - cpu
         return result
     if per_network:
         from nasgen.train import build_optimizer
@@ -393,6 +403,41 @@ def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
     return lines
 
 
+def cache_case(samples: int, width: float, repeats: int) -> list[str]:
+    """Cold start that fills an empty persistent cache, then ``repeats`` warm starts (new processes)."""
+    import tempfile
+
+    common = ["--compile-child", "--samples", str(samples), "--width-multiplier", str(width), "--fused-step"]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="nasgen-jax-cache-") as cache:
+        cold = _child(common + ["--cache", cache])
+        warm = [_child(common + ["--cache", cache]) for _ in range(repeats)]
+    load_after = os.getloadavg()
+    if not all(w["loaded_from_cache"] for w in warm):
+        raise SystemExit("a warm child did not load the exported step from the cache")
+
+    def total(r):
+        return r["lower_s"] + r["compile_s"]
+
+    median = {key: statistics.median(w[key] for w in warm) for key in ("lower_s", "compile_s", "step_s")}
+    warm_totals = sorted(total(w) for w in warm)
+    return [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.FusedStep with the "
+        f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after); start = loading or tracing+exporting the step, then its first call less "
+        "one step:",
+        "",
+        "| variant | trace+export or load s | XLA compile or cache load s | total s | step s |",
+        "|---|---|---|---|---|",
+        f"| cold, empty cache (fills it) | {cold['lower_s']:.1f} | {cold['compile_s']:.1f} | {total(cold):.1f} | "
+        f"{cold['step_s']:.3f} |",
+        f"| warm, median of {repeats} new processes | {median['lower_s']:.1f} | {median['compile_s']:.1f} | "
+        f"{statistics.median(warm_totals):.1f} | {median['step_s']:.3f} |",
+        "",
+        f"Warm totals, sorted: {', '.join(f'{t:.1f}' for t in warm_totals)} s.",
+    ]
+
+
 _DEVICES_CHILD = "--devices-child"
 
 
@@ -435,7 +480,7 @@ def devices_case(samples: int, width: float, steps: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "devices"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices"), default="both")
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
@@ -444,6 +489,7 @@ def main() -> None:
     parser.add_argument("--per-network", action="store_true",
                         help="compile case: also the sum of compiling each network's own step")
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help="cache case: warm processes (median reported)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
     parser.add_argument("--samples", type=int, default=20, help="M, generated networks")
     parser.add_argument("--width-multiplier", type=float, default=0.25)
@@ -458,9 +504,13 @@ def main() -> None:
     if args.devices_child:
         print(json.dumps(devices_child(args.samples, args.width_multiplier, args.devices, args.steps)))
         return
-    if args.case in ("compile", "devices"):
-        lines = (compile_case(args.samples, args.width_multiplier, args.per_network) if args.case == "compile"
-                 else devices_case(args.samples, args.width_multiplier, args.steps))
+    if args.case in ("compile", "cache", "devices"):
+        if args.case == "compile":
+            lines = compile_case(args.samples, args.width_multiplier, args.per_network)
+        elif args.case == "cache":
+            lines = cache_case(args.samples, args.width_multiplier, args.repeats)
+        else:
+            lines = devices_case(args.samples, args.width_multiplier, args.steps)
         print("\n".join(lines))
         _append_result(args.out, "", "\n".join(lines))
         return
@@ -504,7 +554,8 @@ def _append_result(path: str | None, note: str, body: str) -> None:
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
-                f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs){note}\n\n{body}\n\n")
+                f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, load average "
+                f"{os.getloadavg()[0]:.2f} at the end){note}\n\n{body}\n\n")
 
 
 if __name__ == "__main__":

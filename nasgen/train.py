@@ -677,6 +677,12 @@ class FusedStep:
         self._objects = (mixture, optimizer)
         graphdef, state = nnx.split(self._objects)
         leaves, self._treedef = jax.tree.flatten(state)
+        # Committed to where they are, like the step's outputs: uncommitted
+        # arrays (those of an un-sharded nnx.jit with no array inputs) lower
+        # to a different program than the committed ones the first step
+        # returns, so the second call compiled (and cached) the whole step a
+        # second time.
+        leaves = jax.device_put(leaves, [leaf.sharding for leaf in leaves])
         self.leaves = leaves
         treedef = self._treedef
 

@@ -888,6 +888,8 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     config = _tiny_config(epochs=1)
     cold = train(config, tmp_path / "cold", dataset=digits, progress=False, compilation_cache=cache)
     assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
+    programs = {path.name for path in cache.glob("jit_call*")}
+    assert len(programs) == 1
 
     def no_tracing(*args, **kwargs):
         raise AssertionError("the step was exported again instead of loaded from the cache")
@@ -897,6 +899,9 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
         warm = train(config, tmp_path / "warm", dataset=digits, progress=False, compilation_cache=cache)
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
+    # The warm run found the cold run's compiled step in JAX's cache instead
+    # of compiling (and storing) a program of its own.
+    assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
     train(config, tmp_path / "plain", dataset=digits, progress=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
@@ -906,3 +911,30 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     train(config, tmp_path / "repaired", dataset=digits, progress=False, compilation_cache=cache)
     assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
     assert entry.read_bytes() != b"not an exported step"
+
+
+def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits):
+    # A mixture fresh from _create holds uncommitted arrays and the step returns
+    # committed ones; both calls must run the same compiled program, which JAX's
+    # persistent cache shows as exactly one stored step.
+    import jax.numpy as jnp
+
+    from nasgen.train import FusedStep, _create, enable_compilation_cache
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    cache = enable_compilation_cache(tmp_path / "cache")
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # store even a quick compile
+    try:
+        config = _tiny_config()
+        identity = json.dumps(config.to_dict(), sort_keys=True)
+        mixture, optimizer = _create(identity, digits.channels, int(digits.num_classes))
+        mixture.train()
+        x = jnp.asarray(digits.train_images[: config.batch_size])
+        y = jnp.asarray(digits.train_labels[: config.batch_size])
+        step = FusedStep(mixture, optimizer, x, y, cache_dir=cache, identity=identity)
+        for _ in range(2):
+            step(x, y)
+        assert len(list(cache.glob("jit_call*"))) == 1
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
