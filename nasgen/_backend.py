@@ -172,7 +172,8 @@ def make_graph(sizes, edge_ptr, edge_conv, edge_dst, edge_mult, edge_pairs=None,
     if pair_stride.shape != pair_kernel.shape:
         raise ValueError(f"pair_stride must have the shape of pair_kernel {pair_kernel.shape}, got {pair_stride.shape}")
     explicit = edge_pairs >= 0
-    if np.any(edge_pairs[explicit] + edge_mult[explicit] > pair_kernel.shape[0]):
+    # an empty column (no pair table) has nothing to check; numpy would accept its size-0 mask silently
+    if len(edge_pairs) and np.any(edge_pairs[explicit] + edge_mult[explicit] > pair_kernel.shape[0]):
         raise ValueError(f"edge_pairs must index rows of the {pair_kernel.shape[0]}-row pair table")
     return ChainGraph(sizes, edge_ptr, edge_conv, edge_dst, edge_mult, edge_pairs, pair_kernel, pair_stride)
 
