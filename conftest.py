@@ -15,3 +15,18 @@ if not os.environ.get("NASGEN_TEST_XLA_OPT"):
     _flag = "--xla_backend_optimization_level=0"
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+
+# One persistent compilation cache for the whole test session (every xdist
+# worker, and the subprocesses tests start, inherit it from the controller):
+# the same small programs (a tiny mixture's step, its evaluation) are compiled
+# by dozens of tests; from the second test on they are read from disk.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="nasgen-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)

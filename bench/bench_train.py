@@ -296,7 +296,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         # cache directory loads the exported step instead of tracing it.
         t = time.perf_counter()
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path,
-                         identity=json.dumps(config.to_dict(), sort_keys=True))
+                         identity=config.step_identity())
         result["lower_s"] = time.perf_counter() - t
         t = time.perf_counter()
         jax.block_until_ready(step(x, y))

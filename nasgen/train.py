@@ -145,6 +145,9 @@ def _arch_dicts(archs: Sequence[Architecture | dict]) -> tuple[dict, ...]:
     return tuple(out)
 
 
+_NOT_IN_STEP = ("seed", "init_scale", "epochs", "train_limit", "test_limit", "data_dir", "eval_batch_size")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one mixture-training run; written to ``config.json`` beside its outputs.
@@ -370,6 +373,19 @@ class TrainConfig:
             if data.get(name) is not None and not isinstance(data[name], (dict, SearchSpace, Architecture)):
                 raise NasgenError(f"\"{name}\" must be a JSON object, got {type(data[name]).__name__}")
         return cls(**data)
+
+    def step_identity(self) -> str:
+        """The settings that determine the compiled training step, as JSON (a cache key).
+
+        Leaves out what only changes initial values, the data's order or
+        the run's length (seed, init scale, epochs, data limits, data
+        directory, evaluation batch), so runs that differ only there (the
+        seeds of ``--seeds``, a longer run) share one exported step.
+        """
+        data = self.to_dict()
+        for name in _NOT_IN_STEP:
+            data.pop(name)
+        return json.dumps(data, sort_keys=True)
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Names of the settings whose values differ (for error messages)."""
@@ -849,13 +865,18 @@ class _Checkpoints:
     def save(self, epoch: int, mixture: Mixture, optimizer: nnx.Optimizer) -> None:
         from nasgen.checkpoint import save
 
-        save(self.directory, epoch, {"mixture": mixture, "optimizer": optimizer}, overwrite=True)
+        # Retention is orbax's max_to_keep: once this epoch is committed the
+        # oldest epochs beyond ``keep`` are deleted.
+        save(self.directory, epoch, {"mixture": mixture, "optimizer": optimizer}, overwrite=True, keep=self.keep)
 
     def prune(self, newest: int) -> None:
-        """Delete all but the ``keep`` newest epochs up to ``newest``, any later one, and torn saves."""
-        kept = [e for e in self.epochs() if e <= newest][-self.keep:]
+        """Delete any epoch after ``newest`` (left by a run that is redoing them) and torn saves.
+
+        Old epochs are not this method's business: :meth:`save` keeps the
+        ``keep`` newest through orbax's ``max_to_keep``.
+        """
         for epoch in self.epochs():
-            if epoch not in kept:
+            if epoch > newest:
                 shutil.rmtree(self.directory.resolve() / str(epoch), ignore_errors=True)
         # What a save killed half-way leaves behind (orbax's temporary directories).
         if self.directory.is_dir():
@@ -1110,7 +1131,10 @@ class TrainingRun:
             :func:`data_mesh`); must divide the batch size.
         compilation_cache: True for JAX's persistent compilation cache in
             the default directory, a path for another directory, False for
-            none (see :func:`enable_compilation_cache`).
+            none (see :func:`enable_compilation_cache`); None (the
+            library's default) turns nothing on but uses the cache the
+            process already has (``JAX_COMPILATION_CACHE_DIR`` or
+            ``jax.config``), for the exported step too.
         command: the command line to record in ``config.json``.
 
     Raises:
@@ -1128,7 +1152,7 @@ class TrainingRun:
         dataset: Dataset | None = None,
         progress: bool | None = None,
         devices: int | None = None,
-        compilation_cache: bool | str | os.PathLike = False,
+        compilation_cache: bool | str | os.PathLike | None = None,
         command: Sequence[str] | None = None,
     ) -> None:
         self.config = config
@@ -1246,7 +1270,10 @@ class TrainingRun:
         self.check()
         log_path = self.output_dir / LOG_FILE
         self._cache_dir = None
-        if self.compilation_cache not in (False, None, ""):
+        if self.compilation_cache is None:
+            configured = jax.config.jax_compilation_cache_dir
+            self._cache_dir = Path(configured) if configured else None
+        elif self.compilation_cache not in (False, ""):
             self._cache_dir = enable_compilation_cache(
                 None if self.compilation_cache is True else self.compilation_cache
             )
@@ -1379,7 +1406,7 @@ class TrainingRun:
                 index = next(order)
                 batch = self._shard(self.train_images[index], self.train_labels[index])
                 step_fn = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
-                                    identity=json.dumps(config.to_dict(), sort_keys=True))
+                                    identity=config.step_identity())
                 losses = step_fn(*batch)
                 jax.block_until_ready(losses)
                 step_losses.append(losses)
@@ -1495,7 +1522,7 @@ def train(
     progress: bool | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
     devices: int | None = None,
-    compilation_cache: bool | str | os.PathLike = False,
+    compilation_cache: bool | str | os.PathLike | None = None,
     command: Sequence[str] | None = None,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.

@@ -35,8 +35,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _private_jax_cache(tmp_path_factory, monkeypatch):
-    """Runs that use the compilation cache by default write it here, not into the user's home."""
+    """Runs that use the compilation cache by default write it here, not into the user's home.
+
+    A test that points JAX's process-wide cache elsewhere
+    (:func:`enable_compilation_cache`) has it pointed back afterwards, to the
+    session's cache (see conftest.py).
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
     monkeypatch.setenv("NASGEN_JAX_CACHE", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in names}
+    yield
+    if any(getattr(jax.config, name) != value for name, value in before.items()):
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
 
 
 # -- gradients on a tiny case, against hand-computed values ------------------------
@@ -387,9 +402,29 @@ def test_cli_train_and_resume(tmp_path, capsys, uninterrupted):
     archs.write_text("".join(json.dumps(a) + "\n" for a in _ARCHS))
     args = ["train", "--architectures", str(archs), "--epochs", "1", "--batch-size", "32", "--width", "4",
             "--train-limit", "128", "--test-limit", "50", "--no-progress"]
-    code, out, err = _cli(args + ["--output-dir", str(tmp_path / "run")], capsys)
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    root = logging.getLogger()
+    collect = Collect()  # stands for the root handler orbax installs on import
+    root.addHandler(collect)
+    try:
+        code, out, err = _cli(args + ["--output-dir", str(tmp_path / "run")], capsys)
+    finally:
+        root.removeHandler(collect)
     assert code == 0, err
     assert out.startswith("# Mixture training: 3 networks, 1 epochs, digits")
+    # One epoch line, on stderr, and none duplicated through the root logger.
+    assert err.count("epoch 1/1: mixture loss") == 1 and err.startswith("nasgen: epoch 1/1")
+    assert not [r for r in collect.records if r.name.startswith("nasgen")]
+    assert logging.getLogger("nasgen").propagate and not logging.getLogger("nasgen").handlers
     code, _, err = _cli(["train", "--resume", str(tmp_path / "run"), "--seed", "1"], capsys)
     assert code == 2 and "drop the changed options (seed)" in err
     code, out, _ = _cli(["train", "--resume", str(tmp_path / "run"), "--no-progress"], capsys)
@@ -406,12 +441,12 @@ def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
              y_train=rng.integers(0, 10, 96), x_test=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
              y_test=rng.integers(0, 10, 40))
     out = tmp_path / "paper"
-    code, stdout, err = _cli(["experiment", "paper-mnist", "--samples", "2", "--output-dir", str(out),
+    code, stdout, err = _cli(["experiment", "paper-mnist", "--samples", "1", "--output-dir", str(out),
                               "--data-dir", str(data_dir), "--width-multiplier", "0.0625", "--epochs", "1",
                               "--batch-size", "32", "--no-progress"], capsys)
     assert code == 0, err
     archs = [json.loads(line) for line in (out / "architectures.jsonl").read_text().splitlines()]
-    assert len(archs) == 2
+    assert len(archs) == 1
     from nasgen.models import RESNET_SPACE
     from nasgen.space import check_membership
 
@@ -419,7 +454,7 @@ def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
         check_membership(RESNET_SPACE, Architecture.from_dict(a))
     config = json.loads((out / "run" / "config.json").read_text())["config"]
     assert (config["model"], config["dataset"], config["learning_rate"], config["architectures"]) == ("resnet18", "mnist", 1e-4, archs)
-    assert "| Generated-2 | MNIST |" in stdout
+    assert "| Generated-1 | MNIST |" in stdout
     # A second experiment into the same directory is refused, nothing changed.
     before = _snapshot(out)
     code, _, err = _cli(["experiment", "paper-mnist", "--output-dir", str(out), "--data-dir", str(data_dir)], capsys)
@@ -829,7 +864,7 @@ def test_resnet18_on_32x32x3_images_from_an_npz(tmp_path, capsys):
     from nasgen.sampling import sample as draw_sample
 
     archs = tmp_path / "archs.jsonl"
-    archs.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in draw_sample(resnet_space((32, 32, 3)), 2, seed=0)))
+    archs.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in draw_sample(resnet_space((32, 32, 3)), 1, seed=0)))
     code, out, err = _cli(["train", "--architectures", str(archs), "--dataset", str(npz), "--epochs", "1",
                            "--batch-size", "16", "--width-multiplier", "0.0625", "--no-progress",
                            "--no-compile-cache", "--output-dir", str(tmp_path / "run")], capsys)
@@ -903,7 +938,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     # of compiling (and storing) a program of its own.
     assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
-    train(config, tmp_path / "plain", dataset=digits, progress=False)
+    train(config, tmp_path / "plain", dataset=digits, progress=False, compilation_cache=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
     # A damaged cache entry is traced again and replaced, not an error.
     entry = next((cache / STEP_DIR).glob("*.jaxexport"))
@@ -911,6 +946,18 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     train(config, tmp_path / "repaired", dataset=digits, progress=False, compilation_cache=cache)
     assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
     assert entry.read_bytes() != b"not an exported step"
+
+
+def test_step_identity_leaves_out_only_what_the_step_does_not_depend_on():
+    base = _tiny_config()
+    same = [_tiny_config(seed=8), _tiny_config(epochs=5), _tiny_config(train_limit=128, test_limit=50),
+            _tiny_config(eval_batch_size=10), _tiny_config(init_scale=0.5)]
+    assert all(c.step_identity() == base.step_identity() for c in same)
+    different = [_tiny_config(learning_rate=1e-3), _tiny_config(weight_decay=0.1), _tiny_config(batch_size=16),
+                 _tiny_config(width=8), _tiny_config(optimizer="adamw"), _tiny_config(mixing="probabilities"),
+                 _tiny_config(architectures=_ARCHS[:1]), _tiny_config(bn_momentum=0.5)]
+    identities = {c.step_identity() for c in different}
+    assert len(identities) == len(different) and base.step_identity() not in identities
 
 
 def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits):

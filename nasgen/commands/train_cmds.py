@@ -7,6 +7,7 @@ subcommands costs nothing for ``nasgen count``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -217,22 +218,35 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _configure_logging() -> None:
-    """Per-epoch lines of ``nasgen.train`` on stderr as ``nasgen: ...`` (once per process)."""
+@contextlib.contextmanager
+def _epoch_logging():
+    """Per-epoch lines of ``nasgen.train`` on stderr as ``nasgen: ...``, for one command.
+
+    The ``nasgen`` logger stops propagating meanwhile: a library that gives
+    the root logger a handler (orbax does, on import) would print every
+    line a second time as ``INFO:nasgen.train: ...``. Both are undone on
+    exit, so a caller of :func:`nasgen.cli.main` keeps its own logging.
+    """
     logger = logging.getLogger("nasgen")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("nasgen: %(message)s"))
-        logger.addHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("nasgen: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _run_options(args) -> dict:
     """The TrainingRun keywords the CLI sets: progress, devices, compilation cache, command line."""
     from nasgen.train import maybe_initialize_distributed
 
-    _configure_logging()
     maybe_initialize_distributed()
     return {
         "progress": False if args.no_progress else None,
@@ -313,10 +327,11 @@ def _cmd_train(args) -> int:
     if data is not None:
         run_options["dataset"] = data
     try:
-        if seeds is None:
-            train(config, output_dir, resume=resume, **run_options)
-        else:
-            train_seeds(config, output_dir, seeds, resume=resume, **run_options)
+        with _epoch_logging():
+            if seeds is None:
+                train(config, output_dir, resume=resume, **run_options)
+            else:
+                train_seeds(config, output_dir, seeds, resume=resume, **run_options)
     except KeyboardInterrupt:
         return _interrupted(output_dir, "nasgen train --resume")
     _print_summary(output_dir, None if seeds is None else SEEDS_SUMMARY_MD)
@@ -334,11 +349,12 @@ def _cmd_paper_mnist(args) -> int:
     root = Path(args.resume if args.resume is not None else args.output_dir)
     run_options = _run_options(args)
     try:
-        paper_mnist(
-            root, method=args.method, samples=args.samples, sample_seed=args.sample_seed,
-            settings=_explicit_options(args), resume=args.resume is not None, fetch=args.fetch, log=_log,
-            **run_options,
-        )
+        with _epoch_logging():
+            paper_mnist(
+                root, method=args.method, samples=args.samples, sample_seed=args.sample_seed,
+                settings=_explicit_options(args), resume=args.resume is not None, fetch=args.fetch, log=_log,
+                **run_options,
+            )
     except KeyboardInterrupt:
         return _interrupted(root, "nasgen experiment paper-mnist --resume")
     _print_summary(root / RUN_DIR)
