@@ -203,7 +203,10 @@ class SpaceTables:
         self.g = g  # (N+1, S, W) uint64 limbs: chains of j steps from each state to the output
         starts = structure.components.start.tolist()
         #: chains[c][L]: chains of L layers of component c, as Python ints
-        self.chains = tuple(tuple(_from_limbs(g[L, s]) for L in range(N + 1)) for s in starts)
+        if W == 1:  # one limb: numpy's tolist() gives the Python ints directly
+            self.chains = tuple(map(tuple, g[:, starts, 0].T.tolist()))
+        else:
+            self.chains = tuple(tuple(_from_limbs(g[L, s]) for L in range(N + 1)) for s in starts)
         by_layers = {}
         for L in range(space.min_layers, N + 1):
             total = 1
