@@ -518,8 +518,21 @@ def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int
     networks = []
     for i, arch in enumerate(archs):
         seed = int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0])
-        networks.append(build_model(spec, space, arch, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg"))))
+        networks.append(_build_network(spec, space, arch, jax.random.key(seed, impl="rbg")))
     return Mixture(networks, mixing=config.mixing)
+
+
+@functools.partial(nnx.jit, static_argnums=(0, 1, 2))
+def _build_network(spec: ModelSpec, space: SearchSpace, arch: Architecture, key: jax.Array) -> nnx.Module:
+    """One network of :func:`build_mixture`, jitted on its own.
+
+    Under :func:`_create`'s jit each network is then traced into a
+    sub-program of its own (XLA inlines it: the same values). Traced in one
+    piece, every parameter a network set made JAX walk the whole trace so far
+    (the same cost as in :func:`_network_gradients`), so building the
+    mixture grew quadratically with the number of networks.
+    """
+    return build_model(spec, space, arch, rngs=nnx.Rngs(key))
 
 
 def mixture_gradients(mixture: Mixture, images: jax.Array, labels: jax.Array):
