@@ -184,15 +184,23 @@ def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
         parts = list(tmp_path.glob(".big.jsonl.*.part"))
         return parts[0] if parts else None
 
+    # Ctrl-C acts as in a terminal even when the tests were started with SIGINT
+    # ignored (e.g. `pytest &` from a script), which the child would inherit.
     proc = subprocess.Popen(
         [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
          "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (partial() is None or partial().stat().st_size < 200_000):
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (partial() is None or partial().stat().st_size < 200_000):
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a 10^8-architecture run writing behind a failed test
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     text = out_file.read_text()
     assert text.endswith("\n")
