@@ -185,12 +185,16 @@ def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
         return parts[0] if parts else None
 
     # Ctrl-C acts as in a terminal even when the tests were started with SIGINT
-    # ignored (e.g. `pytest &` from a script), which the child would inherit.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
-         "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # ignored (e.g. `pytest &` from a script): an ignored SIGINT is inherited
+    # through exec, a handled one is not.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
+             "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and (partial() is None or partial().stat().st_size < 200_000):
