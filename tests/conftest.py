@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from nasgen.space import Architecture, SearchSpace
+
+
+@pytest.fixture
+def terminal_sigint():
+    """Python's own Ctrl-C handler for one test, as a terminal's Ctrl-C finds it.
+
+    Started from a script in the background (``pytest &``), the tests
+    inherit SIGINT ignored, and so would every process they start (an
+    ignored signal survives exec, a handled one does not).
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(*args, stdin: bytes | None = None) -> tuple[int, str, str]:

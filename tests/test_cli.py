@@ -177,24 +177,17 @@ def test_adj_malformed_jsonl(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig):
+def test_interrupted_sampling_leaves_a_valid_file(tmp_path, sig, terminal_sigint):
     out_file = tmp_path / "big.jsonl"
 
     def partial():  # the run writes beside the target and renames into place when it ends
         parts = list(tmp_path.glob(".big.jsonl.*.part"))
         return parts[0] if parts else None
 
-    # Ctrl-C acts as in a terminal even when the tests were started with SIGINT
-    # ignored (e.g. `pytest &` from a script): an ignored SIGINT is inherited
-    # through exec, a handled one is not.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
-             "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
+         "--samples", "100000000", "--with-replacement", "--output-file", str(out_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and (partial() is None or partial().stat().st_size < 200_000):

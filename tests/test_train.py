@@ -594,8 +594,8 @@ def _tiny_cli_args(tmp_path):
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_signal_during_a_save_ends_in_one_line_and_resumes(uninterrupted, tmp_path, capsys, monkeypatch, request,
-                                                             signum):
+def test_a_signal_during_a_save_ends_in_one_line_and_resumes(uninterrupted, tmp_path, capsys, monkeypatch,
+                                                             terminal_sigint, signum):
     import os
     import signal
 
@@ -603,10 +603,6 @@ def test_a_signal_during_a_save_ends_in_one_line_and_resumes(uninterrupted, tmp_
     from nasgen.checkpoint import all_steps
 
     real_save = checkpoint.save
-    # Python's own Ctrl-C handler, even if the tests were started with SIGINT
-    # ignored (e.g. `pytest &` from a script), as a terminal's Ctrl-C finds it.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     def save(directory, step, state, **options):
         if step == 2:
