@@ -67,7 +67,7 @@ from flax import nnx
 
 from nasgen.modelspec import RESNET_SPACE
 from nasgen.sampling import sample
-from nasgen.train import DIGITS_SPACE, TrainConfig, _create, mixture_gradients, train_step
+from nasgen.train import DIGITS_SPACE, TrainConfig, create_mixture, mixture_gradients, train_step
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -180,7 +180,7 @@ def _single_step_factory():
 
 
 def run_case(name: str, config: TrainConfig, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
-    mixture, optimizer = _create(json.dumps(config.to_dict(), sort_keys=True), x.shape[-1], 10)
+    mixture, optimizer = create_mixture(config, in_channels=x.shape[-1], num_classes=10)
     mixture.train()
     xb, yb = jnp.asarray(x), jnp.asarray(y)
     networks = len(mixture.networks)
@@ -285,7 +285,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     cache_path = enable_compilation_cache(cache) if cache else None
     config, x, y = _resnet_inputs(samples, width)
     t = time.perf_counter()
-    mixture, optimizer = _create(json.dumps(config.to_dict(), sort_keys=True), 1, 10)
+    mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
     jax.block_until_ready(nnx.state(mixture))
     create_s = time.perf_counter() - t
     mixture.train()
@@ -454,7 +454,7 @@ def devices_child(samples: int, width: float, devices: int, steps: int) -> dict:
 
     mesh = data_mesh(devices)
     config, x, y = _resnet_inputs(samples, width)
-    mixture, optimizer = _create(json.dumps(config.to_dict(), sort_keys=True), 1, 10)
+    mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
     mixture.train()
     state = nnx.state((mixture, optimizer))
     nnx.update((mixture, optimizer), jax.device_put(state, NamedSharding(mesh, PartitionSpec())))

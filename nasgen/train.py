@@ -70,6 +70,8 @@ __all__ = [
     "MIXINGS",
     "OPTIMIZERS",
     "build_mixture",
+    "create_mixture",
+    "network_seeds",
     "build_optimizer",
     "kernel_mask",
     "mixture_losses",
@@ -146,6 +148,9 @@ def _arch_dicts(archs: Sequence[Architecture | dict]) -> tuple[dict, ...]:
 
 
 _NOT_IN_STEP = ("seed", "init_scale", "epochs", "train_limit", "test_limit", "data_dir", "eval_batch_size")
+# What creating the mixture does not depend on: the seed enters as an array
+# argument, so runs that differ only there share one traced and compiled creation.
+_NOT_IN_CREATION = tuple(name for name in _NOT_IN_STEP if name != "init_scale")
 
 
 @dataclass(frozen=True)
@@ -504,29 +509,43 @@ def build_optimizer(optimizer: str, learning_rate: float, weight_decay: float) -
     raise NasgenError(f"optimizer {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
-def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int = 10) -> Mixture:
+def build_mixture(config: TrainConfig, *, in_channels: int = 1, num_classes: int = 10,
+                  seeds: jax.Array | None = None) -> Mixture:
     """c_0 (the baseline) then c_1..c_M, each initialised from its own seed.
 
     Every network is built from :meth:`TrainConfig.model_spec` (which carries
     ``config.bn_momentum`` and ``config.init_scale``); network i is
-    initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)`` so that its
-    initial weights do not depend on the other networks.
+    initialised with ``nnx.Rngs`` seeded from ``(config.seed, i)`` (see
+    :func:`network_seeds`) so that its initial weights do not depend on the
+    other networks.
+
+    Args:
+        seeds: the ``(M+1,)`` seeds to use instead of ``network_seeds(config)``
+            (an array, so that under a jit the seed is an input rather than a
+            constant of the program).
     """
     space = config.search_space()
     spec = config.model_spec(in_channels=in_channels, num_classes=num_classes)
     archs = [config.baseline_architecture(), *config.generated_architectures()]
-    networks = []
-    for i, arch in enumerate(archs):
-        seed = int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0])
-        networks.append(_build_network(spec, space, arch, jax.random.key(seed, impl="rbg")))
+    if seeds is None:
+        seeds = jnp.asarray(network_seeds(config))
+    networks = [
+        _build_network(spec, space, arch, jax.random.key(seeds[i], impl="rbg")) for i, arch in enumerate(archs)
+    ]
     return Mixture(networks, mixing=config.mixing)
+
+
+def network_seeds(config: TrainConfig) -> np.ndarray:
+    """``(M+1,)`` uint32: network i's seed, drawn from ``SeedSequence([config.seed, i])``."""
+    count = 1 + len(config.architectures)
+    return np.array([np.random.SeedSequence([config.seed, i]).generate_state(1)[0] for i in range(count)], np.uint32)
 
 
 @functools.partial(nnx.jit, static_argnums=(0, 1, 2))
 def _build_network(spec: ModelSpec, space: SearchSpace, arch: Architecture, key: jax.Array) -> nnx.Module:
     """One network of :func:`build_mixture`, jitted on its own.
 
-    Under :func:`_create`'s jit each network is then traced into a
+    Under :func:`create_mixture`'s jit each network is then traced into a
     sub-program of its own (XLA inlines it: the same values). Traced in one
     piece, every parameter a network set made JAX walk the whole trace so far
     (the same cost as in :func:`_network_gradients`), so building the
@@ -778,13 +797,25 @@ class FusedStep:
 # -- the run ----------------------------------------------------------------------
 
 
+def create_mixture(config: TrainConfig, *, in_channels: int, num_classes: int) -> tuple[Mixture, nnx.Optimizer]:
+    """The mixture of :func:`build_mixture` and its ``nnx.Optimizer``, created under one jit.
+
+    Under one jit every initializer and optimiser slot is one XLA program
+    (eagerly, each parameter shape costs a compilation of its own). The
+    program is keyed by the settings that shape the mixture, not by the seed
+    or the run's length: the seeds of ``--seeds`` (or a longer run) reuse
+    one traced and compiled creation.
+    """
+    data = config.to_dict()
+    for name in _NOT_IN_CREATION:
+        data.pop(name)
+    return _create(json.dumps(data, sort_keys=True), in_channels, num_classes, jnp.asarray(network_seeds(config)))
+
+
 @functools.partial(nnx.jit, static_argnums=(0, 1, 2))
-def _create(config_json: str, in_channels: int, num_classes: int) -> tuple[Mixture, nnx.Optimizer]:
-    # Under one jit every initializer and optimiser slot is one XLA program
-    # (eagerly, each parameter shape costs a compilation of its own), and the
-    # static JSON key lets a second run with the same settings reuse it.
+def _create(config_json: str, in_channels: int, num_classes: int, seeds: jax.Array) -> tuple[Mixture, nnx.Optimizer]:
     config = TrainConfig.from_dict(json.loads(config_json))
-    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes)
+    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes, seeds=seeds)
     tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
     return mixture, nnx.Optimizer(mixture, tx, wrt=nnx.Param)
 
@@ -1302,7 +1333,7 @@ class TrainingRun:
         data = self._dataset
         records = report.read_log(log_path) if self.resume and log_path.exists() else []
         channels, classes = data.train_images.shape[-1], data.num_classes
-        self.mixture, self.optimizer = _create(json.dumps(self.config.to_dict(), sort_keys=True), channels, classes)
+        self.mixture, self.optimizer = create_mixture(self.config, in_channels=channels, num_classes=classes)
         self._checkpoints = _Checkpoints(self.output_dir / CHECKPOINT_DIR)
         self.start_epoch = 0
         if self.resume:

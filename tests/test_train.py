@@ -268,6 +268,31 @@ def test_same_seed_same_numbers(uninterrupted, tmp_path, digits):
     assert _numbers(tmp_path / "again") == _numbers(out)
 
 
+def test_mixtures_of_different_seeds_share_one_traced_creation(digits, monkeypatch):
+    import nasgen.train as training
+
+    traces = []
+    real = training.build_mixture
+
+    def counted(*args, **kwargs):
+        traces.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "build_mixture", counted)
+    # width 3 and 77 training images: a creation no other test has traced in this process.
+    configs = [_tiny_config(seed=seed, width=3, epochs=epochs, train_limit=77) for seed, epochs in ((5, 1), (6, 2))]
+    created = [training.create_mixture(c, in_channels=digits.channels, num_classes=10) for c in configs]
+    assert len(traces) == 1
+    # The seed is an input of the one program: each seed's weights are those
+    # of building that seed's mixture outside any jit.
+    for config, (mixture, _) in zip(configs, created):
+        expected = jax.tree.leaves(nnx.state(real(config, in_channels=digits.channels, num_classes=10)))
+        for got, want in zip(jax.tree.leaves(nnx.state(mixture)), expected, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    first, second = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m, _ in created)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second))
+
+
 _KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
@@ -975,12 +1000,12 @@ def test_step_identity_leaves_out_only_what_the_step_does_not_depend_on():
 
 
 def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits):
-    # A mixture fresh from _create holds uncommitted arrays and the step returns
+    # A mixture fresh from create_mixture holds uncommitted arrays and the step returns
     # committed ones; both calls must run the same compiled program, which JAX's
     # persistent cache shows as exactly one stored step.
     import jax.numpy as jnp
 
-    from nasgen.train import FusedStep, _create, enable_compilation_cache
+    from nasgen.train import FusedStep, create_mixture, enable_compilation_cache
 
     before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     cache = enable_compilation_cache(tmp_path / "cache")
@@ -988,7 +1013,7 @@ def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits)
     try:
         config = _tiny_config()
         identity = json.dumps(config.to_dict(), sort_keys=True)
-        mixture, optimizer = _create(identity, digits.channels, int(digits.num_classes))
+        mixture, optimizer = create_mixture(config, in_channels=digits.channels, num_classes=int(digits.num_classes))
         mixture.train()
         x = jnp.asarray(digits.train_images[: config.batch_size])
         y = jnp.asarray(digits.train_labels[: config.batch_size])
