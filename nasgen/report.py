@@ -558,9 +558,13 @@ def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
 
 
 def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], summary: dict[str, Any],
-                  *, label: str = "Generated") -> None:
-    """``summary.json``, ``summary.md`` and the three plots into ``output_dir`` (each file replaced atomically)."""
+                  *, label: str = "Generated", plots: bool = True) -> None:
+    """``summary.json``, ``summary.md`` and (unless ``plots`` is False) the three plots into ``output_dir``.
+
+    Each file is replaced atomically.
+    """
     out = Path(output_dir)
     _write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
     _write_text_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
-    write_plots(out, records, summary["networks"], summary)
+    if plots:
+        write_plots(out, records, summary["networks"], summary)

@@ -1180,6 +1180,10 @@ class TrainingRun:
             process already has (``JAX_COMPILATION_CACHE_DIR`` or
             ``jax.config``), for the exported step too.
         command: the command line to record in ``config.json``.
+        plots: draw the three PNG plots beside the summary (False: summary
+            and log only, e.g. for sweeps; the plots can be drawn later from
+            ``log.jsonl`` and ``summary.json`` with
+            :func:`nasgen.report.write_plots`).
 
     Raises:
         RunError: the directory is not usable (one-line message; nothing
@@ -1198,8 +1202,10 @@ class TrainingRun:
         devices: int | None = None,
         compilation_cache: bool | str | os.PathLike | None = None,
         command: Sequence[str] | None = None,
+        plots: bool = True,
     ) -> None:
         self.config = config
+        self.plots = plots
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.progress = progress
@@ -1523,7 +1529,7 @@ class TrainingRun:
             test_size=len(self.test_labels),
         )
         if jax.process_index() == 0:
-            report.write_reports(self.output_dir, records, summary)
+            report.write_reports(self.output_dir, records, summary, plots=self.plots)
             self._metadata["sessions"][-1]["ended"] = _now()
             _write_json_atomic(self.output_dir / CONFIG_FILE, self._metadata)
         return summary
@@ -1568,12 +1574,13 @@ def train(
     devices: int | None = None,
     compilation_cache: bool | str | os.PathLike | None = None,
     command: Sequence[str] | None = None,
+    plots: bool = True,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.
 
     Args:
         config, output_dir, resume, dataset, progress, devices,
-            compilation_cache, command: as for :class:`TrainingRun`.
+            compilation_cache, command, plots: as for :class:`TrainingRun`.
         on_epoch_end: called with each epoch's committed log record.
 
     Returns:
@@ -1584,7 +1591,7 @@ def train(
     """
     with TrainingRun(
         config, output_dir, resume=resume, dataset=dataset, progress=progress, devices=devices,
-        compilation_cache=compilation_cache, command=command,
+        compilation_cache=compilation_cache, command=command, plots=plots,
     ) as run:
         return run.run(on_epoch_end=on_epoch_end)
 

@@ -264,8 +264,12 @@ def test_run_writes_log_reports_and_plots(uninterrupted):
 
 def test_same_seed_same_numbers(uninterrupted, tmp_path, digits):
     out, _ = uninterrupted
-    train(_tiny_config(), tmp_path / "again", dataset=digits, progress=False)
+    train(_tiny_config(), tmp_path / "again", dataset=digits, progress=False, plots=False)
     assert _numbers(tmp_path / "again") == _numbers(out)
+    # plots=False: the same summary, no PNG files.
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["accuracies"] == \
+        json.loads((out / "summary.json").read_text())["accuracies"]
+    assert not list((tmp_path / "again").glob("*.png")) and len(list(out.glob("*.png"))) == len(report.PLOT_FILES)
 
 
 def test_mixtures_of_different_seeds_share_one_traced_creation(digits, monkeypatch):
@@ -301,7 +305,7 @@ _KILLED_RUN = textwrap.dedent(
     def die(record):
         if record["epoch"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a crash
-    train(config, sys.argv[1], progress=False, on_epoch_end=die)
+    train(config, sys.argv[1], progress=False, plots=False, on_epoch_end=die)
     """
 )
 
@@ -315,7 +319,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(uninterrupted, tmp_p
     assert done.returncode == -9, done.stderr[-2000:]
     assert [r["epoch"] for r in report.read_log(out / "log.jsonl")] == [1, 2]
     assert not (out / "summary.json").exists()
-    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
     assert _numbers(out) == _numbers(full)
     assert _without_timings(resumed) == _without_timings(summary)
 
@@ -327,7 +331,7 @@ def test_resume_drops_log_lines_past_the_checkpoint(uninterrupted, tmp_path, dig
     shutil.copytree(uninterrupted[0], out)
     # As if the process died after logging epoch 3 but before its checkpoint landed.
     shutil.rmtree(out / "checkpoints" / "3")
-    train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
     assert _numbers(out) == _numbers(uninterrupted[0])
 
 
@@ -339,20 +343,20 @@ def test_output_dir_guards(uninterrupted, tmp_path, digits):
     out, _ = uninterrupted
     before = _snapshot(out)
     with pytest.raises(RunError, match="already holds this run.*--resume"):
-        train(_tiny_config(), out, dataset=digits, progress=False)
+        train(_tiny_config(), out, dataset=digits, progress=False, plots=False)
     with pytest.raises(RunError, match="holds a different run"):
-        train(_tiny_config(seed=8), out, dataset=digits, progress=False)
+        train(_tiny_config(seed=8), out, dataset=digits, progress=False, plots=False)
     with pytest.raises(RunError, match="settings differ: seed"):
-        train(_tiny_config(seed=8), out, resume=True, dataset=digits, progress=False)
+        train(_tiny_config(seed=8), out, resume=True, dataset=digits, progress=False, plots=False)
     assert _snapshot(out) == before
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match="not empty and holds no nasgen run"):
-        train(_tiny_config(), other, dataset=digits, progress=False)
+        train(_tiny_config(), other, dataset=digits, progress=False, plots=False)
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     with pytest.raises(RunError, match="no training run"):
-        train(_tiny_config(), tmp_path / "nothing", resume=True, dataset=digits, progress=False)
+        train(_tiny_config(), tmp_path / "nothing", resume=True, dataset=digits, progress=False, plots=False)
 
 
 def test_config_rejects_architectures_of_another_space():
@@ -378,7 +382,8 @@ def test_paper_defaults_for_mnist():
 
 
 def test_probability_mixing_runs(tmp_path, digits):
-    summary = train(_tiny_config(mixing="probabilities", epochs=1, optimizer="adamw"), tmp_path / "p", dataset=digits, progress=False)
+    summary = train(_tiny_config(mixing="probabilities", epochs=1, optimizer="adamw"), tmp_path / "p", dataset=digits,
+                    progress=False, plots=False)
     assert 0.0 <= summary["mixture_accuracy"] <= 1.0 and len(summary["accuracies"]) == 3
 
 
@@ -439,7 +444,7 @@ def test_cli_train_and_resume(tmp_path, capsys, uninterrupted):
     archs = tmp_path / "archs.jsonl"
     archs.write_text("".join(json.dumps(a) + "\n" for a in _ARCHS))
     args = ["train", "--architectures", str(archs), "--epochs", "1", "--batch-size", "32", "--width", "4",
-            "--train-limit", "128", "--test-limit", "50", "--no-progress"]
+            "--train-limit", "128", "--test-limit", "50", "--no-progress", "--no-plots"]
     import logging
 
     class Collect(logging.Handler):
@@ -481,7 +486,7 @@ def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
     out = tmp_path / "paper"
     code, stdout, err = _cli(["experiment", "paper-mnist", "--samples", "1", "--output-dir", str(out),
                               "--data-dir", str(data_dir), "--width-multiplier", "0.0625", "--epochs", "1",
-                              "--batch-size", "32", "--no-progress"], capsys)
+                              "--batch-size", "32", "--no-progress", "--no-plots"], capsys)
     assert code == 0, err
     archs = [json.loads(line) for line in (out / "architectures.jsonl").read_text().splitlines()]
     assert len(archs) == 1
@@ -567,9 +572,9 @@ def test_a_failure_at_any_commit_boundary_resumes_to_the_uninterrupted_run(
     with monkeypatch.context() as patch:
         _inject_crash(patch, tmp_path, boundary, epoch)
         with pytest.raises(_Crash):
-            train(_tiny_config(), out, dataset=digits, progress=False)
+            train(_tiny_config(), out, dataset=digits, progress=False, plots=False)
     assert not (out / "summary.json").exists()
-    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
     assert _numbers(out) == _numbers(full)
     assert _without_timings(resumed) == _without_timings(summary)
     assert json.loads((out / "summary.json").read_text()) == resumed
@@ -586,7 +591,7 @@ def test_resume_redoes_an_epoch_whose_record_is_missing(uninterrupted, tmp_path,
     (out / "log.jsonl").write_text("".join(lines[:2]))
     for name in ("summary.json", "summary.md"):
         (out / name).unlink()
-    summary = train(_tiny_config(), out, resume=True, dataset=digits, progress=False)
+    summary = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
     assert _numbers(out) == _numbers(uninterrupted[0])
     assert summary["epochs"] == 3 and _without_timings(summary) == _without_timings(uninterrupted[1])
 
@@ -615,7 +620,7 @@ def _tiny_cli_args(tmp_path):
     archs.write_text("".join(json.dumps(a) + "\n" for a in _ARCHS))
     return ["train", "--architectures", str(archs), "--epochs", "3", "--batch-size", "32", "--width", "4",
             "--train-limit", "256", "--test-limit", "100", "--eval-batch-size", "64", "--learning-rate", "3e-3",
-            "--seed", "7", "--no-progress", "--no-compile-cache"]
+            "--seed", "7", "--no-progress", "--no-compile-cache", "--no-plots"]
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
@@ -744,13 +749,13 @@ def test_non_finite_data_is_refused_and_divergence_fails(tmp_path, digits):
     poisoned = digits.train_images.copy()
     poisoned[3, 2, 2, 0] = np.nan
     with pytest.raises(NasgenError, match="non-finite training images"):
-        train(_tiny_config(), tmp_path / "nan", dataset=dataclasses.replace(digits, train_images=poisoned), progress=False)
+        train(_tiny_config(), tmp_path / "nan", dataset=dataclasses.replace(digits, train_images=poisoned), progress=False, plots=False)
     assert not (tmp_path / "nan").exists()
     # Finite but enormous pixels overflow float32 inside the networks: the
     # run must fail in one line, not report alpha = NaN.
     huge = dataclasses.replace(digits, train_images=digits.train_images * np.float32(3e38))
     with pytest.raises(RunError, match="training diverged in epoch 1"):
-        train(_tiny_config(), tmp_path / "huge", dataset=huge, progress=False)
+        train(_tiny_config(), tmp_path / "huge", dataset=huge, progress=False, plots=False)
     assert not (tmp_path / "huge" / "log.jsonl").read_text()
     assert not (tmp_path / "huge" / "checkpoints").exists()
 
@@ -848,7 +853,7 @@ def test_seed_summary_is_mean_and_sample_std(tmp_path, digits, capsys):
     archs = tmp_path / "archs.jsonl"
     archs.write_text("".join(json.dumps(a) + "\n" for a in _ARCHS))
     args = ["train", "--architectures", str(archs), "--epochs", "1", "--batch-size", "32", "--width", "4",
-            "--train-limit", "128", "--test-limit", "50", "--no-progress", "--no-compile-cache", "--seeds", "5,6"]
+            "--train-limit", "128", "--test-limit", "50", "--no-progress", "--no-compile-cache", "--no-plots", "--seeds", "5,6"]
     code, out, err = _cli(args + ["--output-dir", str(tmp_path / "seeds")], capsys)
     assert code == 0, err
     assert out.startswith("# Mixture training over 2 seeds (5, 6)")
@@ -906,7 +911,7 @@ def test_resnet18_on_32x32x3_images_from_an_npz(tmp_path, capsys):
     archs.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in draw_sample(resnet_space((32, 32, 3)), 1, seed=0)))
     code, out, err = _cli(["train", "--architectures", str(archs), "--dataset", str(npz), "--epochs", "1",
                            "--batch-size", "16", "--width-multiplier", "0.0625", "--no-progress",
-                           "--no-compile-cache", "--output-dir", str(tmp_path / "run")], capsys)
+                           "--no-compile-cache", "--no-plots", "--output-dir", str(tmp_path / "run")], capsys)
     assert code == 0, err
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["config"]["image_shape"] == [32, 32, 3] and config["dataset"]["num_classes"] == 4
@@ -926,7 +931,7 @@ _DEVICES_RUN = textwrap.dedent(
     config = TrainConfig.from_dict(json.loads(sys.argv[1]))
     data = load_digits()
     for n in (1, 2, 4):
-        train(config, os.path.join(sys.argv[2], f"d{n}"), dataset=data, progress=False, devices=n)
+        train(config, os.path.join(sys.argv[2], f"d{n}"), dataset=data, progress=False, plots=False, devices=n)
     """
 )
 
@@ -960,7 +965,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
 
     cache = tmp_path / "cache"
     config = _tiny_config(epochs=1)
-    cold = train(config, tmp_path / "cold", dataset=digits, progress=False, compilation_cache=cache)
+    cold = train(config, tmp_path / "cold", dataset=digits, progress=False, plots=False, compilation_cache=cache)
     assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
     programs = {path.name for path in cache.glob("jit_call*")}
     assert len(programs) == 1
@@ -970,19 +975,19 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(export, "export", no_tracing)
-        warm = train(config, tmp_path / "warm", dataset=digits, progress=False, compilation_cache=cache)
+        warm = train(config, tmp_path / "warm", dataset=digits, progress=False, plots=False, compilation_cache=cache)
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
     # The warm run found the cold run's compiled step in JAX's cache instead
     # of compiling (and storing) a program of its own.
     assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
-    train(config, tmp_path / "plain", dataset=digits, progress=False, compilation_cache=False)
+    train(config, tmp_path / "plain", dataset=digits, progress=False, plots=False, compilation_cache=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
     # A damaged cache entry is traced again and replaced, not an error.
     entry = next((cache / STEP_DIR).glob("*.jaxexport"))
     entry.write_bytes(b"not an exported step")
-    train(config, tmp_path / "repaired", dataset=digits, progress=False, compilation_cache=cache)
+    train(config, tmp_path / "repaired", dataset=digits, progress=False, plots=False, compilation_cache=cache)
     assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
     assert entry.read_bytes() != b"not an exported step"
 

@@ -90,6 +90,8 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
                    help="no progress bars (default: bars when stderr is a terminal); each epoch then logs one line")
     g.add_argument("--devices", type=int, default=None,
                    help="local devices that share each batch (default: all; must divide the batch size)")
+    g.add_argument("--no-plots", action="store_true",
+                   help="write the summary and log but not the three PNG plots (e.g. for sweeps)")
     g.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache ($NASGEN_JAX_CACHE or ~/.cache/nasgen/jax)")
 
@@ -244,7 +246,7 @@ def _epoch_logging():
 
 
 def _run_options(args) -> dict:
-    """The TrainingRun keywords the CLI sets: progress, devices, compilation cache, command line."""
+    """The TrainingRun keywords the CLI sets: progress, devices, compilation cache, plots, command line."""
     from nasgen.train import maybe_initialize_distributed
 
     maybe_initialize_distributed()
@@ -252,6 +254,7 @@ def _run_options(args) -> dict:
         "progress": False if args.no_progress else None,
         "devices": args.devices,
         "compilation_cache": not args.no_compile_cache,
+        "plots": not args.no_plots,
         "command": ["nasgen", *sys.argv[1:]],
     }
 
