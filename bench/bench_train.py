@@ -278,7 +278,7 @@ def _resnet_inputs(samples: int, width: float, batch: int = 512):
 
 
 def compile_child(samples: int, width: float, cache: str | None, per_network: bool, one_piece: bool = False,
-                  fused_step: bool = False, steps: int = 3) -> dict:
+                  fused_step: bool = False, steps: int = 3, groups: int = 1) -> dict:
     """In this (fresh) process: the fused step's trace+lower and compile times, and its step time."""
     from nasgen.train import FusedStep, enable_compilation_cache
 
@@ -290,6 +290,8 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     create_s = time.perf_counter() - t
     mixture.train()
     result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
+    if fused_step and groups > 1:
+        return _grouped_child(result, mixture, config, x, y, cache_path, groups, steps)
     if fused_step:
         cpu = time.process_time()
         # What a training run does: nasgen.train.FusedStep, which with a
@@ -359,6 +361,47 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     return result
 
 
+def _grouped_child(result: dict, mixture, config, x, y, cache_path, groups: int, steps: int) -> dict:
+    """A structure experiment, not what a run does: the networks split into ``groups`` FusedSteps.
+
+    Each group is a Mixture of its networks with an optimiser of its own
+    (alpha per group, so the numbers are not the fused step's); the groups'
+    first calls (loading or compiling) run on two threads, as XLA releases
+    the GIL while it compiles or loads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nasgen.train import FusedStep, Mixture, build_optimizer
+
+    tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+    networks = list(mixture.networks)
+    t = time.perf_counter()
+    parts = []
+    for g, indices in enumerate(np.array_split(np.arange(len(networks)), groups)):
+        sub = Mixture([networks[i] for i in indices])
+        parts.append(FusedStep(sub, nnx.Optimizer(sub, tx, wrt=nnx.Param), x, y, cache_dir=cache_path,
+                               identity=f"groups {groups}, part {g}: {config.step_identity()}"))
+    result["lower_s"] = time.perf_counter() - t
+
+    def first(step):
+        jax.block_until_ready(step(x, y))
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(first, parts))
+    first_s = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready([step(x, y) for step in parts])
+        times.append(time.perf_counter() - t)
+    result["step_s"] = statistics.median(times)
+    # The first calls ran the groups' steps two at a time: less one whole step.
+    result["compile_s"] = max(0.0, first_s - result["step_s"])
+    result["loaded_from_cache"] = all(step.loaded_from_cache for step in parts)
+    return result
+
+
 def _child(args: list[str], env: dict | None = None) -> dict:
     import subprocess
 
@@ -403,11 +446,12 @@ def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
     return lines
 
 
-def cache_case(samples: int, width: float, repeats: int) -> list[str]:
+def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> list[str]:
     """Cold start that fills an empty persistent cache, then ``repeats`` warm starts (new processes)."""
     import tempfile
 
-    common = ["--compile-child", "--samples", str(samples), "--width-multiplier", str(width), "--fused-step"]
+    common = ["--compile-child", "--samples", str(samples), "--width-multiplier", str(width), "--fused-step",
+              "--groups", str(groups)]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="nasgen-jax-cache-") as cache:
         cold = _child(common + ["--cache", cache])
@@ -426,7 +470,8 @@ def cache_case(samples: int, width: float, repeats: int) -> list[str]:
     warm_totals = sorted(total(w) for w in warm)
     return [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.FusedStep with the "
-        f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
+        + (f"networks split into {groups} programs (a structure experiment: `_grouped_child`), " if groups > 1 else "")
+        + f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after); start = loading or tracing+exporting the step, then its first call less "
         "one step:",
         "",
@@ -495,6 +540,8 @@ def main() -> None:
                         help="compile case: also the sum of compiling each network's own step")
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help="cache case: warm processes (median reported)")
+    parser.add_argument("--groups", type=int, default=1,
+                        help="cache case: split the networks into this many programs (a structure experiment)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
     parser.add_argument("--samples", type=int, default=20, help="M, generated networks")
     parser.add_argument("--width-multiplier", type=float, default=0.25)
@@ -504,7 +551,7 @@ def main() -> None:
 
     if args.compile_child:
         print(json.dumps(compile_child(args.samples, args.width_multiplier, args.cache, args.per_network,
-                                       args.one_piece, args.fused_step)))
+                                       args.one_piece, args.fused_step, groups=args.groups)))
         return
     if args.devices_child:
         print(json.dumps(devices_child(args.samples, args.width_multiplier, args.devices, args.steps)))
@@ -513,7 +560,7 @@ def main() -> None:
         if args.case == "compile":
             lines = compile_case(args.samples, args.width_multiplier, args.per_network)
         elif args.case == "cache":
-            lines = cache_case(args.samples, args.width_multiplier, args.repeats)
+            lines = cache_case(args.samples, args.width_multiplier, args.repeats, args.groups)
         else:
             lines = devices_case(args.samples, args.width_multiplier, args.steps)
         print("\n".join(lines))
