@@ -45,16 +45,16 @@ def _build(spec, space, arch, seed):
 
 
 @nnx.jit
-def _forward(model, x):
-    return model(x)
-
-
-@nnx.jit
 def _adam_step(model, optimizer, x, y):
     def loss(model):
         return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
     optimizer.update(model, nnx.grad(loss)(model))
+
+
+@nnx.jit
+def _forward(model, x):
+    return model(x)
 
 
 def _same_state(a, b):

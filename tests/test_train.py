@@ -213,6 +213,11 @@ def _tiny_config(**overrides):
     return TrainConfig(**settings)
 
 
+def _run(config, output_dir, **options):
+    """:func:`train` without progress bars or plots (the tests that look at plots call ``train`` itself)."""
+    return train(config, output_dir, progress=False, plots=False, **options)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_digits()
@@ -319,7 +324,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(uninterrupted, tmp_p
     assert done.returncode == -9, done.stderr[-2000:]
     assert [r["epoch"] for r in report.read_log(out / "log.jsonl")] == [1, 2]
     assert not (out / "summary.json").exists()
-    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
+    resumed = _run(_tiny_config(), out, resume=True, dataset=digits)
     assert _numbers(out) == _numbers(full)
     assert _without_timings(resumed) == _without_timings(summary)
 
@@ -331,7 +336,7 @@ def test_resume_drops_log_lines_past_the_checkpoint(uninterrupted, tmp_path, dig
     shutil.copytree(uninterrupted[0], out)
     # As if the process died after logging epoch 3 but before its checkpoint landed.
     shutil.rmtree(out / "checkpoints" / "3")
-    train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
+    _run(_tiny_config(), out, resume=True, dataset=digits)
     assert _numbers(out) == _numbers(uninterrupted[0])
 
 
@@ -343,20 +348,20 @@ def test_output_dir_guards(uninterrupted, tmp_path, digits):
     out, _ = uninterrupted
     before = _snapshot(out)
     with pytest.raises(RunError, match="already holds this run.*--resume"):
-        train(_tiny_config(), out, dataset=digits, progress=False, plots=False)
+        _run(_tiny_config(), out, dataset=digits)
     with pytest.raises(RunError, match="holds a different run"):
-        train(_tiny_config(seed=8), out, dataset=digits, progress=False, plots=False)
+        _run(_tiny_config(seed=8), out, dataset=digits)
     with pytest.raises(RunError, match="settings differ: seed"):
-        train(_tiny_config(seed=8), out, resume=True, dataset=digits, progress=False, plots=False)
+        _run(_tiny_config(seed=8), out, resume=True, dataset=digits)
     assert _snapshot(out) == before
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match="not empty and holds no nasgen run"):
-        train(_tiny_config(), other, dataset=digits, progress=False, plots=False)
+        _run(_tiny_config(), other, dataset=digits)
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     with pytest.raises(RunError, match="no training run"):
-        train(_tiny_config(), tmp_path / "nothing", resume=True, dataset=digits, progress=False, plots=False)
+        _run(_tiny_config(), tmp_path / "nothing", resume=True, dataset=digits)
 
 
 def test_config_rejects_architectures_of_another_space():
@@ -382,8 +387,7 @@ def test_paper_defaults_for_mnist():
 
 
 def test_probability_mixing_runs(tmp_path, digits):
-    summary = train(_tiny_config(mixing="probabilities", epochs=1, optimizer="adamw"), tmp_path / "p", dataset=digits,
-                    progress=False, plots=False)
+    summary = _run(_tiny_config(mixing="probabilities", epochs=1, optimizer="adamw"), tmp_path / "p", dataset=digits)
     assert 0.0 <= summary["mixture_accuracy"] <= 1.0 and len(summary["accuracies"]) == 3
 
 
@@ -572,9 +576,9 @@ def test_a_failure_at_any_commit_boundary_resumes_to_the_uninterrupted_run(
     with monkeypatch.context() as patch:
         _inject_crash(patch, tmp_path, boundary, epoch)
         with pytest.raises(_Crash):
-            train(_tiny_config(), out, dataset=digits, progress=False, plots=False)
+            _run(_tiny_config(), out, dataset=digits)
     assert not (out / "summary.json").exists()
-    resumed = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
+    resumed = _run(_tiny_config(), out, resume=True, dataset=digits)
     assert _numbers(out) == _numbers(full)
     assert _without_timings(resumed) == _without_timings(summary)
     assert json.loads((out / "summary.json").read_text()) == resumed
@@ -591,7 +595,7 @@ def test_resume_redoes_an_epoch_whose_record_is_missing(uninterrupted, tmp_path,
     (out / "log.jsonl").write_text("".join(lines[:2]))
     for name in ("summary.json", "summary.md"):
         (out / name).unlink()
-    summary = train(_tiny_config(), out, resume=True, dataset=digits, progress=False, plots=False)
+    summary = _run(_tiny_config(), out, resume=True, dataset=digits)
     assert _numbers(out) == _numbers(uninterrupted[0])
     assert summary["epochs"] == 3 and _without_timings(summary) == _without_timings(uninterrupted[1])
 
@@ -749,13 +753,13 @@ def test_non_finite_data_is_refused_and_divergence_fails(tmp_path, digits):
     poisoned = digits.train_images.copy()
     poisoned[3, 2, 2, 0] = np.nan
     with pytest.raises(NasgenError, match="non-finite training images"):
-        train(_tiny_config(), tmp_path / "nan", dataset=dataclasses.replace(digits, train_images=poisoned), progress=False, plots=False)
+        _run(_tiny_config(), tmp_path / "nan", dataset=dataclasses.replace(digits, train_images=poisoned))
     assert not (tmp_path / "nan").exists()
     # Finite but enormous pixels overflow float32 inside the networks: the
     # run must fail in one line, not report alpha = NaN.
     huge = dataclasses.replace(digits, train_images=digits.train_images * np.float32(3e38))
     with pytest.raises(RunError, match="training diverged in epoch 1"):
-        train(_tiny_config(), tmp_path / "huge", dataset=huge, progress=False, plots=False)
+        _run(_tiny_config(), tmp_path / "huge", dataset=huge)
     assert not (tmp_path / "huge" / "log.jsonl").read_text()
     assert not (tmp_path / "huge" / "checkpoints").exists()
 
@@ -965,7 +969,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
 
     cache = tmp_path / "cache"
     config = _tiny_config(epochs=1)
-    cold = train(config, tmp_path / "cold", dataset=digits, progress=False, plots=False, compilation_cache=cache)
+    cold = _run(config, tmp_path / "cold", dataset=digits, compilation_cache=cache)
     assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
     programs = {path.name for path in cache.glob("jit_call*")}
     assert len(programs) == 1
@@ -975,19 +979,19 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(export, "export", no_tracing)
-        warm = train(config, tmp_path / "warm", dataset=digits, progress=False, plots=False, compilation_cache=cache)
+        warm = _run(config, tmp_path / "warm", dataset=digits, compilation_cache=cache)
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
     # The warm run found the cold run's compiled step in JAX's cache instead
     # of compiling (and storing) a program of its own.
     assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
-    train(config, tmp_path / "plain", dataset=digits, progress=False, plots=False, compilation_cache=False)
+    _run(config, tmp_path / "plain", dataset=digits, compilation_cache=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
     # A damaged cache entry is traced again and replaced, not an error.
     entry = next((cache / STEP_DIR).glob("*.jaxexport"))
     entry.write_bytes(b"not an exported step")
-    train(config, tmp_path / "repaired", dataset=digits, progress=False, plots=False, compilation_cache=cache)
+    _run(config, tmp_path / "repaired", dataset=digits, compilation_cache=cache)
     assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
     assert entry.read_bytes() != b"not an exported step"
 
