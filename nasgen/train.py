@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -78,6 +79,7 @@ __all__ = [
     "mixture_gradients",
     "train_step",
     "FusedStep",
+    "clear_step_programs",
     "eval_step",
     "evaluate",
     "train",
@@ -696,6 +698,16 @@ def evaluate(
 STEP_DIR = "steps"
 """Subdirectory of the compilation cache holding serialised (``jax.export``) training steps."""
 
+STEPS_KEPT = 4
+"""Compiled training steps a process keeps for reuse (the most recently used)."""
+
+_STEP_PROGRAMS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
+
+
+def clear_step_programs() -> None:
+    """Forget the compiled training steps this process keeps for reuse (frees their memory)."""
+    _STEP_PROGRAMS.clear()
+
 
 class FusedStep:
     """The fused :func:`train_step` as a function of the flat state, traced once per mixture.
@@ -708,7 +720,12 @@ class FusedStep:
     library versions: a later process (a resumed run, the same mixture again)
     loads it instead of tracing the M+1 networks again, and JAX's persistent
     cache in the same directory supplies the compiled program, so a warm
-    start neither traces nor compiles.
+    start neither traces nor compiles. With an ``identity``, the process also
+    keeps the compiled step (the last :data:`STEPS_KEPT`; see
+    :func:`clear_step_programs`): a later FusedStep of the same structure in
+    the same process (the next seed of ``--seeds``, another ``train`` call in
+    a notebook) reuses it without loading or compiling anything
+    (:attr:`reused`).
 
     Args:
         mixture, optimizer: the live objects (``mixture`` in train mode).
@@ -741,12 +758,30 @@ class FusedStep:
             return losses, jax.tree.leaves(nnx.state((mixture, optimizer)))
 
         self.loaded_from_cache = False
-        if cache_dir is None or not identity:
-            self._call = jax.jit(step)
+        self.reused = False
+        key = self._key(identity, leaves, images, labels) if identity else None
+        # The compiled step is a pure function of (leaves, batch): any FusedStep
+        # of the same identity, shapes, shardings and graph (nnx's own jit key)
+        # can call it.
+        kept = (key, graphdef) if key is not None else None
+        if kept is not None and kept in _STEP_PROGRAMS:
+            self._call = _STEP_PROGRAMS[kept]
+            _STEP_PROGRAMS.move_to_end(kept)
+            self.reused = True
             return
+        self._call = self._program(step, key, cache_dir, leaves, images, labels)
+        if kept is not None:
+            _STEP_PROGRAMS[kept] = self._call
+            while len(_STEP_PROGRAMS) > STEPS_KEPT:
+                _STEP_PROGRAMS.popitem(last=False)
+
+    def _program(self, step, key: str | None, cache_dir: Path | None, leaves, images, labels) -> Callable:
+        """``step`` under jit, or (with a cache) the exported step, loaded or traced and saved."""
+        if cache_dir is None or key is None:
+            return jax.jit(step)
         from jax import export
 
-        path = Path(cache_dir) / STEP_DIR / f"{self._key(identity, leaves, images, labels)}.jaxexport"
+        path = Path(cache_dir) / STEP_DIR / f"{key}.jaxexport"
         exported = None
         if path.is_file():
             try:
@@ -769,7 +804,7 @@ class FusedStep:
                 os.replace(tmp, path)
             except OSError:
                 pass  # a cache that cannot be written only costs the next run a trace
-        self._call = jax.jit(exported.call)
+        return jax.jit(exported.call)
 
     @staticmethod
     def _key(identity: str, leaves, images, labels) -> str:

@@ -25,6 +25,7 @@ from nasgen.train import (
     RunError,
     TrainConfig,
     build_optimizer,
+    clear_step_programs,
     kernel_mask,
     mixture_gradients,
     train,
@@ -969,6 +970,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
 
     cache = tmp_path / "cache"
     config = _tiny_config(epochs=1)
+    clear_step_programs()  # a cold start: not the step an earlier test left in this process
     cold = _run(config, tmp_path / "cold", dataset=digits, compilation_cache=cache)
     assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
     programs = {path.name for path in cache.glob("jit_call*")}
@@ -977,6 +979,7 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     def no_tracing(*args, **kwargs):
         raise AssertionError("the step was exported again instead of loaded from the cache")
 
+    clear_step_programs()  # as a new process would be: the step comes from the cache, not from memory
     with monkeypatch.context() as patch:
         patch.setattr(export, "export", no_tracing)
         warm = _run(config, tmp_path / "warm", dataset=digits, compilation_cache=cache)
@@ -986,11 +989,13 @@ def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path,
     # of compiling (and storing) a program of its own.
     assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
+    clear_step_programs()
     _run(config, tmp_path / "plain", dataset=digits, compilation_cache=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
     # A damaged cache entry is traced again and replaced, not an error.
     entry = next((cache / STEP_DIR).glob("*.jaxexport"))
     entry.write_bytes(b"not an exported step")
+    clear_step_programs()
     _run(config, tmp_path / "repaired", dataset=digits, compilation_cache=cache)
     assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
     assert entry.read_bytes() != b"not an exported step"
@@ -1026,6 +1031,7 @@ def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits)
         mixture.train()
         x = jnp.asarray(digits.train_images[: config.batch_size])
         y = jnp.asarray(digits.train_labels[: config.batch_size])
+        clear_step_programs()  # compiled here, not reused from an earlier test in this process
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache, identity=identity)
         for _ in range(2):
             step(x, y)
@@ -1033,3 +1039,42 @@ def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits)
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
+def test_a_fused_step_of_the_same_structure_reuses_the_compiled_program(digits):
+    # The next seed of --seeds (or another train() call in a notebook) reuses the
+    # compiled step in memory instead of loading or compiling it again; its numbers
+    # are its own mixture's, as nnx.jit's train_step computes them.
+    from nasgen.train import FusedStep, create_mixture, train_step
+
+    x = jnp.asarray(digits.train_images[:32])
+    y = jnp.asarray(digits.train_labels[:32])
+
+    def fused(config):
+        mixture, optimizer = create_mixture(config, in_channels=digits.channels, num_classes=int(digits.num_classes))
+        mixture.train()
+        return FusedStep(mixture, optimizer, x, y, identity=config.step_identity())
+
+    def by_train_step(config):
+        mixture, optimizer = create_mixture(config, in_channels=digits.channels, num_classes=int(digits.num_classes))
+        mixture.train()
+        losses = train_step(mixture, optimizer, x, y)
+        return losses, jax.tree.leaves(nnx.state((mixture, optimizer)))
+
+    clear_step_programs()
+    first = fused(_tiny_config())
+    assert not first.reused
+    first(x, y)
+    second = fused(_tiny_config(seed=8))
+    assert second.reused
+    losses = second(x, y)
+    expected_losses, expected_leaves = by_train_step(_tiny_config(seed=8))
+    np.testing.assert_allclose(np.asarray(losses[1]), np.asarray(expected_losses[1]), rtol=1e-5, atol=1e-6)
+    for got, want in zip(second.leaves, expected_leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    # The first seed's own state was not touched by the second's steps.
+    first_losses = first(x, y)
+    assert not np.allclose(np.asarray(first_losses[1]), np.asarray(losses[1]))
+    assert not fused(_tiny_config(learning_rate=1e-3)).reused  # another step: compiled anew
+    clear_step_programs()
+    assert not fused(_tiny_config(seed=8)).reused
