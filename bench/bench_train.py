@@ -292,15 +292,13 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     create_s = time.perf_counter() - t
     mixture.train()
     result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
-    if fused_step and groups > 1:
-        return _grouped_child(result, mixture, config, x, y, cache_path, groups, steps)
     if fused_step:
         cpu = time.process_time()
         # What a training run does: nasgen.train.FusedStep, which with a
         # cache directory loads the exported step instead of tracing it.
         t = time.perf_counter()
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path,
-                         identity=config.step_identity())
+                         identity=config.step_identity(), programs=groups)
         result["lower_s"] = time.perf_counter() - t
         t = time.perf_counter()
         jax.block_until_ready(step(x, y))
@@ -360,52 +358,6 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         jax.block_until_ready(compiled(state, x, y))
         times.append(time.perf_counter() - t)
     result["step_s"] = statistics.median(times)
-    return result
-
-
-def _grouped_child(result: dict, mixture, config, x, y, cache_path, groups: int, steps: int) -> dict:
-    """A structure experiment, not what a run does: the networks split into ``groups`` FusedSteps.
-
-    Each group is a Mixture of its networks with an optimiser of its own
-    (alpha per group, so the numbers are not the fused step's); the groups'
-    first calls (loading or compiling) run on two threads, as XLA releases
-    the GIL while it compiles or loads.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from nasgen.train import FusedStep, Mixture, build_optimizer
-
-    tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
-    networks = list(mixture.networks)
-    t = time.perf_counter()
-    parts = []
-    for g, indices in enumerate(np.array_split(np.arange(len(networks)), groups)):
-        sub = Mixture([networks[i] for i in indices])
-        parts.append(FusedStep(sub, nnx.Optimizer(sub, tx, wrt=nnx.Param), x, y, cache_dir=cache_path,
-                               identity=f"groups {groups}, part {g}: {config.step_identity()}"))
-    result["lower_s"] = time.perf_counter() - t
-
-    def first(step):
-        jax.block_until_ready(step(x, y))
-
-    t = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(first, parts))
-    first_s = time.perf_counter() - t
-    times, one_by_one = [], []
-    for _ in range(steps):
-        t = time.perf_counter()
-        jax.block_until_ready([step(x, y) for step in parts])  # dispatched together, may overlap
-        times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        for step in parts:  # each group's step finished before the next starts
-            jax.block_until_ready(step(x, y))
-        one_by_one.append(time.perf_counter() - t)
-    result["step_s"] = statistics.median(times)
-    result["step_one_by_one_s"] = statistics.median(one_by_one)
-    # The first calls ran the groups' steps two at a time: less one whole step.
-    result["compile_s"] = max(0.0, first_s - result["step_s"])
-    result["loaded_from_cache"] = all(step.loaded_from_cache for step in parts)
     return result
 
 
@@ -477,7 +429,8 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> lis
     warm_totals = sorted(total(w) for w in warm)
     return [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.FusedStep with the "
-        + (f"networks split into {groups} programs (a structure experiment: `_grouped_child`), " if groups > 1 else "")
+        + (f"step split into {groups} programs over groups of networks plus alpha's (`programs={groups}`), "
+           if groups > 1 else "")
         + f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after); start = loading or tracing+exporting the step, then its first call less "
         "one step:",
@@ -492,11 +445,7 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> lis
         f"{statistics.median(start(w) for w in warm):.1f} | {median['step_s']:.3f} |",
         "",
         f"Warm totals, sorted: {', '.join(f'{t:.1f}' for t in warm_totals)} s.",
-    ] + ([
-        "",
-        f"Groups' steps one after another (each finished before the next starts) instead of dispatched together: "
-        f"cold {cold['step_one_by_one_s']:.3f} s, warm {statistics.median(w['step_one_by_one_s'] for w in warm):.3f} s.",
-    ] if groups > 1 else [])
+    ]
 
 
 _DEVICES_CHILD = "--devices-child"
@@ -614,7 +563,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help="cache case: warm processes (median reported)")
     parser.add_argument("--groups", type=int, default=1,
-                        help="cache case: split the networks into this many programs (a structure experiment)")
+                        help="cache case: the step as this many programs over groups of networks (FusedStep programs=)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
     parser.add_argument("--samples", type=int, default=20, help="M, generated networks")
     parser.add_argument("--width-multiplier", type=float, default=0.25)

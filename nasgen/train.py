@@ -698,10 +698,26 @@ def evaluate(
 STEP_DIR = "steps"
 """Subdirectory of the compilation cache holding serialised (``jax.export``) training steps."""
 
+
+def _network_of(path) -> int | None:
+    """Which network a leaf of the (mixture, optimiser) state belongs to (None: alpha, counters)."""
+    keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+    for name, index in zip(keys, keys[1:]):
+        if name == "networks" and isinstance(index, int):
+            return index
+    return None
+
+
 STEPS_KEPT = 4
 """Compiled training steps a process keeps for reuse (the most recently used)."""
 
 _STEP_PROGRAMS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
+
+
+def _keep_step_programs(kept: tuple, programs: Any) -> None:
+    _STEP_PROGRAMS[kept] = programs
+    while len(_STEP_PROGRAMS) > STEPS_KEPT:
+        _STEP_PROGRAMS.popitem(last=False)
 
 
 def clear_step_programs() -> None:
@@ -735,10 +751,22 @@ class FusedStep:
             run's config JSON); part of the cache key with the shapes, the
             shardings, the library versions and the source of the modules
             that define the step.
+        programs: split the step into this many XLA programs over
+            consecutive groups of networks, plus one for alpha (1: one
+            program). Each group's program computes its networks' gradients
+            and applies the optimiser to their leaves only; alpha's program
+            takes every network's logits. The optimiser is elementwise per
+            leaf, so the update is the one-program step's (to float
+            rounding). XLA's CPU executable loader and its thunk graph grow
+            faster than a program's size, so several smaller programs load
+            from the cache much faster (``bench/results/train.md``).
+
+    Raises:
+        NasgenError: ``programs`` not between 1 and the number of networks.
     """
 
     def __init__(self, mixture: "Mixture", optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
-                 cache_dir: Path | None = None, identity: str = "") -> None:
+                 cache_dir: Path | None = None, identity: str = "", programs: int = 1) -> None:
         self._objects = (mixture, optimizer)
         graphdef, state = nnx.split(self._objects)
         leaves, self._treedef = jax.tree.flatten(state)
@@ -759,7 +787,15 @@ class FusedStep:
 
         self.loaded_from_cache = False
         self.reused = False
+        networks = len(mixture.networks)
+        if isinstance(programs, bool) or not isinstance(programs, int) or not 1 <= programs <= networks:
+            raise NasgenError(f"programs must be an integer from 1 to the number of networks ({networks}), "
+                              f"got {programs!r}")
+        self.programs = programs
         key = self._key(identity, leaves, images, labels) if identity else None
+        if programs > 1:
+            self._split(graphdef, treedef, networks, key, cache_dir, images, labels)
+            return
         # The compiled step is a pure function of (leaves, batch): any FusedStep
         # of the same identity, shapes, shardings and graph (nnx's own jit key)
         # can call it.
@@ -771,11 +807,9 @@ class FusedStep:
             return
         self._call = self._program(step, key, cache_dir, leaves, images, labels)
         if kept is not None:
-            _STEP_PROGRAMS[kept] = self._call
-            while len(_STEP_PROGRAMS) > STEPS_KEPT:
-                _STEP_PROGRAMS.popitem(last=False)
+            _keep_step_programs(kept, self._call)
 
-    def _program(self, step, key: str | None, cache_dir: Path | None, leaves, images, labels) -> Callable:
+    def _program(self, step, key: str | None, cache_dir: Path | None, *args) -> Callable:
         """``step`` under jit, or (with a cache) the exported step, loaded or traced and saved."""
         if cache_dir is None or key is None:
             return jax.jit(step)
@@ -790,7 +824,8 @@ class FusedStep:
             except Exception:  # a damaged or foreign cache entry: trace again and replace it
                 exported = None
         if exported is None:
-            exported = export.export(jax.jit(step))(leaves, images, labels)
+            self.loaded_from_cache = False
+            exported = export.export(jax.jit(step))(*args)
             try:
                 blob = exported.serialize()
             except ImportError:  # jax needs flatbuffers to serialise; without it, trace every time
@@ -805,6 +840,89 @@ class FusedStep:
             except OSError:
                 pass  # a cache that cannot be written only costs the next run a trace
         return jax.jit(exported.call)
+
+    def _split(self, graphdef, treedef, networks: int, key: str | None, cache_dir: Path | None,
+               images: jax.Array, labels: jax.Array) -> None:
+        """The step as one program per group of networks and one for alpha (see ``programs``)."""
+        paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(jax.tree.unflatten(treedef, self.leaves))[0]]
+        owners = [_network_of(path) for path in paths]
+        groups = [tuple(int(i) for i in part) for part in np.array_split(np.arange(networks), self.programs)]
+        self._owned = [[k for k, owner in enumerate(owners) if owner in group] for group in groups]
+        self._rest = [k for k, owner in enumerate(owners) if owner is None]
+
+        def group_step(leaves, images, labels, members, keep):
+            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+            grads = jax.tree.map(jnp.zeros_like, nnx.state(mixture, nnx.Param))
+            logits, losses, inputs = [], [], images
+            for i in members:
+                (loss, z), grads["networks"][i] = _network_gradients(mixture.networks[i], inputs, labels)
+                logits.append(z)
+                losses.append(loss)
+                inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads["networks"][i])))
+            # The other networks' (zero) updates are not outputs: XLA drops them.
+            optimizer.update(mixture, grads)
+            new = jax.tree.leaves(nnx.state((mixture, optimizer)))
+            return (jnp.stack(logits), jnp.stack(losses)), [new[k] for k in keep]
+
+        def alpha_step(leaves, logits, losses, labels, keep):
+            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+            logits = [z for part in logits for z in part]
+
+            def alpha_loss(model: Mixture):
+                return mixture_losses(model.alpha[...], logits, labels, model.mixing)[0]
+
+            mixture_loss, grads = nnx.value_and_grad(alpha_loss)(mixture)
+            optimizer.update(mixture, grads)
+            new = jax.tree.leaves(nnx.state((mixture, optimizer)))
+            return (mixture_loss, jnp.concatenate(losses)), [new[k] for k in keep]
+
+        def part_key(name: str) -> str | None:
+            return None if key is None else hashlib.sha256(f"{key} {self.programs} {name}".encode()).hexdigest()[:32]
+
+        kept = (key, graphdef, self.programs) if key is not None else None
+        if kept is not None and kept in _STEP_PROGRAMS:
+            self._group_calls, self._alpha_call = _STEP_PROGRAMS[kept]
+            _STEP_PROGRAMS.move_to_end(kept)
+            self.reused = True
+            return
+        # Traced (or loaded) one after another, then compiled (or loaded from
+        # JAX's cache) on two threads: XLA releases the GIL while it works.
+        group_fns, loaded = [], True
+        for g, (members, keep) in enumerate(zip(groups, self._owned)):
+            step = functools.partial(group_step, members=members, keep=keep)
+            group_fns.append(self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels))
+            loaded = loaded and self.loaded_from_cache
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            self._group_calls = list(pool.map(lambda fn: fn.lower(self.leaves, images, labels).compile(), group_fns))
+        # Alpha's program takes the groups' logits and losses, as they come out of them.
+        parts = [jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+                              jax.eval_shape(fn, self.leaves, images, labels)[0], call.output_shardings[0])
+                 for fn, call in zip(group_fns, self._group_calls)]
+        logits, losses = [part[0] for part in parts], [part[1] for part in parts]
+        alpha = functools.partial(alpha_step, keep=self._rest)
+        alpha_fn = self._program(alpha, part_key("alpha"), cache_dir, self.leaves, logits, losses, labels)
+        self._alpha_call = alpha_fn.lower(self.leaves, logits, losses, labels).compile()
+        self.loaded_from_cache = loaded and self.loaded_from_cache
+        if kept is not None:
+            _keep_step_programs(kept, (self._group_calls, self._alpha_call))
+
+    def _split_call(self, images: jax.Array, labels: jax.Array):
+        leaves = self.leaves
+        new = list(leaves)
+        logits, losses = [], []
+        for call, keep in zip(self._group_calls, self._owned):
+            (z, loss), out = call(leaves, images, labels)
+            logits.append(z)
+            losses.append(loss)
+            for k, value in zip(keep, out):
+                new[k] = value
+        losses, out = self._alpha_call(leaves, logits, losses, labels)
+        for k, value in zip(self._rest, out):
+            new[k] = value
+        self.leaves = new
+        return losses
 
     @staticmethod
     def _key(identity: str, leaves, images, labels) -> str:
@@ -821,6 +939,8 @@ class FusedStep:
 
     def __call__(self, images: jax.Array, labels: jax.Array):
         """One step; returns ``(mixture_loss, network_losses)``."""
+        if self.programs > 1:
+            return self._split_call(images, labels)
         losses, self.leaves = self._call(self.leaves, images, labels)
         return losses
 
@@ -1219,6 +1339,11 @@ class TrainingRun:
             and log only, e.g. for sweeps; the plots can be drawn later from
             ``log.jsonl`` and ``summary.json`` with
             :func:`nasgen.report.write_plots`).
+        step_programs: the training step as this many XLA programs (groups
+            of networks) plus one for alpha; 1 (default) is one program. See
+            :class:`FusedStep`'s ``programs``: the same numbers to float
+            rounding, a much shorter warm start from the cache at large M
+            on a CPU.
 
     Raises:
         RunError: the directory is not usable (one-line message; nothing
@@ -1238,9 +1363,11 @@ class TrainingRun:
         compilation_cache: bool | str | os.PathLike | None = None,
         command: Sequence[str] | None = None,
         plots: bool = True,
+        step_programs: int = 1,
     ) -> None:
         self.config = config
         self.plots = plots
+        self.step_programs = step_programs
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.progress = progress
@@ -1345,6 +1472,11 @@ class TrainingRun:
             NasgenError: as :class:`TrainingRun`.
         """
         self.mesh = data_mesh(self.devices)
+        networks = len(network_names(self.config))
+        programs = self.step_programs
+        if isinstance(programs, bool) or not isinstance(programs, int) or not 1 <= programs <= networks:
+            raise RunError(f"--step-programs must be an integer from 1 to the number of networks ({networks}), "
+                           f"got {programs!r}")
         self._check_directory()
         if self._dataset is None:
             self._dataset = load_dataset(self.config.dataset, self.config.data_dir)
@@ -1387,6 +1519,7 @@ class TrainingRun:
         self._replicate_state()
         session = {
             "started": _now(), "ended": None, "start_epoch": self.start_epoch, "devices": self.mesh.size,
+            "step_programs": self.step_programs,
             "processes": jax.process_count(), "device_kind": self.mesh.devices.flat[0].device_kind,
             "platform": self.mesh.devices.flat[0].platform, "command": self.command, "versions": _versions(),
         }
@@ -1491,7 +1624,7 @@ class TrainingRun:
                 index = next(order)
                 batch = self._shard(self.train_images[index], self.train_labels[index])
                 step_fn = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
-                                    identity=config.step_identity())
+                                    identity=config.step_identity(), programs=self.step_programs)
                 losses = step_fn(*batch)
                 jax.block_until_ready(losses)
                 step_losses.append(losses)
@@ -1610,12 +1743,13 @@ def train(
     compilation_cache: bool | str | os.PathLike | None = None,
     command: Sequence[str] | None = None,
     plots: bool = True,
+    step_programs: int = 1,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.
 
     Args:
         config, output_dir, resume, dataset, progress, devices,
-            compilation_cache, command, plots: as for :class:`TrainingRun`.
+            compilation_cache, command, plots, step_programs: as for :class:`TrainingRun`.
         on_epoch_end: called with each epoch's committed log record.
 
     Returns:
@@ -1626,7 +1760,7 @@ def train(
     """
     with TrainingRun(
         config, output_dir, resume=resume, dataset=dataset, progress=progress, devices=devices,
-        compilation_cache=compilation_cache, command=command, plots=plots,
+        compilation_cache=compilation_cache, command=command, plots=plots, step_programs=step_programs,
     ) as run:
         return run.run(on_epoch_end=on_epoch_end)
 

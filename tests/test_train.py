@@ -740,6 +740,8 @@ def test_new_run_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         (["--output-dir", str(tmp_path / "r"), "--seeds", "1,1"], "each once"),
         (["--output-dir", str(tmp_path / "r"), "--seeds", "1,2"], "--seed or --seeds"),
         (["--output-dir", str(tmp_path / "r"), "--width-multiplier", "inf"], "width multiplier"),
+        (["--output-dir", str(tmp_path / "r"), "--step-programs", "0"], "--step-programs must be an integer"),
+        (["--output-dir", str(tmp_path / "r"), "--step-programs", "4"], "number of networks (3)"),
     ]
     for extra, message in cases:
         code, _, err = _cli(args + extra, capsys)
@@ -1078,3 +1080,62 @@ def test_a_fused_step_of_the_same_structure_reuses_the_compiled_program(digits):
     assert not fused(_tiny_config(learning_rate=1e-3)).reused  # another step: compiled anew
     clear_step_programs()
     assert not fused(_tiny_config(seed=8)).reused
+
+
+@pytest.mark.parametrize("optimizer", ["adam-l2", "adamw"])
+def test_a_step_split_into_programs_updates_like_the_one_program_step(tmp_path, digits, optimizer):
+    # Groups of networks in programs of their own plus alpha's: every leaf of the
+    # mixture and the optimiser after three steps equals the one-program step's;
+    # a new FusedStep (as in a new process) loads every part from the cache.
+    from nasgen.train import FusedStep, create_mixture
+
+    config = _tiny_config(optimizer=optimizer, weight_decay=0.01)
+    x = jnp.asarray(digits.train_images[:32])
+    y = jnp.asarray(digits.train_labels[:32])
+
+    def three_steps(programs, cache=None):
+        mixture, optimizer_ = create_mixture(config, in_channels=digits.channels,
+                                             num_classes=int(digits.num_classes))
+        mixture.train()
+        step = FusedStep(mixture, optimizer_, x, y, cache_dir=cache, identity=config.step_identity(),
+                         programs=programs)
+        losses = [step(x, y) for _ in range(3)]
+        step.sync()
+        return step, losses, jax.tree.leaves(nnx.state((mixture, optimizer_)))
+
+    clear_step_programs()
+    _, one_losses, one = three_steps(1)
+    networks = len(config.architectures) + 1
+    for programs in (2, networks):
+        step, losses, split = three_steps(programs, tmp_path / "cache")
+        assert step.programs == programs and not step.loaded_from_cache
+        for got, want in zip(losses, one_losses, strict=True):
+            np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-7)
+        for a, b in zip(split, one, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    clear_step_programs()
+    step, _, again = three_steps(networks, tmp_path / "cache")
+    assert step.loaded_from_cache and not step.reused
+    for a, b in zip(again, split, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(NasgenError, match="programs must be an integer from 1 to the number of networks"):
+        three_steps(networks + 1)
+
+
+
+def test_a_run_with_a_split_step_logs_the_one_program_numbers(tmp_path, digits):
+    config = _tiny_config(epochs=2)
+    _run(config, tmp_path / "one", dataset=digits, compilation_cache=False)
+    _run(config, tmp_path / "split", dataset=digits, compilation_cache=False, step_programs=3)
+    one, split = _numbers(tmp_path / "one"), _numbers(tmp_path / "split")
+    assert [sorted(r) for r in split] == [sorted(r) for r in one]
+    for a, b in zip(split, one, strict=True):
+        for key, value in b.items():
+            if isinstance(value, str) or value is None:
+                assert a[key] == value, key
+            else:  # numbers and lists of numbers: equal to float rounding
+                np.testing.assert_allclose(np.asarray(a[key], float), np.asarray(value, float), rtol=1e-4, atol=1e-6,
+                                           err_msg=key)
+    config_json = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert config_json["sessions"][-1]["step_programs"] == 3
