@@ -897,9 +897,8 @@ class FusedStep:
         with ThreadPoolExecutor(2) as pool:
             self._group_calls = list(pool.map(lambda fn: fn.lower(self.leaves, images, labels).compile(), group_fns))
         # Alpha's program takes the groups' logits and losses, as they come out of them.
-        parts = [jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-                              jax.eval_shape(fn, self.leaves, images, labels)[0], call.output_shardings[0])
-                 for fn, call in zip(group_fns, self._group_calls)]
+        parts = [jax.tree.map(lambda out: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding),
+                              call.out_info[0]) for call in self._group_calls]
         logits, losses = [part[0] for part in parts], [part[1] for part in parts]
         alpha = functools.partial(alpha_step, keep=self._rest)
         alpha_fn = self._program(alpha, part_key("alpha"), cache_dir, self.leaves, logits, losses, labels)
