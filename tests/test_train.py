@@ -939,6 +939,9 @@ _DEVICES_RUN = textwrap.dedent(
     data = load_digits()
     for n in (1, 2, 4):
         train(config, os.path.join(sys.argv[2], f"d{n}"), dataset=data, progress=False, plots=False, devices=n)
+    # The step split into programs, sharded the same way.
+    train(config, os.path.join(sys.argv[2], "d4s"), dataset=data, progress=False, plots=False, devices=4,
+          step_programs=3)
     """
 )
 
@@ -949,9 +952,9 @@ def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
     done = subprocess.run([sys.executable, "-c", _DEVICES_RUN, json.dumps(config.to_dict()), str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = {n: _numbers(tmp_path / f"d{n}") for n in (1, 2, 4)}
-    for n in (2, 4):
-        assert json.loads((tmp_path / f"d{n}" / "config.json").read_text())["devices"] == n
+    runs = {n: _numbers(tmp_path / f"d{n}") for n in (1, 2, 4, "4s")}
+    for n in (2, 4, "4s"):
+        assert json.loads((tmp_path / f"d{n}" / "config.json").read_text())["devices"] == (4 if n == "4s" else n)
         for one, many in zip(runs[1], runs[n]):
             assert one["epoch"] == many["epoch"]
             for key in ("alpha", "train_loss", "softmax_alpha"):
