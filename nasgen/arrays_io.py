@@ -15,13 +15,16 @@ half-written target behind and an interrupted one leaves a valid file with every
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -97,6 +100,31 @@ def _new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
+
+    What the block writes is not torn by Ctrl-C (a chunk of architectures
+    and its count; a training epoch's log record, checkpoint and pruning),
+    and the signal then acts as it would have (the CLI turns both into a
+    one-line "interrupted"). Outside the main thread it holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        signal.raise_signal(received[0])
+
 
 
 class StagedFile:
@@ -230,9 +258,13 @@ class ArchitectureWriter:
         return self._file is not None and self._file.regular
 
     def write(self, layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> None:
-        """Append one chunk of architectures."""
+        """Append one chunk of architectures (an interrupt waits until the chunk and its count are in)."""
         if len(layers) == 0:
             return
+        with signals_deferred():
+            self._write(layers, kernel, stride)
+
+    def _write(self, layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> None:
         if self.format == "npz":
             # kept in the smallest dtype until the end: an eighth of int64's memory for most spaces
             dtype = _smallest_dtype(layers, kernel, stride)

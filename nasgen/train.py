@@ -27,7 +27,6 @@ References:
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -37,9 +36,7 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +49,7 @@ import optax
 from flax import nnx
 
 from nasgen import report
+from nasgen.arrays_io import signals_deferred as _signals_deferred
 from nasgen.data import Dataset, batches, load_dataset
 from nasgen.models import build_model
 from nasgen.modelspec import ORIGINAL_RESNET_ARCH, RESNET_INIT_SCALE, RESNET_INPUT_SHAPE, ModelSpec, resnet_space
@@ -1013,29 +1011,6 @@ def _write_json_atomic(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
-
-    An epoch's commit (log record, checkpoint, pruning) is not torn by
-    Ctrl-C: orbax's writer threads finish, and the signal then acts as it
-    would have (the CLI turns both into a one-line "interrupted").
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if received:
-        signal.raise_signal(received[0])
 
 
 class _Checkpoints:
