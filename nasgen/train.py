@@ -712,6 +712,14 @@ STEPS_KEPT = 4
 _STEP_PROGRAMS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
 
 
+def _kept_step_programs(kept: tuple | None) -> Any:
+    """The compiled step(s) kept under ``kept`` (marked most recently used), or None."""
+    if kept is None or kept not in _STEP_PROGRAMS:
+        return None
+    _STEP_PROGRAMS.move_to_end(kept)
+    return _STEP_PROGRAMS[kept]
+
+
 def _keep_step_programs(kept: tuple, programs: Any) -> None:
     _STEP_PROGRAMS[kept] = programs
     while len(_STEP_PROGRAMS) > STEPS_KEPT:
@@ -797,10 +805,9 @@ class FusedStep:
         # The compiled step is a pure function of (leaves, batch): any FusedStep
         # of the same identity, shapes, shardings and graph (nnx's own jit key)
         # can call it.
-        kept = (key, graphdef) if key is not None else None
-        if kept is not None and kept in _STEP_PROGRAMS:
-            self._call = _STEP_PROGRAMS[kept]
-            _STEP_PROGRAMS.move_to_end(kept)
+        kept = (key, graphdef, 1) if key is not None else None
+        self._call = _kept_step_programs(kept)
+        if self._call is not None:
             self.reused = True
             return
         self._call = self._program(step, key, cache_dir, leaves, images, labels)
@@ -878,9 +885,9 @@ class FusedStep:
             return None if key is None else hashlib.sha256(f"{key} {self.programs} {name}".encode()).hexdigest()[:32]
 
         kept = (key, graphdef, self.programs) if key is not None else None
-        if kept is not None and kept in _STEP_PROGRAMS:
-            self._group_calls, self._alpha_call = _STEP_PROGRAMS[kept]
-            _STEP_PROGRAMS.move_to_end(kept)
+        found = _kept_step_programs(kept)
+        if found is not None:
+            self._group_calls, self._alpha_call = found
             self.reused = True
             return
         # Traced (or loaded) one after another, then compiled (or loaded from
