@@ -706,6 +706,42 @@ def _network_of(path) -> int | None:
     return None
 
 
+def _restrict(tree: Any, members: Sequence[int], alpha: bool) -> Any:
+    """``tree`` (parameters, gradients or optimiser state, as pure arrays) for ``members`` and alpha only."""
+    if isinstance(tree, nnx.State):
+        out = {}
+        for name, value in tree.items():
+            if name == "networks":
+                out[name] = nnx.State({i: value[i] for i in members})
+            elif name == "alpha":
+                if alpha:
+                    out[name] = value
+            else:
+                out[name] = _restrict(value, members, alpha)
+        return nnx.State(out)
+    if isinstance(tree, tuple):
+        parts = [_restrict(part, members, alpha) for part in tree]
+        return type(tree)(*parts) if hasattr(tree, "_fields") else tuple(parts)
+    return tree
+
+
+def _update_part(mixture: "Mixture", optimizer: nnx.Optimizer, grads: nnx.State, members: Sequence[int],
+                 alpha: bool) -> None:
+    """``optimizer.update`` restricted to the networks ``members`` (and alpha if ``alpha``), step counter aside.
+
+    ``nnx.Optimizer.update`` on the part of the parameters, of ``grads`` and
+    of the optimiser state that belongs to them: the optimiser is elementwise
+    per leaf (its count is shared and advanced the same way by every part),
+    so the part's new values are those of a whole update. A part's program
+    then traces (and XLA compiles) the update of its own leaves only.
+    """
+    params = _restrict(nnx.as_pure(nnx.state(mixture, optimizer.wrt)), members, alpha)
+    opt_state = _restrict(nnx.as_pure(optimizer.opt_state), members, alpha)
+    updates, new_opt_state = optimizer.tx.update(nnx.as_pure(grads), opt_state, params)
+    nnx.update(mixture, optax.apply_updates(params, updates))
+    nnx.update(optimizer.opt_state, nnx.state(new_opt_state))
+
+
 STEPS_KEPT = 4
 """Compiled training steps a process keeps for reuse (the most recently used)."""
 
@@ -857,27 +893,23 @@ class FusedStep:
 
         def group_step(leaves, images, labels, members, keep):
             mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-            grads = jax.tree.map(jnp.zeros_like, nnx.state(mixture, nnx.Param))
-            logits, losses, inputs = [], [], images
+            grads, logits, losses, inputs = {}, [], [], images
             for i in members:
-                (loss, z), grads["networks"][i] = _network_gradients(mixture.networks[i], inputs, labels)
+                (loss, z), grads[i] = _network_gradients(mixture.networks[i], inputs, labels)
                 logits.append(z)
                 losses.append(loss)
-                inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads["networks"][i])))
-            # The other networks' (zero) updates are not outputs: XLA drops them.
-            optimizer.update(mixture, grads)
+                inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads[i])))
+            _update_part(mixture, optimizer, nnx.State({"networks": nnx.State(grads)}), members, alpha=False)
             new = jax.tree.leaves(nnx.state((mixture, optimizer)))
             return (jnp.stack(logits), jnp.stack(losses)), [new[k] for k in keep]
 
         def alpha_step(leaves, logits, losses, labels, keep):
             mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
             logits = [z for part in logits for z in part]
-
-            def alpha_loss(model: Mixture):
-                return mixture_losses(model.alpha[...], logits, labels, model.mixing)[0]
-
-            mixture_loss, grads = nnx.value_and_grad(alpha_loss)(mixture)
-            optimizer.update(mixture, grads)
+            mixture_loss, grad = jax.value_and_grad(
+                lambda alpha: mixture_losses(alpha, logits, labels, mixture.mixing)[0])(mixture.alpha[...])
+            _update_part(mixture, optimizer, nnx.State({"alpha": grad, "networks": nnx.State({})}), (), alpha=True)
+            optimizer.step[...] += 1
             new = jax.tree.leaves(nnx.state((mixture, optimizer)))
             return (mixture_loss, jnp.concatenate(losses)), [new[k] for k in keep]
 
@@ -890,17 +922,19 @@ class FusedStep:
             self._group_calls, self._alpha_call = found
             self.reused = True
             return
-        # Traced (or loaded) one after another, then compiled (or loaded from
-        # JAX's cache) on two threads: XLA releases the GIL while it works.
-        group_fns, loaded = [], True
-        for g, (members, keep) in enumerate(zip(groups, self._owned)):
-            step = functools.partial(group_step, members=members, keep=keep)
-            group_fns.append(self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels))
-            loaded = loaded and self.loaded_from_cache
+        # Traced (or loaded) one after another on this thread; each is compiled
+        # (or loaded from JAX's cache) on one of two threads as soon as it is
+        # traced, while the next one is traced: XLA releases the GIL as it works.
         from concurrent.futures import ThreadPoolExecutor
 
+        loaded, compiling = True, []
         with ThreadPoolExecutor(2) as pool:
-            self._group_calls = list(pool.map(lambda fn: fn.lower(self.leaves, images, labels).compile(), group_fns))
+            for g, (members, keep) in enumerate(zip(groups, self._owned)):
+                step = functools.partial(group_step, members=members, keep=keep)
+                fn = self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels)
+                loaded = loaded and self.loaded_from_cache
+                compiling.append(pool.submit(lambda fn: fn.lower(self.leaves, images, labels).compile(), fn))
+            self._group_calls = [future.result() for future in compiling]
         # Alpha's program takes the groups' logits and losses, as they come out of them.
         parts = [jax.tree.map(lambda out: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding),
                               call.out_info[0]) for call in self._group_calls]
