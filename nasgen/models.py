@@ -66,6 +66,8 @@ from nasgen.space import Architecture, NasgenError, SearchSpace, check_membershi
 
 __all__ = [
     "ConvChain",
+    "BatchNorm",
+    "batch_norm_train",
     "ResNet18",
     "BasicBlock",
     "DownsamplingBlock",
@@ -179,6 +181,97 @@ def _max_pool_bwd(window_shape, strides, padding, residuals, g):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+    """Training-mode batch normalisation over every axis but the last, with its gradient written out.
+
+    The same values as ``nnx.BatchNorm`` in training mode (mean and
+    ``max(0, E[x^2] - E[x]^2)`` as the variance, flax's fast variance), as one
+    op whose backward pass is the textbook two reductions and one elementwise
+    pass instead of what autodiff derives from the forward primitives. The
+    traced and compiled training step is smaller and traces faster (see
+    docs/training.md, "Compile time").
+
+    Args:
+        x: ``(..., features)``, float32.
+        scale, bias: ``(features,)``.
+        epsilon: added to the variance.
+
+    Returns:
+        ``(y, mean, var)``: the normalised, scaled and shifted ``x``, and the
+        batch statistics (for the running averages; gradients through them
+        are exact too).
+    """
+    y, mean, var, _ = _batch_norm_forward(x, scale, bias, epsilon)
+    return y, mean, var
+
+
+def _batch_norm_forward(x, scale, bias, epsilon):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    var = jnp.maximum(0.0, (x * x).mean(axes) - mean * mean)
+    inv = lax.rsqrt(var + epsilon)
+    # flax's order of operations: (x - mean) * (rsqrt(var + eps) * scale) + bias
+    y = (x - mean) * (inv * scale) + bias
+    return y, mean, var, inv
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon):
+    y, mean, var, inv = _batch_norm_forward(x, scale, bias, epsilon)
+    return (y, mean, var), (x, scale, mean, var, inv)
+
+
+def _batch_norm_bwd(epsilon, residuals, cotangents):
+    x, scale, mean, var, inv = residuals
+    dy, dmean, dvar = cotangents
+    axes = tuple(range(x.ndim - 1))
+    count = math.prod(x.shape[:-1])
+    centred = x - mean
+    xhat = centred * inv
+    dbias = dy.sum(axes)
+    dscale = (dy * xhat).sum(axes)
+    # d/dx of y through x, mean and var, then the statistics' own cotangents
+    # (zero in training, where they only feed the running averages). Where the
+    # variance was clipped at 0, no gradient passes through it (as autodiff of
+    # the maximum gives).
+    unclipped = var > 0
+    dx = (scale * inv / count) * (count * dy - dbias - xhat * jnp.where(unclipped, dscale, 0.0))
+    dx = dx + dmean / count + jnp.where(unclipped, dvar, 0.0) * (2.0 / count) * centred
+    return dx, dscale, dbias
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nnx.BatchNorm):
+    """``nnx.BatchNorm`` whose training-mode pass is :func:`batch_norm_train`.
+
+    The same variables, defaults and values as ``nnx.BatchNorm`` (a
+    checkpoint of either restores into the other); in training mode, for
+    float32 inputs normalised over every axis but the last with a scale and a
+    bias (as every nasgen model uses it), the forward and backward passes are
+    one custom-gradient op and the running averages are set without flax's
+    per-call sharding check. Anything else is ``nnx.BatchNorm`` itself.
+    """
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None):
+        running = self.use_running_average if use_running_average is None else use_running_average
+        plain = (
+            running or mask is not None or self.axis_name is not None or self.scale is None or self.bias is None
+            or self.axis not in (-1, x.ndim - 1) or not self.use_fast_variance or x.dtype != jnp.float32
+            or self.dtype not in (None, jnp.float32) or self.param_dtype != jnp.float32
+        )
+        if plain:
+            return super().__call__(x, use_running_average, mask=mask)
+        y, mean, var = batch_norm_train(x, self.scale.get_value(), self.bias.get_value(), self.epsilon)
+        momentum = self.momentum
+        # set_value without an index: flax's `variable[...] = value` asks a
+        # tracer for its sharding, which walks the trace built so far.
+        self.mean.set_value(lax.stop_gradient(momentum * self.mean.get_value() + (1 - momentum) * mean))
+        self.var.set_value(lax.stop_gradient(momentum * self.var.get_value() + (1 - momentum) * var))
+        return y
+
+
 def _check_input(x: jax.Array, spatial: tuple[int, ...], channels: int, model: str) -> None:
     # Shapes are static under tracing, so this check costs nothing at run time
     # and turns an opaque XLA shape error into a message that names the fix.
@@ -248,7 +341,7 @@ class ConvChain(nnx.Module):
                          kernel_init=init, rngs=rngs)
             )
             if spec.norm == "batch":
-                norms.append(nnx.BatchNorm(spec.width, momentum=spec.bn_momentum, rngs=rngs))
+                norms.append(BatchNorm(spec.width, momentum=spec.bn_momentum, rngs=rngs))
             features = spec.width
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
@@ -302,10 +395,10 @@ class BasicBlock(nnx.Module):
         init = kernel_initializer(init_scale)
         self.conv1 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False,
                               kernel_init=init, rngs=rngs)
-        self.bn1 = nnx.BatchNorm(features, momentum=bn_momentum, rngs=rngs)
+        self.bn1 = BatchNorm(features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False,
                               kernel_init=init, rngs=rngs)
-        self.bn2 = nnx.BatchNorm(features, momentum=bn_momentum, rngs=rngs)
+        self.bn2 = BatchNorm(features, momentum=bn_momentum, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
@@ -346,14 +439,14 @@ class DownsamplingBlock(nnx.Module):
         init = kernel_initializer(init_scale)
         self.conv1 = nnx.Conv(in_features, out_features, kernel, stride, padding="VALID", use_bias=False,
                               kernel_init=init, rngs=rngs)
-        self.bn1 = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
+        self.bn1 = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(out_features, out_features, (3, 3), 1, padding="SAME", use_bias=False,
                               kernel_init=init, rngs=rngs)
-        self.bn2 = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
+        self.bn2 = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.shortcut_conv = nnx.Conv(
             in_features, out_features, kernel, stride, padding="VALID", use_bias=False, kernel_init=init, rngs=rngs
         )
-        self.shortcut_bn = nnx.BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
+        self.shortcut_bn = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))
@@ -415,7 +508,7 @@ class ResNet18(nnx.Module):
             spec.in_channels, widths[0], (window, window), stride, padding=((pad, pad), (pad, pad)),
             use_bias=False, kernel_init=init, rngs=rngs,
         )
-        self.stem_bn = nnx.BatchNorm(widths[0], momentum=momentum, rngs=rngs)
+        self.stem_bn = BatchNorm(widths[0], momentum=momentum, rngs=rngs)
         blocks = [BasicBlock(widths[0], bn_momentum=momentum, init_scale=scale, rngs=rngs) for _ in range(2)]
         for l in range(3):
             blocks.append(

@@ -320,6 +320,39 @@ def test_bn_momentum_reaches_every_batch_norm():
         _chain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.parametrize("shape", [(8, 7, 7, 16), (64, 5), (4, 3, 3, 3, 2)])
+def test_batch_norm_matches_flax_values_gradients_and_running_averages(shape):
+    """nasgen's BatchNorm (one custom-gradient op in training) against nnx.BatchNorm (autodiff).
+
+    Feature 0 is constant, so its variance clips at 0; the loss also uses the
+    updated running mean, so the statistics' own gradients are checked too.
+    """
+    from nasgen.models import BatchNorm
+
+    x = jax.random.normal(jax.random.key(0), shape) * 3.0 + 1.0
+    x = x.at[..., 0].set(2.0)
+    weights = jax.random.normal(jax.random.key(1), shape)
+    features = shape[-1]
+
+    def loss(bn, x):
+        return (jnp.tanh(bn(x)) * weights).sum() + (bn.mean[...] ** 2).sum() + bn.var[...].sum()
+
+    results = []
+    for cls in (BatchNorm, nnx.BatchNorm):
+        bn = cls(features, momentum=0.9, rngs=nnx.Rngs(0))
+        bn.scale[...] = jnp.linspace(0.5, 2.0, features)
+        bn.bias[...] = jnp.linspace(-1.0, 1.0, features)
+        (bn_grads, x_grad) = nnx.grad(loss, argnums=(0, 1))(bn, x)
+        y = bn(x)  # a second training step: running averages move again
+        results.append([y, x_grad, bn_grads["scale"][...], bn_grads["bias"][...], bn.mean[...], bn.var[...]])
+        bn.eval()
+        results[-1].append(bn(x))
+    names = ["y", "dx", "dscale", "dbias", "running mean", "running var", "eval y"]
+    for ours, flax_, name in zip(*results, names, strict=True):
+        scale = float(jnp.abs(flax_).max())
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(flax_), rtol=1e-5, atol=1e-6 * scale, err_msg=name)
+
+
 def _kernel_variances(model):
     """(empirical variance, fan_in) of every conv and dense kernel."""
     out = []
