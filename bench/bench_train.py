@@ -46,7 +46,14 @@ small enough for other processes to dominate it.
 sharded over a ``jax.sharding.Mesh``, parameters replicated) and reports the
 throughput ratio.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices] [--steps 10]``.
+``--case programs`` times the step as one program against ``--groups N``
+programs (``FusedStep(programs=N)``) in one process, alternating steps on the
+same batch from the same state (their losses must agree to float rounding).
+``--case batchnorm`` builds the step with ``nnx.BatchNorm`` and with nasgen's
+``BatchNorm`` in one process (``--reverse`` for the other order) and compares
+trace, compile and step seconds.
+
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -548,13 +555,121 @@ def seeds_case(samples: int, width: float) -> list[str]:
     return lines
 
 
+def programs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
+    """The step as 1 program and as ``programs`` programs, in this process, steps alternated on one batch.
+
+    Both start from the same mixture and optimiser state, so their losses
+    must agree to float rounding at every step; the seconds compare the
+    two structures on the same machine at the same moments (no persistent
+    cache: each row's start is a cold trace and compile in this process; the
+    second row's trace benefits from JAX's warm in-process caches).
+    """
+    from nasgen.train import FusedStep, clear_step_programs
+
+    config, x, y = _resnet_inputs(samples, width)
+    mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
+    mixture.train()
+    clear_step_programs()
+    rows = {}
+    for count in (1, programs):
+        t = time.perf_counter()
+        step = FusedStep(mixture, optimizer, x, y, programs=count)
+        first = step(x, y)
+        jax.block_until_ready(first)
+        rows[count] = {"step": step, "start_s": time.perf_counter() - t, "times": [], "losses": [first]}
+    for _ in range(steps):
+        for row in rows.values():
+            t = time.perf_counter()
+            losses = jax.block_until_ready(row["step"](x, y))
+            row["times"].append(time.perf_counter() - t)
+            row["losses"].append(losses)
+    one, split = rows[1], rows[programs]
+    gap = max(float(np.abs(np.asarray(a[1]) - np.asarray(b[1])).max())
+              for a, b in zip(one["losses"], split["losses"], strict=True))
+    ratios = sorted(b / a for a, b in zip(one["times"], split["times"], strict=True))
+    one_s, split_s = statistics.median(one["times"]), statistics.median(split["times"])
+    return [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, one process: the step as one "
+        f"program and as {programs} (`FusedStep(programs=...)`), {steps} steps of each, alternated; start = "
+        "construct + first step, no persistent cache:",
+        "",
+        "| programs | start s | median s/step | vs 1 program |",
+        "|---|---|---|---|",
+        f"| 1 | {one['start_s']:.1f} | {one_s:.3f} | 1.00x |",
+        f"| {programs} | {split['start_s']:.1f} | {split_s:.3f} | {split_s / one_s:.2f}x |",
+        "",
+        f"{programs} programs / 1 per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
+        f"difference between the two structures' network losses over the {steps + 1} steps: {gap:.2e}.",
+    ]
+
+
+def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False) -> list[str]:
+    """The fused step built with nnx.BatchNorm and with nasgen's BatchNorm, in this process, steps alternated.
+
+    Each is traced, lowered and compiled (process CPU seconds beside the
+    wall seconds); JAX's in-process caches make whichever is built second
+    trace faster, so run it twice with ``--reverse`` to see both orders.
+    """
+    import nasgen.models as models
+    from nasgen.train import FusedStep, clear_step_programs
+
+    config, x, y = _resnet_inputs(samples, width)
+    ours = models.BatchNorm
+    order = [("nnx.BatchNorm", nnx.BatchNorm), ("nasgen BatchNorm", ours)]
+    if reverse:
+        order.reverse()
+    rows = {}
+    try:
+        for name, cls in order:
+            models.BatchNorm = cls  # what the model classes build
+            mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
+            mixture.train()
+            clear_step_programs()
+            step = FusedStep(mixture, optimizer, x, y)
+            t, cpu = time.perf_counter(), time.process_time()
+            lowered = step._call.trace(step.leaves, x, y).lower()
+            trace = (time.perf_counter() - t, time.process_time() - cpu)
+            t, cpu = time.perf_counter(), time.process_time()
+            compiled = lowered.compile()
+            compile_ = (time.perf_counter() - t, time.process_time() - cpu)
+            losses, leaves = compiled(step.leaves, x, y)
+            jax.block_until_ready(leaves)
+            rows[name] = {"compiled": compiled, "leaves": leaves, "trace": trace, "compile": compile_,
+                          "times": [], "first": np.asarray(losses[1])}
+    finally:
+        models.BatchNorm = ours
+    for _ in range(steps):
+        for row in rows.values():
+            t = time.perf_counter()
+            _, row["leaves"] = row["compiled"](row["leaves"], x, y)
+            jax.block_until_ready(row["leaves"])
+            row["times"].append(time.perf_counter() - t)
+    flax_, nasgen_ = rows["nnx.BatchNorm"], rows["nasgen BatchNorm"]
+    ratios = sorted(b / a for a, b in zip(flax_["times"], nasgen_["times"], strict=True))
+    lines = [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, one process, built in the order "
+        f"{' then '.join(name for name, _ in order)}; {steps} steps of each, alternated:",
+        "",
+        "| BatchNorm | trace+lower s (CPU s) | XLA compile s (CPU s) | median s/step |",
+        "|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['trace'][0]:.1f} ({row['trace'][1]:.1f}) | {row['compile'][0]:.1f} "
+                     f"({row['compile'][1]:.1f}) | {statistics.median(row['times']):.3f} |")
+    gap = float(np.abs(flax_["first"] - nasgen_["first"]).max())
+    lines += ["", f"nasgen / nnx per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; first "
+              f"step's network losses differ by {gap:.2e}."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm"), default="both")
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_SEEDS_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-keep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reverse", action="store_true", help="batchnorm case: build nasgen's BatchNorm first")
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-piece", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fused-step", action="store_true", help=argparse.SUPPRESS)
@@ -581,8 +696,12 @@ def main() -> None:
     if args.seeds_child:
         print(json.dumps(seeds_child(args.samples, args.width_multiplier, not args.no_keep)))
         return
-    if args.case in ("compile", "cache", "devices", "seeds"):
-        if args.case == "seeds":
+    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm"):
+        if args.case == "batchnorm":
+            lines = batchnorm_case(args.samples, args.width_multiplier, args.steps, args.reverse)
+        elif args.case == "programs":
+            lines = programs_case(args.samples, args.width_multiplier, max(2, args.groups), args.steps)
+        elif args.case == "seeds":
             lines = seeds_case(args.samples, args.width_multiplier)
         elif args.case == "compile":
             lines = compile_case(args.samples, args.width_multiplier, args.per_network)
