@@ -929,12 +929,17 @@ class FusedStep:
 
         loaded, compiling = True, []
         with ThreadPoolExecutor(2) as pool:
-            for g, (members, keep) in enumerate(zip(groups, self._owned)):
-                step = functools.partial(group_step, members=members, keep=keep)
-                fn = self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels)
-                loaded = loaded and self.loaded_from_cache
-                compiling.append(pool.submit(lambda fn: fn.lower(self.leaves, images, labels).compile(), fn))
-            self._group_calls = [future.result() for future in compiling]
+            try:
+                for g, (members, keep) in enumerate(zip(groups, self._owned)):
+                    step = functools.partial(group_step, members=members, keep=keep)
+                    fn = self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels)
+                    loaded = loaded and self.loaded_from_cache
+                    compiling.append(pool.submit(lambda fn: fn.lower(self.leaves, images, labels).compile(), fn))
+                self._group_calls = [future.result() for future in compiling]
+            except BaseException:  # an interrupt or a failed part: start no further compiles
+                for future in compiling:
+                    future.cancel()
+                raise
         # Alpha's program takes the groups' logits and losses, as they come out of them.
         parts = [jax.tree.map(lambda out: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding),
                               call.out_info[0]) for call in self._group_calls]
