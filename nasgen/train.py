@@ -148,9 +148,6 @@ def _arch_dicts(archs: Sequence[Architecture | dict]) -> tuple[dict, ...]:
 
 
 _NOT_IN_STEP = ("seed", "init_scale", "epochs", "train_limit", "test_limit", "data_dir", "eval_batch_size")
-# What creating the mixture does not depend on: the seed enters as an array
-# argument, so runs that differ only there share one traced and compiled creation.
-_NOT_IN_CREATION = tuple(name for name in _NOT_IN_STEP if name != "init_scale")
 
 
 @dataclass(frozen=True)
@@ -492,8 +489,13 @@ def kernel_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
+@functools.lru_cache(maxsize=32)
 def build_optimizer(optimizer: str, learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
     """The optimiser for all networks and alpha, from optax pieces.
+
+    The same settings return the same (stateless) transformation object, so
+    that two mixtures created with them have equal nnx graphs and share
+    compiled steps (:class:`FusedStep`).
 
     Args:
         optimizer: ``"adam-l2"``: ``add_decayed_weights`` (the gradient of an
@@ -543,13 +545,15 @@ def network_seeds(config: TrainConfig) -> np.ndarray:
 
 @functools.partial(nnx.jit, static_argnums=(0, 1, 2))
 def _build_network(spec: ModelSpec, space: SearchSpace, arch: Architecture, key: jax.Array) -> nnx.Module:
-    """One network of :func:`build_mixture`, jitted on its own.
+    """One network of :func:`build_mixture`, initialised by a jitted program of its own.
 
-    Under :func:`create_mixture`'s jit each network is then traced into a
-    sub-program of its own (XLA inlines it: the same values). Traced in one
-    piece, every parameter a network set made JAX walk the whole trace so far
-    (the same cost as in :func:`_network_gradients`), so building the
-    mixture grew quadratically with the number of networks.
+    The program is keyed by the network's structure (``spec``, ``space``,
+    ``arch``) and takes the key as an input: networks of the same structure
+    and every seed share it, and JAX's persistent cache keeps it. Traced in
+    one piece with the other networks, every parameter a network set made
+    JAX walk the whole trace so far (the same cost as in
+    :func:`_network_gradients`), so building the mixture grew quadratically
+    with the number of networks.
     """
     return build_model(spec, space, arch, rngs=nnx.Rngs(key))
 
@@ -996,24 +1000,19 @@ class FusedStep:
 
 
 def create_mixture(config: TrainConfig, *, in_channels: int, num_classes: int) -> tuple[Mixture, nnx.Optimizer]:
-    """The mixture of :func:`build_mixture` and its ``nnx.Optimizer``, created under one jit.
+    """The mixture of :func:`build_mixture` and its ``nnx.Optimizer``.
 
-    Under one jit every initializer and optimiser slot is one XLA program
-    (eagerly, each parameter shape costs a compilation of its own). The
-    program is keyed by the settings that shape the mixture, not by the seed
-    or the run's length: the seeds of ``--seeds`` (or a longer run) reuse
-    one traced and compiled creation.
+    Each network is initialised by a jitted program of its own
+    (:func:`_build_network`, keyed by the network's structure; the seed is an
+    input, so the seeds of ``--seeds`` reuse the same programs), and the
+    optimiser's zeroed state is made eagerly. One jit around the whole
+    mixture made one program of every network's initialisation: XLA's CPU
+    compiler and its executable loader grow faster than a program's size, so
+    at M = 20 it took longer to compile and about 1.5x as long to load from
+    the persistent cache (``bench/results/train.md``); the values are the same.
     """
-    data = config.to_dict()
-    for name in _NOT_IN_CREATION:
-        data.pop(name)
-    return _create(json.dumps(data, sort_keys=True), in_channels, num_classes, jnp.asarray(network_seeds(config)))
-
-
-@functools.partial(nnx.jit, static_argnums=(0, 1, 2))
-def _create(config_json: str, in_channels: int, num_classes: int, seeds: jax.Array) -> tuple[Mixture, nnx.Optimizer]:
-    config = TrainConfig.from_dict(json.loads(config_json))
-    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes, seeds=seeds)
+    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes,
+                            seeds=jnp.asarray(network_seeds(config)))
     tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
     return mixture, nnx.Optimizer(mixture, tx, wrt=nnx.Param)
 

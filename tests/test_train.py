@@ -282,23 +282,31 @@ def test_mixtures_of_different_seeds_share_one_traced_creation(digits, monkeypat
     import nasgen.train as training
 
     traces = []
-    real = training.build_mixture
+    real = training.build_model
 
     def counted(*args, **kwargs):
         traces.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "build_mixture", counted)
-    # width 3 and 77 training images: a creation no other test has traced in this process.
+    monkeypatch.setattr(training, "build_model", counted)
+    # width 3 and 77 training images: networks no other test has traced in this process.
     configs = [_tiny_config(seed=seed, width=3, epochs=epochs, train_limit=77) for seed, epochs in ((5, 1), (6, 2))]
     created = [training.create_mixture(c, in_channels=digits.channels, num_classes=10) for c in configs]
-    assert len(traces) == 1
-    # The seed is an input of the one program: each seed's weights are those
-    # of building that seed's mixture outside any jit.
-    for config, (mixture, _) in zip(configs, created):
-        expected = jax.tree.leaves(nnx.state(real(config, in_channels=digits.channels, num_classes=10)))
-        for got, want in zip(jax.tree.leaves(nnx.state(mixture)), expected, strict=True):
-            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # Each network's initialisation is traced once, for the first seed only.
+    assert len(traces) == len({arch for arch in [configs[0].baseline_architecture(),
+                                                 *configs[0].generated_architectures()]})
+    # The seed is an input of the networks' programs: each seed's weights are
+    # those of building each network outside any jit.
+    spec = configs[0].model_spec(in_channels=digits.channels, num_classes=10)
+    for config, (mixture, optimizer) in zip(configs, created):
+        archs = [config.baseline_architecture(), *config.generated_architectures()]
+        for i, (arch, seed) in enumerate(zip(archs, training.network_seeds(config), strict=True)):
+            expected = real(spec, config.search_space(), arch, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))
+            for got, want in zip(jax.tree.leaves(nnx.state(mixture.networks[i])), jax.tree.leaves(nnx.state(expected)),
+                                 strict=True):
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        # The optimiser starts from zero moments.
+        assert all(not np.asarray(leaf).any() for leaf in jax.tree.leaves(nnx.state(optimizer)))
     first, second = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m, _ in created)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second))
 
