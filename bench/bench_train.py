@@ -51,9 +51,10 @@ programs (``FusedStep(programs=N)``) in one process, alternating steps on the
 same batch from the same state (their losses must agree to float rounding).
 ``--case batchnorm`` builds the step with ``nnx.BatchNorm`` and with nasgen's
 ``BatchNorm`` in one process (``--reverse`` for the other order) and compares
-trace, compile and step seconds.
+trace, compile and step seconds. ``--case create`` times creating the mixture
+(one jit around it, as before, against a program per network), cold and warm.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm] [--steps 10]``.
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -662,13 +664,77 @@ def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False
     return lines
 
 
+_CREATE_CHILD = "--create-child"
+
+
+def create_child(samples: int, width: float, cache: str, one_jit: bool) -> dict:
+    """Seconds to create the M = ``samples`` mixture in this (fresh) process with the persistent cache ``cache``.
+
+    ``one_jit``: the creation before 2026-11-29, every network's
+    initialisation and the optimiser's state under one ``nnx.jit``; otherwise
+    :func:`nasgen.train.create_mixture` (a program per network). Also the
+    sha256 of every created array, to show both give the same values.
+    """
+    import hashlib
+
+    import nasgen.train as training
+
+    training.enable_compilation_cache(cache)
+    config, _, _ = _resnet_inputs(samples, width)
+    t = time.perf_counter()
+    if one_jit:
+        @functools.partial(nnx.jit, static_argnums=(0,))
+        def create(config_json, seeds):
+            config = TrainConfig.from_dict(json.loads(config_json))
+            mixture = training.build_mixture(config, in_channels=1, num_classes=10, seeds=seeds)
+            tx = training.build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+            return mixture, nnx.Optimizer(mixture, tx, wrt=nnx.Param)
+
+        created = create(json.dumps(config.to_dict(), sort_keys=True), jnp.asarray(training.network_seeds(config)))
+    else:
+        created = training.create_mixture(config, in_channels=1, num_classes=10)
+    leaves = jax.block_until_ready(jax.tree.leaves(nnx.state(created)))
+    seconds = time.perf_counter() - t
+    digest = hashlib.sha256(b"".join(np.asarray(leaf).tobytes() for leaf in leaves)).hexdigest()[:16]
+    return {"create_s": seconds, "sha256": digest}
+
+
+def create_case(samples: int, width: float) -> list[str]:
+    """Creating the mixture, one jit against a program per network: cold (empty cache) then warm, fresh processes."""
+    import tempfile
+
+    common = [_CREATE_CHILD, "--samples", str(samples), "--width-multiplier", str(width)]
+    rows = {}
+    for name, extra in (("one jit (before)", ["--one-jit"]), ("a program per network (now)", [])):
+        with tempfile.TemporaryDirectory(prefix="nasgen-jax-cache-") as cache:
+            cold = _child(common + extra + ["--cache", cache])
+            warm = _child(common + extra + ["--cache", cache])
+        rows[name] = (cold, warm)
+    (before_cold, before_warm), (now_cold, now_warm) = rows.values()
+    same = len({r["sha256"] for pair in rows.values() for r in pair}) == 1
+    return [
+        f"Creating the ResNet-18 mixture, M = {samples} (+ c0), width x{width:g}, and its Adam state; each cell a "
+        "fresh process, cold = empty persistent cache, warm = the next process on that cache:",
+        "",
+        "| creation | cold s | warm s |",
+        "|---|---|---|",
+        f"| one jit (before) | {before_cold['create_s']:.1f} | {before_warm['create_s']:.1f} |",
+        f"| a program per network (now) | {now_cold['create_s']:.1f} ({now_cold['create_s'] / before_cold['create_s']:.2f}x) "
+        f"| {now_warm['create_s']:.1f} ({now_warm['create_s'] / before_warm['create_s']:.2f}x) |",
+        "",
+        f"Every created array identical in all four processes (sha256): {'yes' if same else 'NO'}.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm", "create"), default="both")
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_SEEDS_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-keep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(_CREATE_CHILD, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--one-jit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reverse", action="store_true", help="batchnorm case: build nasgen's BatchNorm first")
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-piece", action="store_true", help=argparse.SUPPRESS)
@@ -693,11 +759,16 @@ def main() -> None:
     if args.devices_child:
         print(json.dumps(devices_child(args.samples, args.width_multiplier, args.devices, args.steps)))
         return
+    if args.create_child:
+        print(json.dumps(create_child(args.samples, args.width_multiplier, args.cache, args.one_jit)))
+        return
     if args.seeds_child:
         print(json.dumps(seeds_child(args.samples, args.width_multiplier, not args.no_keep)))
         return
-    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm"):
-        if args.case == "batchnorm":
+    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm", "create"):
+        if args.case == "create":
+            lines = create_case(args.samples, args.width_multiplier)
+        elif args.case == "batchnorm":
             lines = batchnorm_case(args.samples, args.width_multiplier, args.steps, args.reverse)
         elif args.case == "programs":
             lines = programs_case(args.samples, args.width_multiplier, max(2, args.groups), args.steps)
