@@ -190,7 +190,7 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
     op whose backward pass is the textbook two reductions and one elementwise
     pass instead of what autodiff derives from the forward primitives. The
     traced and compiled training step is smaller and traces faster (see
-    docs/training.md, "Compile time").
+    docs/training.md, "Compilation cache").
 
     Args:
         x: ``(..., features)``, float32.
