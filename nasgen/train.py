@@ -1007,12 +1007,11 @@ def create_mixture(config: TrainConfig, *, in_channels: int, num_classes: int) -
     input, so the seeds of ``--seeds`` reuse the same programs), and the
     optimiser's zeroed state is made eagerly. One jit around the whole
     mixture made one program of every network's initialisation: XLA's CPU
-    compiler and its executable loader grow faster than a program's size, so
-    at M = 20 it took longer to compile and about 1.5x as long to load from
-    the persistent cache (``bench/results/train.md``); the values are the same.
+    compiler grows faster than a program's size, so at M = 20 it took about
+    1.2x as long from an empty persistent cache (small mixtures are the other
+    way round; ``bench_train.py --case create``); the values are the same.
     """
-    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes,
-                            seeds=jnp.asarray(network_seeds(config)))
+    mixture = build_mixture(config, in_channels=in_channels, num_classes=num_classes)
     tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
     return mixture, nnx.Optimizer(mixture, tx, wrt=nnx.Param)
 
