@@ -895,8 +895,19 @@ class FusedStep:
         self._owned = [[k for k, owner in enumerate(owners) if owner in group] for group in groups]
         self._rest = [k for k, owner in enumerate(owners) if owner is None]
 
-        def group_step(leaves, images, labels, members, keep):
-            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        # A part's program takes only the leaves it reads: its networks' and the
+        # shared ones (alpha, counters). The others are stand-in zeros inside
+        # the trace, never read, so XLA drops them; with every leaf as an input,
+        # each part's exported signature, lowering and call handled all of them.
+        shapes = [(leaf.shape, leaf.dtype) for leaf in self.leaves]
+
+        def merged(read, reads):
+            given = dict(zip(reads, read))
+            leaves = [given[k] if k in given else jnp.zeros(*shape) for k, shape in enumerate(shapes)]
+            return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+
+        def group_step(read, images, labels, members, keep):
+            mixture, optimizer = merged(read, keep + self._rest)
             grads, logits, losses, inputs = {}, [], [], images
             for i in members:
                 (loss, z), grads[i] = _network_gradients(mixture.networks[i], inputs, labels)
@@ -907,8 +918,8 @@ class FusedStep:
             new = jax.tree.leaves(nnx.state((mixture, optimizer)))
             return (jnp.stack(logits), jnp.stack(losses)), [new[k] for k in keep]
 
-        def alpha_step(leaves, logits, losses, labels, keep):
-            mixture, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        def alpha_step(read, logits, losses, labels, keep):
+            mixture, optimizer = merged(read, keep)
             logits = [z for part in logits for z in part]
             mixture_loss, grad = jax.value_and_grad(
                 lambda alpha: mixture_losses(alpha, logits, labels, mixture.mixing)[0])(mixture.alpha[...])
@@ -936,9 +947,10 @@ class FusedStep:
             try:
                 for g, (members, keep) in enumerate(zip(groups, self._owned)):
                     step = functools.partial(group_step, members=members, keep=keep)
-                    fn = self._program(step, part_key(f"group {g}"), cache_dir, self.leaves, images, labels)
+                    read = self._reading(g)
+                    fn = self._program(step, part_key(f"group {g}"), cache_dir, read, images, labels)
                     loaded = loaded and self.loaded_from_cache
-                    compiling.append(pool.submit(lambda fn: fn.lower(self.leaves, images, labels).compile(), fn))
+                    compiling.append(pool.submit(lambda fn, read: fn.lower(read, images, labels).compile(), fn, read))
                 self._group_calls = [future.result() for future in compiling]
             except BaseException:  # an interrupt or a failed part: start no further compiles
                 for future in compiling:
@@ -949,23 +961,28 @@ class FusedStep:
                               call.out_info[0]) for call in self._group_calls]
         logits, losses = [part[0] for part in parts], [part[1] for part in parts]
         alpha = functools.partial(alpha_step, keep=self._rest)
-        alpha_fn = self._program(alpha, part_key("alpha"), cache_dir, self.leaves, logits, losses, labels)
-        self._alpha_call = alpha_fn.lower(self.leaves, logits, losses, labels).compile()
+        read = self._reading(None)
+        alpha_fn = self._program(alpha, part_key("alpha"), cache_dir, read, logits, losses, labels)
+        self._alpha_call = alpha_fn.lower(read, logits, losses, labels).compile()
         self.loaded_from_cache = loaded and self.loaded_from_cache
         if kept is not None:
             _keep_step_programs(kept, (self._group_calls, self._alpha_call))
 
+    def _reading(self, group: int | None) -> list[jax.Array]:
+        """The leaves that a group's program (None: alpha's) takes: its own, then the shared ones."""
+        own = [] if group is None else self._owned[group]
+        return [self.leaves[k] for k in own + self._rest]
+
     def _split_call(self, images: jax.Array, labels: jax.Array):
-        leaves = self.leaves
-        new = list(leaves)
+        new = list(self.leaves)
         logits, losses = [], []
-        for call, keep in zip(self._group_calls, self._owned):
-            (z, loss), out = call(leaves, images, labels)
+        for g, (call, keep) in enumerate(zip(self._group_calls, self._owned)):
+            (z, loss), out = call(self._reading(g), images, labels)
             logits.append(z)
             losses.append(loss)
             for k, value in zip(keep, out):
                 new[k] = value
-        losses, out = self._alpha_call(leaves, logits, losses, labels)
+        losses, out = self._alpha_call(self._reading(None), logits, losses, labels)
         for k, value in zip(self._rest, out):
             new[k] = value
         self.leaves = new
