@@ -304,7 +304,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     if fused_step:
         cpu = time.process_time()
         # What a training run does: nasgen.train.FusedStep, which with a
-        # cache directory loads the exported step instead of tracing it.
+        # cache directory loads the stored compiled step instead of tracing and compiling it.
         t = time.perf_counter()
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path,
                          identity=config.step_identity(), programs=groups)
@@ -426,7 +426,7 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> lis
         warm = [_child(common + ["--cache", cache]) for _ in range(repeats)]
     load_after = os.getloadavg()
     if not all(w["loaded_from_cache"] for w in warm):
-        raise SystemExit("a warm child did not load the exported step from the cache")
+        raise SystemExit("a warm child did not load the stored step from the cache")
 
     def total(r):
         return r["lower_s"] + r["compile_s"]
@@ -441,10 +441,11 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> lis
         + (f"step split into {groups} programs over groups of networks plus alpha's (`programs={groups}`), "
            if groups > 1 else "")
         + f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after); start = loading or tracing+exporting the step, then its first call less "
-        "one step:",
+        f"{load_after[0]:.2f} after); make = constructing the FusedStep (tracing, lowering and compiling it, or "
+        "loading the stored executable), first call = its first step less the median step (kernels' first-run "
+        "set-up, first touch of its buffers):",
         "",
-        "| variant | trace+export or load s | XLA compile or cache load s | total s | creating the mixture s "
+        "| variant | make s | first call s | total s | creating the mixture s "
         "| start-up (create + total) s | step s |",
         "|---|---|---|---|---|---|---|",
         f"| cold, empty cache (fills it) | {cold['lower_s']:.1f} | {cold['compile_s']:.1f} | {total(cold):.1f} | "

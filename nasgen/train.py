@@ -35,8 +35,10 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,7 +384,7 @@ class TrainConfig:
         Leaves out what only changes initial values, the data's order or
         the run's length (seed, init scale, epochs, data limits, data
         directory, evaluation batch), so runs that differ only there (the
-        seeds of ``--seeds``, a longer run) share one exported step.
+        seeds of ``--seeds``, a longer run) share one compiled step.
         """
         data = self.to_dict()
         for name in _NOT_IN_STEP:
@@ -698,7 +700,95 @@ def evaluate(
 # -- the compiled step ----------------------------------------------------------------
 
 STEP_DIR = "steps"
-"""Subdirectory of the compilation cache holding serialised (``jax.export``) training steps."""
+"""Subdirectory of the compilation cache holding compiled training steps (see :class:`FusedStep`)."""
+
+STEP_SUFFIX = ".xla"
+_STEP_MAGIC = b"nasgen compiled step 1\n"
+
+
+def _named(step: Callable, key: str | None) -> Callable:
+    """``step`` under the name ``nasgen_step_KEY``, which names its XLA program.
+
+    The name is part of JAX's persistent-cache key, so a program nasgen
+    stores itself is found in JAX's cache only under the same nasgen key
+    (when nasgen's own entry is missing or damaged), never from another
+    step that happens to lower to the same module.
+    """
+
+    def program(*args):
+        return step(*args)
+
+    program.__name__ = program.__qualname__ = f"nasgen_step_{key}" if key else "nasgen_step"
+    return program
+
+
+_CACHE_HITS = threading.local()
+
+
+def _note_cache_hit(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _CACHE_HITS.seen = True
+
+
+@functools.cache
+def _listen_for_cache_hits() -> None:
+    """Have JAX report its persistent-cache hits to the thread that compiles (once per process)."""
+    jax.monitoring.register_event_listener(_note_cache_hit)
+
+
+def _compile_program(lowered: Any, path: Path | None) -> Any:
+    """XLA-compile a lowered step; store the executable at ``path`` (if given) for later processes.
+
+    The file is :data:`_STEP_MAGIC`, the sha256 of the rest, then a pickle of
+    ``jax.experimental.serialize_executable.serialize``'s executable and
+    argument and result trees. Written to a temporary file and renamed, so a
+    reader never sees half a file; a cache that cannot be written only costs
+    the next process a compile. A program that JAX's persistent cache
+    supplied is not stored: serialised again, such an executable lacks its
+    kernels (jax 0.10 on CPU: "Function ... not found" when the reloaded copy
+    runs), so a damaged entry is removed and the step keeps coming from
+    JAX's cache (lowered, then loaded) until a real compile replaces it.
+    """
+    _listen_for_cache_hits()
+    _CACHE_HITS.seen = False
+    compiled = lowered.compile()
+    if path is not None and _CACHE_HITS.seen:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    elif path is not None:
+        try:
+            from jax.experimental import serialize_executable
+
+            payload = pickle.dumps(serialize_executable.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(_STEP_MAGIC + hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, path)
+        except (OSError, ValueError, NotImplementedError, pickle.PicklingError):
+            pass  # not serialisable here (or not writable): later processes compile it again
+    return compiled
+
+
+def _load_program(path: Path) -> Any:
+    """The compiled step stored at ``path`` (see :func:`_compile_program`), or None if it is damaged.
+
+    The checksum catches truncated or corrupted files. Like JAX's own
+    persistent cache, the file holds an executable: the cache directory must
+    be one the user trusts.
+    """
+    from jax.experimental import serialize_executable
+
+    try:
+        blob = path.read_bytes()
+        head = len(_STEP_MAGIC)
+        digest, payload = blob[head:head + 32], blob[head + 32:]
+        if not blob.startswith(_STEP_MAGIC) or hashlib.sha256(payload).digest() != digest:
+            return None
+        return serialize_executable.deserialize_and_load(*pickle.loads(payload))
+    except Exception:  # an entry this jax cannot load: compile instead
+        return None
 
 
 def _network_of(path) -> int | None:
@@ -776,13 +866,15 @@ class FusedStep:
 
     Called with one batch, it updates its own copy of the mixture's and the
     optimiser's arrays; :meth:`sync` writes them back into the nnx objects
-    (before evaluation and checkpoints). With a ``cache_dir`` the traced and
-    lowered step is serialised with ``jax.export`` under ``cache_dir/steps``,
-    keyed by the mixture's structure, the batch's shapes and shardings and the
-    library versions: a later process (a resumed run, the same mixture again)
-    loads it instead of tracing the M+1 networks again, and JAX's persistent
-    cache in the same directory supplies the compiled program, so a warm
-    start neither traces nor compiles. With an ``identity``, the process also
+    (before evaluation and checkpoints). It is compiled when it is made.
+    With a ``cache_dir`` and an ``identity``, the compiled program is stored
+    (``jax.experimental.serialize_executable``) under ``cache_dir/steps``,
+    keyed by the mixture's structure, the batch's shapes and shardings, the
+    library versions, the devices and the host CPU: a later process (a
+    resumed run, the same mixture again) loads the executable instead of
+    tracing the M+1 networks, lowering and compiling them, so a warm start
+    neither traces nor compiles (nor lowers, as a JAX persistent-cache hit
+    would need for its key). With an ``identity``, the process also
     keeps the compiled step (the last :data:`STEPS_KEPT`; see
     :func:`clear_step_programs`): a later FusedStep of the same structure in
     the same process (the next seed of ``--seeds``, another ``train`` call in
@@ -850,41 +942,47 @@ class FusedStep:
         if self._call is not None:
             self.reused = True
             return
-        self._call = self._program(step, key, cache_dir, leaves, images, labels)
+        self._call, = self._programs(
+            [(key, lambda: jax.jit(_named(step, key)).trace(leaves, images, labels).lower())], cache_dir)
         if kept is not None:
             _keep_step_programs(kept, self._call)
 
-    def _program(self, step, key: str | None, cache_dir: Path | None, *args) -> Callable:
-        """``step`` under jit, or (with a cache) the exported step, loaded or traced and saved."""
-        if cache_dir is None or key is None:
-            return jax.jit(step)
-        from jax import export
+    def _programs(self, parts: Sequence[tuple[str | None, Callable[[], Any]]], cache_dir: Path | None) -> list:
+        """Compiled programs for ``parts``, each ``(key, lower)``: loaded from ``cache_dir`` or lowered and compiled.
 
-        path = Path(cache_dir) / STEP_DIR / f"{key}.jaxexport"
-        exported = None
-        if path.is_file():
+        ``lower()`` traces and lowers the part (on this thread: tracing is
+        Python). Loading a stored executable and XLA's compilation run on two
+        worker threads (XLA releases the GIL), so one part compiles while the
+        next is traced. A compiled part is stored under its key; a damaged or
+        unreadable entry is compiled again and replaced. Sets
+        :attr:`loaded_from_cache` (True if every part was loaded).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = [None if cache_dir is None or key is None else Path(cache_dir) / STEP_DIR / f"{key}{STEP_SUFFIX}"
+                 for key, _ in parts]
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(_load_program, path) if path is not None and path.is_file() else None
+                       for path in paths]
+            stored = [future is not None for future in futures]
             try:
-                exported = export.deserialize(bytearray(path.read_bytes()))
-                self.loaded_from_cache = True
-            except Exception:  # a damaged or foreign cache entry: trace again and replace it
-                exported = None
-        if exported is None:
-            self.loaded_from_cache = False
-            exported = export.export(jax.jit(step))(*args)
-            try:
-                blob = exported.serialize()
-            except ImportError:  # jax needs flatbuffers to serialise; without it, trace every time
-                blob = None
-            try:
-                if blob is None:
-                    raise OSError
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(blob)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a cache that cannot be written only costs the next run a trace
-        return jax.jit(exported.call)
+                for i, ((_, lower), path) in enumerate(zip(parts, paths)):
+                    if futures[i] is None:
+                        futures[i] = pool.submit(_compile_program, lower(), path)
+                loaded = []
+                for i, ((_, lower), path) in enumerate(zip(parts, paths)):
+                    program = futures[i].result()
+                    loaded.append(stored[i] and program is not None)
+                    if program is None:  # a damaged or unloadable entry: compile this part after all
+                        futures[i] = pool.submit(_compile_program, lower(), path)
+                programs = [future.result() for future in futures]
+            except BaseException:  # an interrupt or a failed part: start no further work
+                for future in futures:
+                    if future is not None:
+                        future.cancel()
+                raise
+        self.loaded_from_cache = all(loaded)
+        return programs
 
     def _split(self, graphdef, treedef, networks: int, key: str | None, cache_dir: Path | None,
                images: jax.Array, labels: jax.Array) -> None:
@@ -898,7 +996,7 @@ class FusedStep:
         # A part's program takes only the leaves it reads: its networks' and the
         # shared ones (alpha, counters). The others are stand-in zeros inside
         # the trace, never read, so XLA drops them; with every leaf as an input,
-        # each part's exported signature, lowering and call handled all of them.
+        # each part's signature, lowering and call handled all of them.
         shapes = [(leaf.shape, leaf.dtype) for leaf in self.leaves]
 
         def merged(read, reads):
@@ -929,7 +1027,8 @@ class FusedStep:
             return (mixture_loss, jnp.concatenate(losses)), [new[k] for k in keep]
 
         def part_key(name: str) -> str | None:
-            return None if key is None else hashlib.sha256(f"{key} {self.programs} {name}".encode()).hexdigest()[:32]
+            # Named by what the part computes, so that splits sharing a group share its program.
+            return None if key is None else hashlib.sha256(f"{key} {name}".encode()).hexdigest()[:32]
 
         kept = (key, graphdef, self.programs) if key is not None else None
         found = _kept_step_programs(kept)
@@ -937,33 +1036,24 @@ class FusedStep:
             self._group_calls, self._alpha_call = found
             self.reused = True
             return
-        # Traced (or loaded) one after another on this thread; each is compiled
-        # (or loaded from JAX's cache) on one of two threads as soon as it is
-        # traced, while the next one is traced: XLA releases the GIL as it works.
-        from concurrent.futures import ThreadPoolExecutor
 
-        loaded, compiling = True, []
-        with ThreadPoolExecutor(2) as pool:
-            try:
-                for g, (members, keep) in enumerate(zip(groups, self._owned)):
-                    step = functools.partial(group_step, members=members, keep=keep)
-                    read = self._reading(g)
-                    fn = self._program(step, part_key(f"group {g}"), cache_dir, read, images, labels)
-                    loaded = loaded and self.loaded_from_cache
-                    compiling.append(pool.submit(lambda fn, read: fn.lower(read, images, labels).compile(), fn, read))
-                self._group_calls = [future.result() for future in compiling]
-            except BaseException:  # an interrupt or a failed part: start no further compiles
-                for future in compiling:
-                    future.cancel()
-                raise
+        def lowering(g: int, members: tuple[int, ...], keep: list[int]) -> tuple[str | None, Callable[[], Any]]:
+            name = part_key(f"group {members}")
+            step = _named(functools.partial(group_step, members=members, keep=keep), name)
+            return name, lambda: jax.jit(step).trace(self._reading(g), images, labels).lower()
+
+        self._group_calls = self._programs(
+            [lowering(g, members, keep) for g, (members, keep) in enumerate(zip(groups, self._owned))], cache_dir)
+        loaded = self.loaded_from_cache
         # Alpha's program takes the groups' logits and losses, as they come out of them.
         parts = [jax.tree.map(lambda out: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding),
                               call.out_info[0]) for call in self._group_calls]
         logits, losses = [part[0] for part in parts], [part[1] for part in parts]
-        alpha = functools.partial(alpha_step, keep=self._rest)
+        name = part_key(f"alpha {groups}")
+        alpha = _named(functools.partial(alpha_step, keep=self._rest), name)
         read = self._reading(None)
-        alpha_fn = self._program(alpha, part_key("alpha"), cache_dir, read, logits, losses, labels)
-        self._alpha_call = alpha_fn.lower(read, logits, losses, labels).compile()
+        self._alpha_call, = self._programs(
+            [(name, lambda: jax.jit(alpha).trace(read, logits, losses, labels).lower())], cache_dir)
         self.loaded_from_cache = loaded and self.loaded_from_cache
         if kept is not None:
             _keep_step_programs(kept, (self._group_calls, self._alpha_call))
@@ -995,7 +1085,7 @@ class FusedStep:
 
         digest = hashlib.sha256()
         sources = [Path(module.__file__).read_bytes() for module in (sys.modules[__name__], nasgen.models, nasgen.modelspec)]
-        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources]]
+        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources], _machine()]
         for array in (*leaves, images, labels):
             parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
         digest.update(repr(parts).encode())
@@ -1336,6 +1426,27 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _machine() -> list:
+    """What a compiled program depends on beyond its source: the devices, the host CPU, XLA's flags.
+
+    A stored executable (see :class:`FusedStep`) is machine code for these
+    devices; the host CPU's feature flags (``/proc/cpuinfo``) tell apart CPUs
+    whose instruction sets differ.
+    """
+    devices = jax.devices()
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            cpu = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        import platform
+
+        cpu = platform.processor() or platform.machine()
+    return [devices[0].platform, devices[0].client.platform_version, sorted({d.device_kind for d in devices}),
+            len(devices), jax.process_count(), cpu.strip(), os.environ.get("XLA_FLAGS", ""),
+            str(jax.config.jax_default_matmul_precision), bool(jax.config.jax_enable_x64)]
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -1368,7 +1479,7 @@ class TrainingRun:
             none (see :func:`enable_compilation_cache`); None (the
             library's default) turns nothing on but uses the cache the
             process already has (``JAX_COMPILATION_CACHE_DIR`` or
-            ``jax.config``), for the exported step too.
+            ``jax.config``), for the stored training step too.
         command: the command line to record in ``config.json``.
         plots: draw the three PNG plots beside the summary (False: summary
             and log only, e.g. for sweeps; the plots can be drawn later from

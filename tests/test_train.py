@@ -973,45 +973,48 @@ def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
             np.testing.assert_allclose(many["test_accuracy"], one["test_accuracy"], atol=0.011)
 
 
-# -- the exported step in the compilation cache ---------------------------------------------------
+# -- the stored step in the compilation cache -----------------------------------------------------
 
 
-def test_a_warm_run_loads_the_exported_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
-    from jax import export
-
-    from nasgen.train import STEP_DIR
+def test_a_warm_run_loads_the_compiled_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
+    import nasgen.train as train_module
+    from nasgen.train import STEP_DIR, STEP_SUFFIX
 
     cache = tmp_path / "cache"
     config = _tiny_config(epochs=1)
     clear_step_programs()  # a cold start: not the step an earlier test left in this process
     cold = _run(config, tmp_path / "cold", dataset=digits, compilation_cache=cache)
-    assert len(list((cache / STEP_DIR).glob("*.jaxexport"))) == 1
-    programs = {path.name for path in cache.glob("jit_call*")}
-    assert len(programs) == 1
+    stored = list((cache / STEP_DIR).glob(f"*{STEP_SUFFIX}"))
+    assert len(stored) == 1
 
     def no_tracing(*args, **kwargs):
-        raise AssertionError("the step was exported again instead of loaded from the cache")
+        raise AssertionError("the step was traced again instead of loaded from the cache")
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("the step was compiled again instead of loaded from the cache")
 
     clear_step_programs()  # as a new process would be: the step comes from the cache, not from memory
     with monkeypatch.context() as patch:
-        patch.setattr(export, "export", no_tracing)
+        patch.setattr(train_module, "_network_gradients", no_tracing)
+        patch.setattr(train_module, "_compile_program", no_compiling)
         warm = _run(config, tmp_path / "warm", dataset=digits, compilation_cache=cache)
     assert _numbers(tmp_path / "warm") == _numbers(tmp_path / "cold")
     assert _without_timings(warm) == _without_timings(cold)
-    # The warm run found the cold run's compiled step in JAX's cache instead
-    # of compiling (and storing) a program of its own.
-    assert {path.name for path in cache.glob("jit_call*")} == programs
     # Without the cache the same step is traced and compiled in-process: same numbers.
     clear_step_programs()
     _run(config, tmp_path / "plain", dataset=digits, compilation_cache=False)
     assert _numbers(tmp_path / "plain") == _numbers(tmp_path / "cold")
-    # A damaged cache entry is traced again and replaced, not an error.
-    entry = next((cache / STEP_DIR).glob("*.jaxexport"))
-    entry.write_bytes(b"not an exported step")
-    clear_step_programs()
-    _run(config, tmp_path / "repaired", dataset=digits, compilation_cache=cache)
-    assert _numbers(tmp_path / "repaired") == _numbers(tmp_path / "cold")
-    assert entry.read_bytes() != b"not an exported step"
+    # A damaged or truncated entry is compiled again and replaced, not an error.
+    entry = stored[0]
+    good = entry.read_bytes()
+    for n, damaged in enumerate((b"not a compiled step", good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]))):
+        entry.write_bytes(damaged)
+        clear_step_programs()
+        _run(config, tmp_path / f"repaired{n}", dataset=digits, compilation_cache=cache)
+        assert _numbers(tmp_path / f"repaired{n}") == _numbers(tmp_path / "cold")
+        # Replaced by a program that loads, or (when JAX's own cache supplied the
+        # program, which cannot be stored again) removed.
+        assert not entry.exists() or train_module._load_program(entry) is not None
 
 
 def test_step_identity_leaves_out_only_what_the_step_does_not_depend_on():
@@ -1048,7 +1051,7 @@ def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits)
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache, identity=identity)
         for _ in range(2):
             step(x, y)
-        assert len(list(cache.glob("jit_call*"))) == 1
+        assert len(list(cache.glob("jit_nasgen_step*"))) == 1
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
