@@ -994,14 +994,15 @@ class FusedStep:
         self._rest = [k for k, owner in enumerate(owners) if owner is None]
 
         # A part's program takes only the leaves it reads: its networks' and the
-        # shared ones (alpha, counters). The others are stand-in zeros inside
-        # the trace, never read, so XLA drops them; with every leaf as an input,
-        # each part's signature, lowering and call handled all of them.
-        shapes = [(leaf.shape, leaf.dtype) for leaf in self.leaves]
+        # shared ones (alpha, counters). The others stand in as shapes only,
+        # never read (an operation on one fails the trace); with every leaf as
+        # an input, each part's signature, lowering and call handled all of them.
+        shapes = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in self.leaves]
 
         def merged(read, reads):
-            given = dict(zip(reads, read))
-            leaves = [given[k] if k in given else jnp.zeros(*shape) for k, shape in enumerate(shapes)]
+            leaves = list(shapes)
+            for k, value in zip(reads, read):
+                leaves[k] = value
             return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
 
         def group_step(read, images, labels, members, keep):
