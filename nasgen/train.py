@@ -992,6 +992,13 @@ class FusedStep:
         groups = [tuple(int(i) for i in part) for part in np.array_split(np.arange(networks), self.programs)]
         self._owned = [[k for k, owner in enumerate(owners) if owner in group] for group in groups]
         self._rest = [k for k, owner in enumerate(owners) if owner is None]
+        # Another FusedStep of this structure in this process compiled it already.
+        kept = (key, graphdef, self.programs) if key is not None else None
+        found = _kept_step_programs(kept)
+        if found is not None:
+            self._group_calls, self._alpha_call = found
+            self.reused = True
+            return
 
         # A part's program takes only the leaves it reads: its networks' and the
         # shared ones (alpha, counters). The others stand in as shapes only,
@@ -1030,13 +1037,6 @@ class FusedStep:
         def part_key(name: str) -> str | None:
             # Named by what the part computes, so that splits sharing a group share its program.
             return None if key is None else hashlib.sha256(f"{key} {name}".encode()).hexdigest()[:32]
-
-        kept = (key, graphdef, self.programs) if key is not None else None
-        found = _kept_step_programs(kept)
-        if found is not None:
-            self._group_calls, self._alpha_call = found
-            self.reused = True
-            return
 
         def lowering(g: int, members: tuple[int, ...], keep: list[int]) -> tuple[str | None, Callable[[], Any]]:
             name = part_key(f"group {members}")
