@@ -705,6 +705,19 @@ STEP_DIR = "steps"
 STEP_SUFFIX = ".xla"
 _STEP_MAGIC = b"nasgen compiled step 1\n"
 
+STEP_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+"""XLA options for the training step's programs on a CPU (:class:`FusedStep`'s default there).
+
+No YNNPACK library fusions: XLA's CPU backend otherwise hands the
+convolutions, dots and reductions (BatchNorm's sums: about 2,800 of them in
+the M = 20 ResNet step) to YNNPACK, each of which builds its runtime on the
+program's first call. Without them (M = 20, 4 programs, one run) the first
+step lost its 3.4 s of set-up, a warm start (stored executables) took 6.9 s
+against 11.8 s, and a step 0.94x the time (one process, steps alternated),
+for a cold compile 1.1x as long (``bench/results/train.md``). Other
+platforms get XLA's defaults.
+"""
+
 
 def _named(step: Callable, key: str | None) -> Callable:
     """``step`` under the name ``nasgen_step_KEY``, which names its XLA program.
@@ -736,7 +749,8 @@ def _listen_for_cache_hits() -> None:
     jax.monitoring.register_event_listener(_note_cache_hit)
 
 
-def _compile_program(lowered: Any, path: Path | None) -> Any:
+def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | None = None,
+                     required: bool = True) -> Any:
     """XLA-compile a lowered step; store the executable at ``path`` (if given) for later processes.
 
     The file is :data:`_STEP_MAGIC`, the sha256 of the rest, then a pickle of
@@ -748,10 +762,22 @@ def _compile_program(lowered: Any, path: Path | None) -> Any:
     kernels (jax 0.10 on CPU: "Function ... not found" when the reloaded copy
     runs), so a damaged entry is removed and the step keeps coming from
     JAX's cache (lowered, then loaded) until a real compile replaces it.
+
+    ``options`` are XLA compiler options; unless ``required``, options this
+    XLA does not know (a later jax may drop an experimental one) are left out.
     """
     _listen_for_cache_hits()
     _CACHE_HITS.seen = False
-    compiled = lowered.compile()
+    try:
+        compiled = lowered.compile(dict(options or {}))
+    except jax.errors.JaxRuntimeError as exc:
+        if not options or "compile option" not in str(exc):
+            raise
+        if required:
+            reason = str(exc).strip().splitlines()[0]
+            raise NasgenError(f"compiler_options {options!r}: XLA refused them ({reason}); valid names are "
+                              f"fields of XLA's DebugOptions, such as xla_cpu_enable_fast_math") from None
+        compiled = lowered.compile()
     if path is not None and _CACHE_HITS.seen:
         try:
             path.unlink(missing_ok=True)
@@ -870,7 +896,7 @@ class FusedStep:
     With a ``cache_dir`` and an ``identity``, the compiled program is stored
     (``jax.experimental.serialize_executable``) under ``cache_dir/steps``,
     keyed by the mixture's structure, the batch's shapes and shardings, the
-    library versions, the devices and the host CPU: a later process (a
+    library versions, the compiler options, the devices and the host CPU: a later process (a
     resumed run, the same mixture again) loads the executable instead of
     tracing the M+1 networks, lowering and compiling them, so a warm start
     neither traces nor compiles (nor lowers, as a JAX persistent-cache hit
@@ -898,13 +924,29 @@ class FusedStep:
             rounding). XLA's CPU executable loader and its thunk graph grow
             faster than a program's size, so several smaller programs load
             from the cache much faster (``bench/results/train.md``).
+        compiler_options: XLA options for every program (part of the cache
+            key); None: :data:`STEP_COMPILER_OPTIONS` on a CPU (left out
+            where this XLA lacks one), XLA's defaults elsewhere; ``{}``:
+            XLA's defaults.
 
     Raises:
-        NasgenError: ``programs`` not between 1 and the number of networks.
+        NasgenError: ``programs`` not between 1 and the number of networks,
+            or ``compiler_options`` not a mapping of option names to values.
     """
 
     def __init__(self, mixture: "Mixture", optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
-                 cache_dir: Path | None = None, identity: str = "", programs: int = 1) -> None:
+                 cache_dir: Path | None = None, identity: str = "", programs: int = 1,
+                 compiler_options: dict[str, Any] | None = None) -> None:
+        if compiler_options is None:
+            platform = next(iter(images.sharding.device_set)).platform if isinstance(images, jax.Array) else None
+            self.compiler_options = dict(STEP_COMPILER_OPTIONS) if platform == "cpu" else {}
+            self._options_required = False
+        elif isinstance(compiler_options, dict) and all(isinstance(name, str) for name in compiler_options):
+            self.compiler_options = dict(compiler_options)
+            self._options_required = True
+        else:
+            raise NasgenError(f"compiler_options must be a dict of XLA option names to values or None, "
+                              f"got {compiler_options!r}")
         self._objects = (mixture, optimizer)
         graphdef, state = nnx.split(self._objects)
         leaves, self._treedef = jax.tree.flatten(state)
@@ -937,7 +979,7 @@ class FusedStep:
         # The compiled step is a pure function of (leaves, batch): any FusedStep
         # of the same identity, shapes, shardings and graph (nnx's own jit key)
         # can call it.
-        kept = (key, graphdef, 1) if key is not None else None
+        kept = (key, graphdef, 1, self._options_key()) if key is not None else None
         self._call = _kept_step_programs(kept)
         if self._call is not None:
             self.reused = True
@@ -961,6 +1003,7 @@ class FusedStep:
 
         paths = [None if cache_dir is None or key is None else Path(cache_dir) / STEP_DIR / f"{key}{STEP_SUFFIX}"
                  for key, _ in parts]
+        options = (self.compiler_options, self._options_required)
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(_load_program, path) if path is not None and path.is_file() else None
                        for path in paths]
@@ -968,13 +1011,13 @@ class FusedStep:
             try:
                 for i, ((_, lower), path) in enumerate(zip(parts, paths)):
                     if futures[i] is None:
-                        futures[i] = pool.submit(_compile_program, lower(), path)
+                        futures[i] = pool.submit(_compile_program, lower(), path, *options)
                 loaded = []
                 for i, ((_, lower), path) in enumerate(zip(parts, paths)):
                     program = futures[i].result()
                     loaded.append(stored[i] and program is not None)
                     if program is None:  # a damaged or unloadable entry: compile this part after all
-                        futures[i] = pool.submit(_compile_program, lower(), path)
+                        futures[i] = pool.submit(_compile_program, lower(), path, *options)
                 programs = [future.result() for future in futures]
             except BaseException:  # an interrupt or a failed part: start no further work
                 for future in futures:
@@ -993,7 +1036,7 @@ class FusedStep:
         self._owned = [[k for k, owner in enumerate(owners) if owner in group] for group in groups]
         self._rest = [k for k, owner in enumerate(owners) if owner is None]
         # Another FusedStep of this structure in this process compiled it already.
-        kept = (key, graphdef, self.programs) if key is not None else None
+        kept = (key, graphdef, self.programs, self._options_key()) if key is not None else None
         found = _kept_step_programs(kept)
         if found is not None:
             self._group_calls, self._alpha_call = found
@@ -1079,14 +1122,17 @@ class FusedStep:
         self.leaves = new
         return losses
 
-    @staticmethod
-    def _key(identity: str, leaves, images, labels) -> str:
+    def _options_key(self) -> str:
+        return repr(sorted(self.compiler_options.items()))
+
+    def _key(self, identity: str, leaves, images, labels) -> str:
         import nasgen.models
         import nasgen.modelspec
 
         digest = hashlib.sha256()
         sources = [Path(module.__file__).read_bytes() for module in (sys.modules[__name__], nasgen.models, nasgen.modelspec)]
-        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources], _machine()]
+        parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources], _machine(),
+                 self._options_key()]
         for array in (*leaves, images, labels):
             parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
         digest.update(repr(parts).encode())

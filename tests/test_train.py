@@ -1096,6 +1096,53 @@ def test_a_fused_step_of_the_same_structure_reuses_the_compiled_program(digits):
     assert not fused(_tiny_config(seed=8)).reused
 
 
+def _fused_step(config, digits, **options):
+    from nasgen.train import FusedStep, create_mixture
+
+    x = jnp.asarray(digits.train_images[:32])
+    y = jnp.asarray(digits.train_labels[:32])
+    mixture, optimizer = create_mixture(config, in_channels=digits.channels, num_classes=int(digits.num_classes))
+    mixture.train()
+    return FusedStep(mixture, optimizer, x, y, identity=config.step_identity(), **options), x, y
+
+
+def test_the_step_on_a_cpu_compiles_without_ynnpack_fusions_and_updates_the_same(digits):
+    # nasgen's CPU default (STEP_COMPILER_OPTIONS) reaches XLA: its program has no
+    # YNNPACK fusion, where XLA's own defaults ({}) hand it the convolutions and
+    # reductions. Both compute the same update, to float rounding.
+    from nasgen.train import STEP_COMPILER_OPTIONS
+
+    clear_step_programs()
+    ours, x, y = _fused_step(_tiny_config(), digits)
+    xla, _, _ = _fused_step(_tiny_config(), digits, compiler_options={})
+    assert ours.compiler_options == STEP_COMPILER_OPTIONS and xla.compiler_options == {}
+    assert not xla.reused  # other options: another program than the one kept in the process
+    assert "ynn_fusion" not in ours._call.as_text()
+    assert "ynn_fusion" in xla._call.as_text()
+    for _ in range(2):
+        ours_losses, xla_losses = ours(x, y), xla(x, y)
+        np.testing.assert_allclose(np.asarray(ours_losses[1]), np.asarray(xla_losses[1]), rtol=1e-5, atol=1e-6)
+    for got, want in zip(ours.leaves, xla.leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+
+
+def test_compiler_options_that_xla_does_not_know(digits, monkeypatch):
+    # nasgen's own default is left out where this XLA lacks it (a later jax may
+    # drop an experimental option); one a caller asks for is a clear error.
+    import nasgen.train as train_module
+    from nasgen.train import FusedStep
+
+    monkeypatch.setattr(train_module, "STEP_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
+    clear_step_programs()
+    step, x, y = _fused_step(_tiny_config(), digits)
+    assert np.all(np.isfinite(np.asarray(step(x, y)[1])))
+    with pytest.raises(NasgenError, match="compiler_options .*xla_cpu_nor_this_one"):
+        _fused_step(_tiny_config(seed=9), digits, compiler_options={"xla_cpu_nor_this_one": True})
+    with pytest.raises(NasgenError, match="compiler_options must be a dict"):
+        FusedStep(*step._objects, x, y, compiler_options="fast")
+    clear_step_programs()
+
+
 @pytest.mark.parametrize("optimizer", ["adam-l2", "adamw"])
 def test_a_step_split_into_programs_updates_like_the_one_program_step(tmp_path, digits, optimizer):
     # Groups of networks in programs of their own plus alpha's: every leaf of the
