@@ -53,8 +53,12 @@ same batch from the same state (their losses must agree to float rounding).
 ``BatchNorm`` in one process (``--reverse`` for the other order) and compares
 trace, compile and step seconds. ``--case create`` times creating the mixture
 (one jit around it, as before, against a program per network), cold and warm.
+``--case options`` compiles the step (``--groups N`` programs) with nasgen's
+CPU compiler options and with XLA's defaults in one process and alternates
+their steps; ``--case cache --xla-defaults`` measures the cache with XLA's
+defaults for the same comparison across processes.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create] [--steps 10]``.
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create|options] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -289,7 +293,7 @@ def _resnet_inputs(samples: int, width: float, batch: int = 512):
 
 
 def compile_child(samples: int, width: float, cache: str | None, per_network: bool, one_piece: bool = False,
-                  fused_step: bool = False, steps: int = 3, groups: int = 1) -> dict:
+                  fused_step: bool = False, steps: int = 3, groups: int = 1, xla_defaults: bool = False) -> dict:
     """In this (fresh) process: the fused step's trace+lower and compile times, and its step time."""
     from nasgen.train import FusedStep, enable_compilation_cache
 
@@ -306,8 +310,8 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         # What a training run does: nasgen.train.FusedStep, which with a
         # cache directory loads the stored compiled step instead of tracing and compiling it.
         t = time.perf_counter()
-        step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path,
-                         identity=config.step_identity(), programs=groups)
+        step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path, identity=config.step_identity(),
+                         programs=groups, compiler_options={} if xla_defaults else None)
         result["lower_s"] = time.perf_counter() - t
         t = time.perf_counter()
         jax.block_until_ready(step(x, y))
@@ -414,12 +418,12 @@ def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
     return lines
 
 
-def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> list[str]:
+def cache_case(samples: int, width: float, repeats: int, groups: int = 1, xla_defaults: bool = False) -> list[str]:
     """Cold start that fills an empty persistent cache, then ``repeats`` warm starts (new processes)."""
     import tempfile
 
     common = ["--compile-child", "--samples", str(samples), "--width-multiplier", str(width), "--fused-step",
-              "--groups", str(groups)]
+              "--groups", str(groups)] + (["--xla-defaults"] if xla_defaults else [])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="nasgen-jax-cache-") as cache:
         cold = _child(common + ["--cache", cache])
@@ -440,6 +444,8 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1) -> lis
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.FusedStep with the "
         + (f"step split into {groups} programs over groups of networks plus alpha's (`programs={groups}`), "
            if groups > 1 else "")
+        + ("XLA's default compiler options (`compiler_options={}`: YNNPACK fusions), " if xla_defaults
+           else "nasgen's compiler options (`STEP_COMPILER_OPTIONS`: no YNNPACK fusions), ")
         + f"persistent cache, each row a fresh process (load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after); make = constructing the FusedStep (tracing, lowering and compiling it, or "
         "loading the stored executable), first call = its first step less the median step (kernels' first-run "
@@ -606,6 +612,55 @@ def programs_case(samples: int, width: float, programs: int, steps: int) -> list
     ]
 
 
+def options_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
+    """The step compiled with nasgen's CPU options and with XLA's defaults, in this process, steps alternated.
+
+    Both start from the same mixture and optimiser state on one batch; start
+    = construct (trace, lower, compile; no persistent cache) + first step.
+    """
+    from nasgen.train import STEP_COMPILER_OPTIONS, FusedStep, clear_step_programs
+
+    config, x, y = _resnet_inputs(samples, width)
+    mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
+    mixture.train()
+    clear_step_programs()
+    rows = {}
+    for name, options in (("XLA's defaults ({})", {}), ("nasgen (STEP_COMPILER_OPTIONS)", None)):
+        t = time.perf_counter()
+        step = FusedStep(mixture, optimizer, x, y, programs=programs, compiler_options=options)
+        made = time.perf_counter() - t
+        first = jax.block_until_ready(step(x, y))
+        rows[name] = {"step": step, "make_s": made, "start_s": time.perf_counter() - t, "times": [],
+                      "losses": [first]}
+    for _ in range(steps):
+        for row in rows.values():
+            t = time.perf_counter()
+            losses = jax.block_until_ready(row["step"](x, y))
+            row["times"].append(time.perf_counter() - t)
+            row["losses"].append(losses)
+    xla, ours = rows.values()
+    gap = max(float(np.abs(np.asarray(a[1]) - np.asarray(b[1])).max())
+              for a, b in zip(xla["losses"], ours["losses"], strict=True))
+    ratios = sorted(b / a for a, b in zip(xla["times"], ours["times"], strict=True))
+    xla_s = statistics.median(xla["times"])
+    return [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, {programs} program(s), one "
+        f"process: compiled with XLA's default options and with nasgen's ({STEP_COMPILER_OPTIONS}), {steps} steps "
+        "of each, alternated; make = construct (trace, lower, compile, no persistent cache), start = make + first "
+        "step (the second row's trace benefits from JAX's warm in-process caches):",
+        "",
+        "| compiler options | make s | start s | first call less a step s | median s/step | vs XLA's defaults |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name} | {row['make_s']:.1f} | {row['start_s']:.1f} | "
+          f"{row['start_s'] - row['make_s'] - statistics.median(row['times']):.1f} | "
+          f"{statistics.median(row['times']):.3f} | {statistics.median(row['times']) / xla_s:.2f}x |"
+          for name, row in rows.items()),
+        "",
+        f"nasgen / XLA's defaults per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
+        f"difference between the two programs' network losses over the {steps + 1} steps: {gap:.2e}.",
+    ]
+
+
 def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False) -> list[str]:
     """The fused step built with nnx.BatchNorm and with nasgen's BatchNorm, in this process, steps alternated.
 
@@ -729,7 +784,7 @@ def create_case(samples: int, width: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm", "create"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options"), default="both")
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_SEEDS_CHILD, action="store_true", help=argparse.SUPPRESS)
@@ -744,6 +799,8 @@ def main() -> None:
                         help="compile case: also the sum of compiling each network's own step")
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help="cache case: warm processes (median reported)")
+    parser.add_argument("--xla-defaults", action="store_true",
+                        help="cache case: compile with XLA's default options (FusedStep compiler_options={})")
     parser.add_argument("--groups", type=int, default=1,
                         help="cache case: the step as this many programs over groups of networks (FusedStep programs=)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
@@ -755,7 +812,8 @@ def main() -> None:
 
     if args.compile_child:
         print(json.dumps(compile_child(args.samples, args.width_multiplier, args.cache, args.per_network,
-                                       args.one_piece, args.fused_step, groups=args.groups)))
+                                       args.one_piece, args.fused_step, groups=args.groups,
+                                       xla_defaults=args.xla_defaults)))
         return
     if args.devices_child:
         print(json.dumps(devices_child(args.samples, args.width_multiplier, args.devices, args.steps)))
@@ -766,8 +824,10 @@ def main() -> None:
     if args.seeds_child:
         print(json.dumps(seeds_child(args.samples, args.width_multiplier, not args.no_keep)))
         return
-    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm", "create"):
-        if args.case == "create":
+    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options"):
+        if args.case == "options":
+            lines = options_case(args.samples, args.width_multiplier, args.groups, args.steps)
+        elif args.case == "create":
             lines = create_case(args.samples, args.width_multiplier)
         elif args.case == "batchnorm":
             lines = batchnorm_case(args.samples, args.width_multiplier, args.steps, args.reverse)
@@ -778,7 +838,7 @@ def main() -> None:
         elif args.case == "compile":
             lines = compile_case(args.samples, args.width_multiplier, args.per_network)
         elif args.case == "cache":
-            lines = cache_case(args.samples, args.width_multiplier, args.repeats, args.groups)
+            lines = cache_case(args.samples, args.width_multiplier, args.repeats, args.groups, args.xla_defaults)
         else:
             lines = devices_case(args.samples, args.width_multiplier, args.steps)
         print("\n".join(lines))
