@@ -564,6 +564,24 @@ def seeds_case(samples: int, width: float) -> list[str]:
     return lines
 
 
+def _alternate(base: dict, other: dict, steps: int, x, y) -> tuple[float, list[float]]:
+    """Run ``steps`` steps of two rows' steps alternately on one batch (seconds and losses kept in the rows).
+
+    Returns the largest difference between their network losses at any step
+    (the first, already in the rows, included) and the sorted per-step time
+    ratios ``other / base``.
+    """
+    for _ in range(steps):
+        for row in (base, other):
+            t = time.perf_counter()
+            losses = jax.block_until_ready(row["step"](x, y))
+            row["times"].append(time.perf_counter() - t)
+            row["losses"].append(losses)
+    gap = max(float(np.abs(np.asarray(a[1]) - np.asarray(b[1])).max())
+              for a, b in zip(base["losses"], other["losses"], strict=True))
+    return gap, sorted(b / a for a, b in zip(base["times"], other["times"], strict=True))
+
+
 def programs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
     """The step as 1 program and as ``programs`` programs, in this process, steps alternated on one batch.
 
@@ -586,16 +604,8 @@ def programs_case(samples: int, width: float, programs: int, steps: int) -> list
         first = step(x, y)
         jax.block_until_ready(first)
         rows[count] = {"step": step, "start_s": time.perf_counter() - t, "times": [], "losses": [first]}
-    for _ in range(steps):
-        for row in rows.values():
-            t = time.perf_counter()
-            losses = jax.block_until_ready(row["step"](x, y))
-            row["times"].append(time.perf_counter() - t)
-            row["losses"].append(losses)
     one, split = rows[1], rows[programs]
-    gap = max(float(np.abs(np.asarray(a[1]) - np.asarray(b[1])).max())
-              for a, b in zip(one["losses"], split["losses"], strict=True))
-    ratios = sorted(b / a for a, b in zip(one["times"], split["times"], strict=True))
+    gap, ratios = _alternate(one, split, steps, x, y)
     one_s, split_s = statistics.median(one["times"]), statistics.median(split["times"])
     return [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, one process: the step as one "
@@ -632,16 +642,8 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
         first = jax.block_until_ready(step(x, y))
         rows[name] = {"step": step, "make_s": made, "start_s": time.perf_counter() - t, "times": [],
                       "losses": [first]}
-    for _ in range(steps):
-        for row in rows.values():
-            t = time.perf_counter()
-            losses = jax.block_until_ready(row["step"](x, y))
-            row["times"].append(time.perf_counter() - t)
-            row["losses"].append(losses)
     xla, ours = rows.values()
-    gap = max(float(np.abs(np.asarray(a[1]) - np.asarray(b[1])).max())
-              for a, b in zip(xla["losses"], ours["losses"], strict=True))
-    ratios = sorted(b / a for a, b in zip(xla["times"], ours["times"], strict=True))
+    gap, ratios = _alternate(xla, ours, steps, x, y)
     xla_s = statistics.median(xla["times"])
     return [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, {programs} program(s), one "
