@@ -896,8 +896,8 @@ class FusedStep:
     With a ``cache_dir`` and an ``identity``, the compiled program is stored
     (``jax.experimental.serialize_executable``) under ``cache_dir/steps``,
     keyed by the mixture's structure, the batch's shapes and shardings, the
-    library versions, the compiler options, the devices and the host CPU: a later process (a
-    resumed run, the same mixture again) loads the executable instead of
+    library versions, the compiler options, the devices and the host CPU: a
+    later process (a resumed run, the same mixture again) loads the executable instead of
     tracing the M+1 networks, lowering and compiling them, so a warm start
     neither traces nor compiles (nor lowers, as a JAX persistent-cache hit
     would need for its key). With an ``identity``, the process also
@@ -979,7 +979,7 @@ class FusedStep:
         # The compiled step is a pure function of (leaves, batch): any FusedStep
         # of the same identity, shapes, shardings and graph (nnx's own jit key)
         # can call it.
-        kept = (key, graphdef, 1, self._options_key()) if key is not None else None
+        kept = (key, graphdef, 1) if key is not None else None
         self._call = _kept_step_programs(kept)
         if self._call is not None:
             self.reused = True
@@ -1036,7 +1036,7 @@ class FusedStep:
         self._owned = [[k for k, owner in enumerate(owners) if owner in group] for group in groups]
         self._rest = [k for k, owner in enumerate(owners) if owner is None]
         # Another FusedStep of this structure in this process compiled it already.
-        kept = (key, graphdef, self.programs, self._options_key()) if key is not None else None
+        kept = (key, graphdef, self.programs) if key is not None else None
         found = _kept_step_programs(kept)
         if found is not None:
             self._group_calls, self._alpha_call = found
@@ -1122,9 +1122,6 @@ class FusedStep:
         self.leaves = new
         return losses
 
-    def _options_key(self) -> str:
-        return repr(sorted(self.compiler_options.items()))
-
     def _key(self, identity: str, leaves, images, labels) -> str:
         import nasgen.models
         import nasgen.modelspec
@@ -1132,7 +1129,7 @@ class FusedStep:
         digest = hashlib.sha256()
         sources = [Path(module.__file__).read_bytes() for module in (sys.modules[__name__], nasgen.models, nasgen.modelspec)]
         parts = [identity, _versions(), [hashlib.sha256(source).hexdigest() for source in sources], _machine(),
-                 self._options_key()]
+                 repr(sorted(self.compiler_options.items()))]
         for array in (*leaves, images, labels):
             parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
         digest.update(repr(parts).encode())
