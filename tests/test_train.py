@@ -1126,6 +1126,25 @@ def test_the_step_on_a_cpu_compiles_without_ynnpack_fusions_and_updates_the_same
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
 
 
+def test_evaluation_counts_as_the_eager_mixture_and_compiles_without_ynnpack_on_a_cpu(digits):
+    # evaluate() runs one jitted program (nasgen's CPU options) over padded batches;
+    # its accuracies are those of the mixture run eagerly on the whole test set.
+    import nasgen.train as train_module
+    from nasgen.train import STEP_COMPILER_OPTIONS, create_mixture, evaluate
+
+    mixture, _ = create_mixture(_tiny_config(), in_channels=digits.channels, num_classes=int(digits.num_classes))
+    images, labels = digits.test_images[:100], digits.test_labels[:100]
+    accuracies, mixture_accuracy = evaluate(mixture, images, labels, 64)  # 64 + 36 padded
+    mixed, logits = mixture(jnp.asarray(images))
+    expected = [float(np.mean(np.argmax(np.asarray(z), -1) == labels)) for z in logits]
+    np.testing.assert_allclose(accuracies, expected)
+    assert mixture_accuracy == pytest.approx(float(np.mean(np.argmax(np.asarray(mixed), -1) == labels)))
+    graphdef, state = nnx.split(mixture)
+    program = train_module._EVAL_PROGRAMS[(graphdef, repr(sorted(STEP_COMPILER_OPTIONS.items())))]
+    x, y, valid = jnp.asarray(images[:64]), jnp.asarray(labels[:64]), jnp.ones(64, bool)
+    assert "ynn_fusion" not in program.lower(state, x, y, valid).compile().as_text()
+
+
 def test_compiler_options_that_xla_does_not_know(digits, monkeypatch):
     # nasgen's own default is left out where this XLA lacks it (a later jax may
     # drop an experimental option); one a caller asks for is a clear error.
@@ -1136,6 +1155,8 @@ def test_compiler_options_that_xla_does_not_know(digits, monkeypatch):
     clear_step_programs()
     step, x, y = _fused_step(_tiny_config(), digits)
     assert np.all(np.isfinite(np.asarray(step(x, y)[1])))
+    accuracies, _ = train_module.evaluate(step._objects[0], digits.test_images[:50], digits.test_labels[:50], 32)
+    assert accuracies.shape == (len(_ARCHS) + 1,) and np.all((0 <= accuracies) & (accuracies <= 1))
     with pytest.raises(NasgenError, match="compiler_options .*xla_cpu_nor_this_one"):
         _fused_step(_tiny_config(seed=9), digits, compiler_options={"xla_cpu_nor_this_one": True})
     with pytest.raises(NasgenError, match="compiler_options must be a dict"):
