@@ -707,8 +707,7 @@ def evaluate(
     """
     mixture.eval()
     graphdef, state = nnx.split(mixture)
-    options = None  # chosen at the first batch, from where it lives
-    program = None
+    program = options = None  # chosen at the first batch, from where it lives
     count = len(labels)
     batch_size = min(batch_size, count)
     network_correct = np.zeros(len(mixture.networks), np.int64)
@@ -723,13 +722,12 @@ def evaluate(
             y = np.concatenate([y, np.zeros(pad, y.dtype)])
         placed = place(x, y, valid) if place is not None else (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))
         if program is None:
-            platform = next(iter(placed[0].sharding.device_set)).platform
-            options = dict(STEP_COMPILER_OPTIONS) if platform == "cpu" else {}
+            options = _default_compiler_options(placed[0])
             program = _eval_program(graphdef, options)
         try:
             hits, mixed_hits = program(state, *placed)
         except jax.errors.JaxRuntimeError as exc:
-            if not options or "compile option" not in str(exc):
+            if not options or not _unknown_option(exc):
                 raise
             options = {}  # this XLA lacks one of nasgen's options: its defaults
             program = _eval_program(graphdef, options)
@@ -759,6 +757,17 @@ against 11.8 s, and a step 0.94x the time (one process, steps alternated),
 for a cold compile 1.1x as long (``bench/results/train.md``). Other
 platforms get XLA's defaults.
 """
+
+
+def _default_compiler_options(array: Any) -> dict[str, Any]:
+    """:data:`STEP_COMPILER_OPTIONS` for work on ``array``'s devices if they are CPUs, else none (XLA's defaults)."""
+    on_cpu = isinstance(array, jax.Array) and next(iter(array.sharding.device_set)).platform == "cpu"
+    return dict(STEP_COMPILER_OPTIONS) if on_cpu else {}
+
+
+def _unknown_option(exc: BaseException) -> bool:
+    """Whether XLA refused a compile because it does not know an option."""
+    return "compile option" in str(exc)
 
 
 def _named(step: Callable, key: str | None) -> Callable:
@@ -813,7 +822,7 @@ def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | 
     try:
         compiled = lowered.compile(dict(options or {}))
     except jax.errors.JaxRuntimeError as exc:
-        if not options or "compile option" not in str(exc):
+        if not options or not _unknown_option(exc):
             raise
         if required:
             reason = str(exc).strip().splitlines()[0]
@@ -980,8 +989,7 @@ class FusedStep:
                  cache_dir: Path | None = None, identity: str = "", programs: int = 1,
                  compiler_options: dict[str, Any] | None = None) -> None:
         if compiler_options is None:
-            platform = next(iter(images.sharding.device_set)).platform if isinstance(images, jax.Array) else None
-            self.compiler_options = dict(STEP_COMPILER_OPTIONS) if platform == "cpu" else {}
+            self.compiler_options = _default_compiler_options(images)
             self._options_required = False
         elif isinstance(compiler_options, dict) and all(isinstance(name, str) for name in compiler_options):
             self.compiler_options = dict(compiler_options)
