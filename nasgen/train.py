@@ -707,7 +707,7 @@ def evaluate(
     """
     mixture.eval()
     graphdef, state = nnx.split(mixture)
-    program = options = None  # chosen at the first batch, from where it lives
+    program = None  # chosen at the first batch, from where it lives
     count = len(labels)
     batch_size = min(batch_size, count)
     network_correct = np.zeros(len(mixture.networks), np.int64)
@@ -722,16 +722,8 @@ def evaluate(
             y = np.concatenate([y, np.zeros(pad, y.dtype)])
         placed = place(x, y, valid) if place is not None else (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))
         if program is None:
-            options = _default_compiler_options(placed[0])
-            program = _eval_program(graphdef, options)
-        try:
-            hits, mixed_hits = program(state, *placed)
-        except jax.errors.JaxRuntimeError as exc:
-            if not options or not _unknown_option(exc):
-                raise
-            options = {}  # this XLA lacks one of nasgen's options: its defaults
-            program = _eval_program(graphdef, options)
-            hits, mixed_hits = program(state, *placed)
+            program = _eval_program(graphdef, _default_compiler_options(placed[0]))
+        hits, mixed_hits = program(state, *placed)
         network_correct += np.asarray(hits)
         mixture_correct += int(mixed_hits)
     return network_correct / count, mixture_correct / count
@@ -760,9 +752,28 @@ platforms get XLA's defaults.
 
 
 def _default_compiler_options(array: Any) -> dict[str, Any]:
-    """:data:`STEP_COMPILER_OPTIONS` for work on ``array``'s devices if they are CPUs, else none (XLA's defaults)."""
-    on_cpu = isinstance(array, jax.Array) and next(iter(array.sharding.device_set)).platform == "cpu"
-    return dict(STEP_COMPILER_OPTIONS) if on_cpu else {}
+    """:data:`STEP_COMPILER_OPTIONS` for work on ``array``'s devices if they are CPUs, else none (XLA's defaults).
+
+    None either where this XLA does not know one of them (a later jax may
+    drop an experimental option): checked once per process and device.
+    """
+    if not isinstance(array, jax.Array):
+        return {}
+    device = next(iter(array.sharding.device_set))
+    options = tuple(sorted(STEP_COMPILER_OPTIONS.items()))
+    return dict(options) if device.platform == "cpu" and _accepted(options, device) else {}
+
+
+@functools.cache
+def _accepted(options: tuple, device: Any) -> bool:
+    """Whether XLA compiles for ``device`` with ``options`` (a trivial program, once per process)."""
+    try:
+        jax.jit(lambda x: x + 1).lower(jax.device_put(np.float32(0), device)).compile(dict(options))
+    except jax.errors.JaxRuntimeError as exc:
+        if _unknown_option(exc):
+            return False
+        raise
+    return True
 
 
 def _unknown_option(exc: BaseException) -> bool:
@@ -800,8 +811,7 @@ def _listen_for_cache_hits() -> None:
     jax.monitoring.register_event_listener(_note_cache_hit)
 
 
-def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | None = None,
-                     required: bool = True) -> Any:
+def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | None = None) -> Any:
     """XLA-compile a lowered step; store the executable at ``path`` (if given) for later processes.
 
     The file is :data:`_STEP_MAGIC`, the sha256 of the rest, then a pickle of
@@ -814,8 +824,8 @@ def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | 
     runs), so a damaged entry is removed and the step keeps coming from
     JAX's cache (lowered, then loaded) until a real compile replaces it.
 
-    ``options`` are XLA compiler options; unless ``required``, options this
-    XLA does not know (a later jax may drop an experimental one) are left out.
+    ``options`` are XLA compiler options; one that XLA does not know is a
+    :class:`NasgenError`.
     """
     _listen_for_cache_hits()
     _CACHE_HITS.seen = False
@@ -824,11 +834,9 @@ def _compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | 
     except jax.errors.JaxRuntimeError as exc:
         if not options or not _unknown_option(exc):
             raise
-        if required:
-            reason = str(exc).strip().splitlines()[0]
-            raise NasgenError(f"compiler_options {options!r}: XLA refused them ({reason}); valid names are "
-                              f"fields of XLA's DebugOptions, such as xla_cpu_enable_fast_math") from None
-        compiled = lowered.compile()
+        reason = str(exc).strip().splitlines()[0]
+        raise NasgenError(f"compiler_options {options!r}: XLA refused them ({reason}); valid names are "
+                          f"fields of XLA's DebugOptions, such as xla_cpu_enable_fast_math") from None
     if path is not None and _CACHE_HITS.seen:
         try:
             path.unlink(missing_ok=True)
@@ -976,8 +984,8 @@ class FusedStep:
             faster than a program's size, so several smaller programs load
             from the cache much faster (``bench/results/train.md``).
         compiler_options: XLA options for every program (part of the cache
-            key); None: :data:`STEP_COMPILER_OPTIONS` on a CPU (left out
-            where this XLA lacks one), XLA's defaults elsewhere; ``{}``:
+            key); None: :data:`STEP_COMPILER_OPTIONS` on a CPU whose XLA
+            knows them, XLA's defaults otherwise; ``{}``:
             XLA's defaults.
 
     Raises:
@@ -990,10 +998,8 @@ class FusedStep:
                  compiler_options: dict[str, Any] | None = None) -> None:
         if compiler_options is None:
             self.compiler_options = _default_compiler_options(images)
-            self._options_required = False
         elif isinstance(compiler_options, dict) and all(isinstance(name, str) for name in compiler_options):
             self.compiler_options = dict(compiler_options)
-            self._options_required = True
         else:
             raise NasgenError(f"compiler_options must be a dict of XLA option names to values or None, "
                               f"got {compiler_options!r}")
@@ -1053,7 +1059,6 @@ class FusedStep:
 
         paths = [None if cache_dir is None or key is None else Path(cache_dir) / STEP_DIR / f"{key}{STEP_SUFFIX}"
                  for key, _ in parts]
-        options = (self.compiler_options, self._options_required)
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(_load_program, path) if path is not None and path.is_file() else None
                        for path in paths]
@@ -1061,13 +1066,13 @@ class FusedStep:
             try:
                 for i, ((_, lower), path) in enumerate(zip(parts, paths)):
                     if futures[i] is None:
-                        futures[i] = pool.submit(_compile_program, lower(), path, *options)
+                        futures[i] = pool.submit(_compile_program, lower(), path, self.compiler_options)
                 loaded = []
                 for i, ((_, lower), path) in enumerate(zip(parts, paths)):
                     program = futures[i].result()
                     loaded.append(stored[i] and program is not None)
                     if program is None:  # a damaged or unloadable entry: compile this part after all
-                        futures[i] = pool.submit(_compile_program, lower(), path, *options)
+                        futures[i] = pool.submit(_compile_program, lower(), path, self.compiler_options)
                 programs = [future.result() for future in futures]
             except BaseException:  # an interrupt or a failed part: start no further work
                 for future in futures:
