@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -179,6 +180,95 @@ def _max_pool_bwd(window_shape, strides, padding, residuals, g):
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# The most entries (input positions x outputs x window offsets) of the 0/1
+# matrix with which conv_general_dilated gathers a small convolution's windows.
+SELECTION_LIMIT = 1 << 16
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated``, with small convolutions on a CPU computed as two dots.
+
+    Every ``nnx.Conv`` of the models takes this as its ``conv_general_dilated``.
+    XLA's CPU compiler swaps a convolution's operands when its window covers
+    more positions than its input (a 3x3 SAME convolution on the 1x1 or 2x2
+    maps of ResNet-18's last stages on MNIST, and the input gradient of a
+    layer whose output is smaller than its kernel), and the swapped
+    convolution is no longer one its Eigen kernels take: XLA generates a
+    plain loop nest for each one (about 14 per network), which is slow to
+    run and to compile. Such a convolution is here, on a CPU, a dot of the
+    input with a constant 0/1 matrix that gathers each output's window
+    (offsets that only ever see padding left out), then a dot with the
+    kernel; its gradients are dots too. Same values (to float rounding);
+    other convolutions, other platforms, dilations and feature groups go to
+    ``lax.conv_general_dilated`` unchanged.
+    """
+    plan = _selection_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count, kwargs)
+    if plan is None:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, precision=precision, **kwargs)
+    selection, live, out_spatial = plan
+    selection = selection.astype(lhs.dtype)
+    batch, channels, features = lhs.shape[0], lhs.shape[-1], rhs.shape[-1]
+    positions, outputs, taps = selection.shape
+    # Each output's window, gathered exactly: one 1 per (output, offset) column.
+    windows = jnp.einsum("bpc,pqt->bqtc", lhs.reshape(batch, positions, channels), selection,
+                         precision=lax.Precision.HIGHEST)
+    kernel = rhs.reshape(-1, channels, features)
+    if len(live) < kernel.shape[0]:
+        kernel = kernel[live[0]][None] if len(live) == 1 else jnp.stack([kernel[t] for t in live])
+    y = jnp.dot(windows.reshape(batch * outputs, taps * channels), kernel.reshape(taps * channels, features),
+                precision=precision)
+    return y.reshape(batch, *out_spatial, features)
+
+
+def _selection_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                    feature_group_count, kwargs):
+    """``(selection, live offsets, output spatial shape)`` for a convolution to compute as dots, or None."""
+    spatial = lhs.ndim - 2
+    if (jax.default_backend() != "cpu" or feature_group_count != 1 or any(v is not None for v in kwargs.values())
+            or any(d not in (None, 1) for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+            or not jnp.issubdtype(lhs.dtype, jnp.floating) or lhs.dtype != rhs.dtype):
+        return None
+    numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    channels_last = (0, spatial + 1, *range(1, spatial + 1))
+    if (numbers.lhs_spec != channels_last or numbers.out_spec != channels_last
+            or numbers.rhs_spec != (spatial + 1, spatial, *range(spatial))):
+        return None
+    in_spatial, window = tuple(lhs.shape[1:-1]), tuple(rhs.shape[:-2])
+    strides = tuple(window_strides)
+    pads = lax.padtype_to_pads(in_spatial, window, strides, padding) if isinstance(padding, str) else padding
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    out_spatial = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_spatial, window, strides, pads))
+    size = math.prod(window)
+    if min(out_spatial, default=1) < 1 or size <= min(math.prod(in_spatial), math.prod(out_spatial)):
+        return None  # XLA keeps this one's operands in place: its Eigen convolution is fine
+    positions = math.prod(in_spatial)
+    # The gathering dot costs positions / features times the kernel's dot, and
+    # its windows take outputs x window x channels: both kept small.
+    if positions > 4 * rhs.shape[-1] or positions * math.prod(out_spatial) * size > SELECTION_LIMIT:
+        return None
+    return _selection(in_spatial, window, strides, pads)
+
+
+@functools.lru_cache(maxsize=256)
+def _selection(in_spatial, window, strides, pads):
+    out_spatial = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_spatial, window, strides, pads))
+    outputs = np.array(list(np.ndindex(*out_spatial)), dtype=np.int64).reshape(-1, len(in_spatial))
+    offsets = np.array(list(np.ndindex(*window)), dtype=np.int64).reshape(-1, len(in_spatial))
+    # Input position read by output q at window offset t, per spatial axis.
+    position = (outputs[:, None, :] * np.array(strides) + offsets[None, :, :] - np.array([lo for lo, _ in pads]))
+    inside = np.all((position >= 0) & (position < np.array(in_spatial)), axis=-1)
+    selection = np.zeros((math.prod(in_spatial), len(outputs), len(offsets)), np.float32)
+    q, t = np.nonzero(inside)
+    selection[np.ravel_multi_index(tuple(position[q, t].T), in_spatial), q, t] = 1
+    live = tuple(int(t) for t in np.flatnonzero(inside.any(axis=0)))
+    selection = selection[:, :, list(live)]
+    selection.setflags(write=False)
+    return selection, live, out_spatial
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -338,7 +428,7 @@ class ConvChain(nnx.Module):
         for kernel, stride in zip(arch.kernel, arch.stride):
             convs.append(
                 nnx.Conv(features, spec.width, kernel, stride, padding="VALID", use_bias=use_bias,
-                         kernel_init=init, rngs=rngs)
+                         kernel_init=init, conv_general_dilated=conv_general_dilated, rngs=rngs)
             )
             if spec.norm == "batch":
                 norms.append(BatchNorm(spec.width, momentum=spec.bn_momentum, rngs=rngs))
@@ -394,10 +484,12 @@ class BasicBlock(nnx.Module):
                  init_scale: float | None = RESNET_INIT_SCALE, rngs: nnx.Rngs) -> None:
         init = kernel_initializer(init_scale)
         self.conv1 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False,
-                              kernel_init=init, rngs=rngs)
+                              kernel_init=init,
+                              conv_general_dilated=conv_general_dilated, rngs=rngs)
         self.bn1 = BatchNorm(features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(features, features, (3, 3), 1, padding="SAME", use_bias=False,
-                              kernel_init=init, rngs=rngs)
+                              kernel_init=init,
+                              conv_general_dilated=conv_general_dilated, rngs=rngs)
         self.bn2 = BatchNorm(features, momentum=bn_momentum, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -438,13 +530,16 @@ class DownsamplingBlock(nnx.Module):
         kernel, stride = tuple(kernel), tuple(stride)
         init = kernel_initializer(init_scale)
         self.conv1 = nnx.Conv(in_features, out_features, kernel, stride, padding="VALID", use_bias=False,
-                              kernel_init=init, rngs=rngs)
+                              kernel_init=init,
+                              conv_general_dilated=conv_general_dilated, rngs=rngs)
         self.bn1 = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.conv2 = nnx.Conv(out_features, out_features, (3, 3), 1, padding="SAME", use_bias=False,
-                              kernel_init=init, rngs=rngs)
+                              kernel_init=init,
+                              conv_general_dilated=conv_general_dilated, rngs=rngs)
         self.bn2 = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
         self.shortcut_conv = nnx.Conv(
-            in_features, out_features, kernel, stride, padding="VALID", use_bias=False, kernel_init=init, rngs=rngs
+            in_features, out_features, kernel, stride, padding="VALID", use_bias=False, kernel_init=init,
+            conv_general_dilated=conv_general_dilated, rngs=rngs,
         )
         self.shortcut_bn = BatchNorm(out_features, momentum=bn_momentum, rngs=rngs)
 
@@ -506,7 +601,7 @@ class ResNet18(nnx.Module):
         window, stride, pad = RESNET_STEM["conv"]
         self.stem_conv = nnx.Conv(
             spec.in_channels, widths[0], (window, window), stride, padding=((pad, pad), (pad, pad)),
-            use_bias=False, kernel_init=init, rngs=rngs,
+            use_bias=False, kernel_init=init, conv_general_dilated=conv_general_dilated, rngs=rngs,
         )
         self.stem_bn = BatchNorm(widths[0], momentum=momentum, rngs=rngs)
         blocks = [BasicBlock(widths[0], bn_momentum=momentum, init_scale=scale, rngs=rngs) for _ in range(2)]

@@ -397,6 +397,95 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, strides, padd
     np.testing.assert_allclose(loss(max_pool)(x), loss(nnx.max_pool)(x), rtol=1e-6, atol=1e-6)
 
 
+_SMALL_CONVS = [
+    # (input shape, kernel window, strides, padding): each window covers more
+    # positions than the input or than the output (XLA's CPU compiler swaps
+    # such a convolution's operands and then loops over it element by element).
+    ((3, 1, 1, 5), (3, 3), (1, 1), "SAME"),  # ResNet-18's last stage on MNIST: only the centre sees data
+    ((3, 2, 3, 5), (3, 3), (1, 1), "SAME"),
+    ((3, 7, 7, 5), (4, 4), (2, 2), "VALID"),  # a generated downsampling layer: 2x2 out of a 4x4 window
+    ((3, 6, 5, 5), (5, 4), (4, 1), "VALID"),
+    ((3, 2, 2, 2), (3, 2), (1, 2), ((2, 0), (1, 1))),
+    ((2, 9, 4), (7,), (1,), "VALID"),
+    ((2, 3, 3, 2, 4), (3, 3, 3), (1, 1, 1), "SAME"),
+]
+
+
+def _lax_conv(x, w, strides, padding):
+    spec = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[w.ndim - 2]
+    numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, spec)
+    return numbers, jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers,
+                                                 precision=jax.lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("shape, window, strides, padding", _SMALL_CONVS)
+def test_small_convolutions_as_dots_match_lax_values_and_gradients(shape, window, strides, padding):
+    """The models' conv_general_dilated computes these as dots, with lax's values and gradients."""
+    from nasgen.models import _selection_plan, conv_general_dilated
+
+    rng = np.random.default_rng(sum(shape) + sum(window))
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*window, shape[-1], 16)), jnp.float32)
+    numbers, _ = _lax_conv(x, w, strides, padding)
+    # The dot form is the one taken (on this CPU), not lax's convolution.
+    assert _selection_plan(x, w, strides, padding, None, None, numbers, 1, {}) is not None
+
+    def ours(a, b):
+        return conv_general_dilated(a, b, strides, padding, dimension_numbers=numbers,
+                                    precision=jax.lax.Precision.HIGHEST)
+
+    def theirs(a, b):
+        return _lax_conv(a, b, strides, padding)[1]
+
+    y, vjp = jax.vjp(ours, x, w)
+    y_ref, vjp_ref = jax.vjp(theirs, x, w)
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for grad, grad_ref in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-5, atol=1e-4)
+    # No convolution is left in the compiled gradient for XLA to swap.
+    text = jax.jit(jax.grad(lambda a, b: (ours(a, b) ** 2).sum(), (0, 1))).lower(x, w).compile().as_text()
+    assert "convolution(" not in text
+
+
+def test_other_convolutions_stay_lax_convolutions():
+    """Windows no larger than the input and the output, dilations and feature groups go to lax unchanged."""
+    from nasgen.models import _selection_plan, conv_general_dilated
+
+    x = jnp.ones((2, 7, 7, 4), jnp.float32)
+    w = jnp.ones((3, 3, 4, 4), jnp.float32)
+    numbers, y_ref = _lax_conv(x, w, (1, 1), "SAME")
+    assert _selection_plan(x, w, (1, 1), "SAME", None, None, numbers, 1, {}) is None
+    assert _selection_plan(x, w, (1, 1), "SAME", None, (2, 2), numbers, 1, {}) is None
+    assert _selection_plan(x, jnp.ones((3, 3, 2, 4)), (1, 1), "SAME", None, None, numbers, 2, {}) is None
+    # A window larger than the output, but an input so large that gathering its windows
+    # by a dot would cost more than the convolution (12x12 positions, 32 features).
+    big = jnp.ones((2, 12, 12, 8), jnp.float32)
+    wide = jnp.ones((5, 5, 8, 32), jnp.float32)
+    numbers, _ = _lax_conv(big, wide, (2, 2), "VALID")
+    assert _selection_plan(big, wide, (2, 2), "VALID", None, None, numbers, 1, {}) is None
+    numbers, _ = _lax_conv(x, w, (1, 1), "SAME")
+    np.testing.assert_array_equal(conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=numbers,
+                                                       precision=jax.lax.Precision.HIGHEST), y_ref)
+    # Half precision in, half precision out, as from lax.
+    small = jnp.ones((2, 1, 1, 4), jnp.bfloat16)
+    kernel = jnp.ones((3, 3, 4, 4), jnp.bfloat16)
+    numbers, ref = _lax_conv(small, kernel, (1, 1), "SAME")
+    out = conv_general_dilated(small, kernel, (1, 1), "SAME", dimension_numbers=numbers)
+    assert out.dtype == ref.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref, np.float32))
+
+
+def test_resnet_convolutions_go_through_the_models_conv():
+    """Every convolution of a ResNet-18 and a chain takes nasgen's conv_general_dilated."""
+    from nasgen.models import conv_general_dilated
+
+    model = ResNet18(ModelSpec.from_options("resnet18", width_multiplier=1 / 16), rngs=nnx.Rngs(0))
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
+    assert len(convs) == 20 and all(m.conv_general_dilated is conv_general_dilated for m in convs)
+
+
 @pytest.mark.parametrize("scale", [RESNET_INIT_SCALE, 1 / 3, 2.0])
 def test_init_scale_sets_kernel_variance(scale):
     """Every kernel has variance scale / fan_in (uniform draws), the head included."""
