@@ -56,9 +56,12 @@ trace, compile and step seconds. ``--case create`` times creating the mixture
 ``--case options`` compiles the step (``--groups N`` programs) with nasgen's
 CPU compiler options and with XLA's defaults in one process and alternates
 their steps; ``--case cache --xla-defaults`` measures the cache with XLA's
-defaults for the same comparison across processes.
+defaults for the same comparison across processes. ``--case convs`` builds the
+step (``--groups N`` programs) with the models' small convolutions as dots
+(``nasgen.models.conv_general_dilated``) and as lax convolutions in one
+process and alternates their steps.
 
-Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create|options] [--steps 10]``.
+Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create|options|convs] [--steps 10]``.
 Prints one table of medians; nothing here is imported by the tests.
 """
 
@@ -663,6 +666,57 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
     ]
 
 
+def convs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
+    """The step with the models' small convolutions as dots and as lax convolutions, in this process, alternated.
+
+    ``nasgen.models.conv_general_dilated`` computes, on a CPU, a convolution
+    whose window covers more positions than its input or output as two dots
+    (XLA's CPU compiler swaps the operands of such a convolution and then
+    generates a plain loop nest for it). The baseline row builds the same
+    step with that turned off (every convolution a lax convolution). Both
+    start from the same mixture and optimiser state on one batch; JAX's
+    caches are cleared between the two builds; make = construct (trace,
+    lower, compile; no persistent cache), with its process CPU seconds.
+    """
+    import nasgen.models as models
+    from nasgen.train import FusedStep, clear_step_programs
+
+    config, x, y = _resnet_inputs(samples, width)
+    mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
+    mixture.train()
+    plan = models._selection_plan
+    rows = {}
+    try:
+        for name, chosen in (("lax convolutions (before)", lambda *args: None), ("small ones as dots (now)", plan)):
+            models._selection_plan = chosen
+            clear_step_programs()
+            jax.clear_caches()
+            t, cpu = time.perf_counter(), time.process_time()
+            step = FusedStep(mixture, optimizer, x, y, programs=programs)
+            made, made_cpu = time.perf_counter() - t, time.process_time() - cpu
+            first = jax.block_until_ready(step(x, y))
+            rows[name] = {"step": step, "make_s": made, "make_cpu_s": made_cpu, "times": [], "losses": [first]}
+    finally:
+        models._selection_plan = plan
+    before, now = rows.values()
+    gap, ratios = _alternate(before, now, steps, x, y)
+    before_s = statistics.median(before["times"])
+    return [
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, {programs} program(s), one "
+        f"process: small convolutions as lax convolutions and as dots (`nasgen.models.conv_general_dilated`), "
+        f"{steps} steps of each, alternated; make = construct (trace, lower, compile, no persistent cache), "
+        "JAX's caches cleared before each:",
+        "",
+        "| convolutions | make s | make CPU s | median s/step | vs before |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {row['make_s']:.1f} | {row['make_cpu_s']:.1f} | {statistics.median(row['times']):.3f} | "
+          f"{statistics.median(row['times']) / before_s:.2f}x |" for name, row in rows.items()),
+        "",
+        f"now / before per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
+        f"difference between the two programs' network losses over the {steps + 1} steps: {gap:.2e}.",
+    ]
+
+
 def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False) -> list[str]:
     """The fused step built with nnx.BatchNorm and with nasgen's BatchNorm, in this process, steps alternated.
 
@@ -786,7 +840,7 @@ def create_case(samples: int, width: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options"), default="both")
+    parser.add_argument("--case", choices=("chain", "resnet", "both", "pool", "compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options", "convs"), default="both")
     parser.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_SEEDS_CHILD, action="store_true", help=argparse.SUPPRESS)
@@ -826,8 +880,10 @@ def main() -> None:
     if args.seeds_child:
         print(json.dumps(seeds_child(args.samples, args.width_multiplier, not args.no_keep)))
         return
-    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options"):
-        if args.case == "options":
+    if args.case in ("compile", "cache", "devices", "seeds", "programs", "batchnorm", "create", "options", "convs"):
+        if args.case == "convs":
+            lines = convs_case(args.samples, args.width_multiplier, args.groups, args.steps)
+        elif args.case == "options":
             lines = options_case(args.samples, args.width_multiplier, args.groups, args.steps)
         elif args.case == "create":
             lines = create_case(args.samples, args.width_multiplier)
