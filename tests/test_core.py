@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -363,8 +363,10 @@ def test_twin_sample_batch(tables, seed):
     _assert_same(*_both(_backend.hamming_matrix, bits[0]))
 
 
+# Only the spaces with at most 3,000 members are kept (the test unranks all of
+# them); some seeds draw six large ones for every small one, which is intended.
 @given(restricted_tables())
-@settings(max_examples=20)
+@settings(max_examples=20, suppress_health_check=[HealthCheck.filter_too_much])
 def test_twin_unrank_batch_and_order(tables):
     from nasgen import _backend
 
