@@ -76,6 +76,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -585,6 +586,16 @@ def _alternate(base: dict, other: dict, steps: int, x, y) -> tuple[float, list[f
     return gap, sorted(b / a for a, b in zip(base["times"], other["times"], strict=True))
 
 
+def _made_row(make: Callable[[], Any], x, y) -> dict:
+    """A row for :func:`_alternate`: the step ``make()`` returns, timed to make (wall and CPU s) and to its first step."""
+    t, cpu = time.perf_counter(), time.process_time()
+    step = make()
+    made, made_cpu = time.perf_counter() - t, time.process_time() - cpu
+    first = jax.block_until_ready(step(x, y))
+    return {"step": step, "make_s": made, "make_cpu_s": made_cpu, "start_s": time.perf_counter() - t, "times": [],
+            "losses": [first]}
+
+
 def programs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
     """The step as 1 program and as ``programs`` programs, in this process, steps alternated on one batch.
 
@@ -637,14 +648,9 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
     mixture.train()
     clear_step_programs()
-    rows = {}
-    for name, options in (("XLA's defaults ({})", {}), ("nasgen (STEP_COMPILER_OPTIONS)", None)):
-        t = time.perf_counter()
-        step = FusedStep(mixture, optimizer, x, y, programs=programs, compiler_options=options)
-        made = time.perf_counter() - t
-        first = jax.block_until_ready(step(x, y))
-        rows[name] = {"step": step, "make_s": made, "start_s": time.perf_counter() - t, "times": [],
-                      "losses": [first]}
+    rows = {name: _made_row(lambda: FusedStep(mixture, optimizer, x, y, programs=programs,
+                                              compiler_options=options), x, y)
+            for name, options in (("XLA's defaults ({})", {}), ("nasgen (STEP_COMPILER_OPTIONS)", None))}
     xla, ours = rows.values()
     gap, ratios = _alternate(xla, ours, steps, x, y)
     xla_s = statistics.median(xla["times"])
@@ -691,11 +697,7 @@ def convs_case(samples: int, width: float, programs: int, steps: int) -> list[st
             models._selection_plan = chosen
             clear_step_programs()
             jax.clear_caches()
-            t, cpu = time.perf_counter(), time.process_time()
-            step = FusedStep(mixture, optimizer, x, y, programs=programs)
-            made, made_cpu = time.perf_counter() - t, time.process_time() - cpu
-            first = jax.block_until_ready(step(x, y))
-            rows[name] = {"step": step, "make_s": made, "make_cpu_s": made_cpu, "times": [], "losses": [first]}
+            rows[name] = _made_row(lambda: FusedStep(mixture, optimizer, x, y, programs=programs), x, y)
     finally:
         models._selection_plan = plan
     before, now = rows.values()
