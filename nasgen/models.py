@@ -219,7 +219,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=lax.Precision.HIGHEST)
     kernel = rhs.reshape(-1, channels, features)
     if len(live) < kernel.shape[0]:
-        kernel = kernel[live[0]][None] if len(live) == 1 else jnp.stack([kernel[t] for t in live])
+        kernel = jnp.stack([kernel[t] for t in live])
     y = jnp.dot(windows.reshape(batch * outputs, taps * channels), kernel.reshape(taps * channels, features),
                 precision=precision)
     return y.reshape(batch, *out_spatial, features)
@@ -242,7 +242,7 @@ def _selection_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilatio
     strides = tuple(window_strides)
     pads = lax.padtype_to_pads(in_spatial, window, strides, padding) if isinstance(padding, str) else padding
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    out_spatial = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_spatial, window, strides, pads))
+    out_spatial = _output_spatial(in_spatial, window, strides, pads)
     size = math.prod(window)
     if min(out_spatial, default=1) < 1 or size <= min(math.prod(in_spatial), math.prod(out_spatial)):
         return None  # XLA keeps this one's operands in place: its Eigen convolution is fine
@@ -254,9 +254,13 @@ def _selection_plan(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilatio
     return _selection(in_spatial, window, strides, pads)
 
 
+def _output_spatial(in_spatial, window, strides, pads) -> tuple[int, ...]:
+    return tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_spatial, window, strides, pads))
+
+
 @functools.lru_cache(maxsize=256)
 def _selection(in_spatial, window, strides, pads):
-    out_spatial = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_spatial, window, strides, pads))
+    out_spatial = _output_spatial(in_spatial, window, strides, pads)
     outputs = np.array(list(np.ndindex(*out_spatial)), dtype=np.int64).reshape(-1, len(in_spatial))
     offsets = np.array(list(np.ndindex(*window)), dtype=np.int64).reshape(-1, len(in_spatial))
     # Input position read by output q at window offset t, per spatial axis.
