@@ -320,6 +320,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         t = time.perf_counter()
         jax.block_until_ready(step(x, y))
         first = time.perf_counter() - t
+        result["build_cpu_s"] = time.process_time() - cpu  # constructing it and its first call
         times = []
         for _ in range(steps):
             t = time.perf_counter()
@@ -943,7 +944,7 @@ def _append_result(path: str | None, note: str, body: str) -> None:
     if path is None:
         return
     with open(path, "a", encoding="utf-8") as f:
-        f.write(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` "
+        f.write(f"`python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}` "
                 f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, load average "
                 f"{os.getloadavg()[0]:.2f} at the end){note}\n\n{body}\n\n")
 
