@@ -80,6 +80,7 @@ __all__ = [
     "train_step",
     "FusedStep",
     "clear_step_programs",
+    "default_step_programs",
     "eval_step",
     "evaluate",
     "train",
@@ -1472,6 +1473,28 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     return path
 
 
+NETWORKS_PER_PROGRAM = 5
+"""About how many networks each of the training step's programs holds on a CPU (:func:`default_step_programs`)."""
+
+
+def default_step_programs(networks: int, platform: str) -> int:
+    """How many programs a run's training step is compiled as when the user does not say (``--step-programs``).
+
+    On a CPU, about :data:`NETWORKS_PER_PROGRAM` networks per program
+    (``max(1, round(networks / 5))``: 4 at M = 20, 1 up to M = 6): at M = 20 on
+    the 2-core machine, 4 programs compiled cold in 0.7x the time of one,
+    loaded from the cache in about 0.2x, and stepped in 0.83x (one process,
+    steps alternated; ``bench/results/train.md``). On other platforms one
+    program (nothing measured there says splitting helps).
+
+    >>> default_step_programs(21, "cpu"), default_step_programs(3, "cpu"), default_step_programs(21, "gpu")
+    (4, 1, 1)
+    """
+    if platform != "cpu":
+        return 1
+    return max(1, round(networks / NETWORKS_PER_PROGRAM))
+
+
 def data_mesh(devices: int | None = None) -> Mesh:
     """A one-axis ``("data",)`` mesh over the devices that share each batch.
 
@@ -1585,10 +1608,13 @@ class TrainingRun:
             ``log.jsonl`` and ``summary.json`` with
             :func:`nasgen.report.write_plots`).
         step_programs: the training step as this many XLA programs (groups
-            of networks) plus one for alpha; 1 (default) is one program. See
+            of networks) plus one for alpha; 1 is one program; None
+            (default): :func:`default_step_programs` for the run's devices
+            (on a CPU about five networks per program). See
             :class:`FusedStep`'s ``programs``: the same numbers to float
-            rounding, a much shorter warm start from the cache at large M
-            on a CPU.
+            rounding, a shorter cold compile and a much shorter warm start
+            from the cache at large M on a CPU. The number used is recorded
+            in ``config.json`` (``step_programs`` of the session).
 
     Raises:
         RunError: the directory is not usable (one-line message; nothing
@@ -1608,7 +1634,7 @@ class TrainingRun:
         compilation_cache: bool | str | os.PathLike | None = None,
         command: Sequence[str] | None = None,
         plots: bool = True,
-        step_programs: int = 1,
+        step_programs: int | None = None,
     ) -> None:
         self.config = config
         self.plots = plots
@@ -1719,6 +1745,8 @@ class TrainingRun:
         self.mesh = data_mesh(self.devices)
         networks = len(network_names(self.config))
         programs = self.step_programs
+        if programs is None:
+            programs = self.step_programs = default_step_programs(networks, self.mesh.devices.flat[0].platform)
         if isinstance(programs, bool) or not isinstance(programs, int) or not 1 <= programs <= networks:
             raise RunError(f"--step-programs must be an integer from 1 to the number of networks ({networks}), "
                            f"got {programs!r}")
@@ -1988,7 +2016,7 @@ def train(
     compilation_cache: bool | str | os.PathLike | None = None,
     command: Sequence[str] | None = None,
     plots: bool = True,
-    step_programs: int = 1,
+    step_programs: int | None = None,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.
 

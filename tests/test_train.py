@@ -26,6 +26,7 @@ from nasgen.train import (
     TrainConfig,
     build_optimizer,
     clear_step_programs,
+    default_step_programs,
     kernel_mask,
     mixture_gradients,
     train,
@@ -1221,3 +1222,17 @@ def test_a_run_with_a_split_step_logs_the_one_program_numbers(tmp_path, digits):
                                            err_msg=key)
     config_json = json.loads((tmp_path / "split" / "config.json").read_text())
     assert config_json["sessions"][-1]["step_programs"] == 3
+    # Not given: chosen for the devices (3 networks on a CPU: one program) and recorded as a number.
+    config_json = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert config_json["sessions"][-1]["step_programs"] == default_step_programs(3, "cpu") == 1
+
+
+def test_the_default_step_programs_hold_about_five_networks_each_on_a_cpu_and_one_elsewhere():
+    for networks in range(1, 200):
+        programs = default_step_programs(networks, "cpu")
+        assert 1 <= programs <= networks
+        if networks >= 3:
+            assert 2.5 <= networks / programs < 7.5, networks
+        for platform in ("gpu", "tpu"):
+            assert default_step_programs(networks, platform) == 1
+    assert default_step_programs(21, "cpu") == 4  # M = 20, the figure in bench/results/train.md

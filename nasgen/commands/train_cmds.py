@@ -90,9 +90,11 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
                    help="no progress bars (default: bars when stderr is a terminal); each epoch then logs one line")
     g.add_argument("--devices", type=int, default=None,
                    help="local devices that share each batch (default: all; must divide the batch size)")
-    g.add_argument("--step-programs", type=int, default=1, metavar="N",
+    g.add_argument("--step-programs", type=int, default=None, metavar="N",
                    help="compile the training step as N programs over groups of networks plus one for alpha "
-                        "(default 1; same numbers; on a CPU at large M a much shorter warm start from the cache)")
+                        "(same numbers; default: on a CPU about 5 networks per program, 4 at M = 20, for a "
+                        "shorter compile, a much shorter warm start from the cache and a step no slower; "
+                        "elsewhere 1)")
     g.add_argument("--no-plots", action="store_true",
                    help="write the summary and log but not the three PNG plots (e.g. for sweeps)")
     g.add_argument("--no-compile-cache", action="store_true",
