@@ -84,8 +84,7 @@ def _last_json(done: subprocess.CompletedProcess, what: str) -> dict:
 
 def _clean_env() -> dict:
     """This environment without a JAX cache directory or a PYTHONPATH of its own (each child sets what it needs)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_COMPILATION_CACHE_DIR")}
-    return env
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_COMPILATION_CACHE_DIR")}
 
 
 def checkout_filed(commit: str, into: Path) -> Path:

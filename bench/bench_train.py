@@ -597,6 +597,12 @@ def _made_row(make: Callable[[], Any], x, y) -> dict:
             "losses": [first]}
 
 
+def _alternated_line(ratio: str, ratios: list[float], gap: float, steps: int, compared: str = "programs'") -> str:
+    """The line under an alternated comparison: its per-step ratios, sorted, and the largest loss difference."""
+    return (f"{ratio} per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest difference "
+            f"between the two {compared} network losses over the {steps + 1} steps: {gap:.2e}.")
+
+
 def programs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
     """The step as 1 program and as ``programs`` programs, in this process, steps alternated on one batch.
 
@@ -632,8 +638,7 @@ def programs_case(samples: int, width: float, programs: int, steps: int) -> list
         f"| 1 | {one['start_s']:.1f} | {one_s:.3f} | 1.00x |",
         f"| {programs} | {split['start_s']:.1f} | {split_s:.3f} | {split_s / one_s:.2f}x |",
         "",
-        f"{programs} programs / 1 per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
-        f"difference between the two structures' network losses over the {steps + 1} steps: {gap:.2e}.",
+        _alternated_line(f"{programs} programs / 1", ratios, gap, steps, "structures'"),
     ]
 
 
@@ -668,8 +673,7 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
           f"{statistics.median(row['times']):.3f} | {statistics.median(row['times']) / xla_s:.2f}x |"
           for name, row in rows.items()),
         "",
-        f"nasgen / XLA's defaults per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
-        f"difference between the two programs' network losses over the {steps + 1} steps: {gap:.2e}.",
+        _alternated_line("nasgen / XLA's defaults", ratios, gap, steps),
     ]
 
 
@@ -715,8 +719,7 @@ def convs_case(samples: int, width: float, programs: int, steps: int) -> list[st
         *(f"| {name} | {row['make_s']:.1f} | {row['make_cpu_s']:.1f} | {statistics.median(row['times']):.3f} | "
           f"{statistics.median(row['times']) / before_s:.2f}x |" for name, row in rows.items()),
         "",
-        f"now / before per alternated step, sorted: {', '.join(f'{r:.2f}' for r in ratios)}; largest "
-        f"difference between the two programs' network losses over the {steps + 1} steps: {gap:.2e}.",
+        _alternated_line("now / before", ratios, gap, steps),
     ]
 
 
