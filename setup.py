@@ -1,4 +1,4 @@
-"""Build script: cythonizes csrc/*.pyx into private modules nasgen._<name>."""
+"""Build script: cythonizes csrc/*.pyx into private modules nasgen.space._<name>."""
 
 import numpy as np
 from Cython.Build import cythonize
@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension(
-        "nasgen._kernel",
+        "nasgen.space._kernel",
         ["csrc/_kernel.pyx"],
         include_dirs=["csrc", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -33,9 +33,9 @@ import types
 
 import numpy as np
 
-from nasgen.constrained import ConstrainedSpace
-from nasgen.sampling import sample_arrays
-from nasgen.space import SearchSpace
+from nasgen.constraints.constrained import ConstrainedSpace
+from nasgen.samplers.registry import sample_arrays
+from nasgen.space.definition import SearchSpace
 
 BIG = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
 BIG_ARGS = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
@@ -76,7 +76,7 @@ def rejection_rate(space: SearchSpace, where: list[str], draws: int, repeats: in
 
 
 def uniwit_vs_exact(repeats: int, timeout: float):
-    from nasgen.solver import SolverSampler
+    from nasgen.samplers.solver import SolverSampler
 
     def exact():
         return sample_arrays(TABLE4, 20, where=TABLE4_WHERE, seed=42)

@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 import nasgen
-from nasgen import _pykernel, core
-from nasgen.space import SearchSpace
+from nasgen.space import pykernel, core
+from nasgen.space.definition import SearchSpace
 
 
 def median_time(fn, repeats):
@@ -72,7 +72,7 @@ def twin_sample(space, samples, seed=0):
     layers = np.zeros(samples, dtype=np.int64)
     k = np.zeros((samples, space.max_layers, space.dims), dtype=np.int64)
     s = np.zeros_like(k)
-    _pykernel.sample_batch(compiled.graph, compiled.rules, compiled.components, compiled.cum, compiled.g, values,
+    pykernel.sample_batch(compiled.graph, compiled.rules, compiled.components, compiled.cum, compiled.g, values,
                            layer_cum, seed, layers, k, s)
 
 

@@ -33,8 +33,8 @@ def child(repeats: int) -> dict:
     import numpy as np
 
     import nasgen
-    from nasgen import core
-    from nasgen.space import SearchSpace
+    from nasgen.space import tables as core
+    from nasgen.space.definition import SearchSpace
 
     def median_ms(fn, n):
         times = []

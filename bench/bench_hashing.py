@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import nasgen
-from nasgen.cnf import encode_space
-from nasgen.hashing import HashingSampler
-from nasgen.sampling import SamplingConfig, draw
-from nasgen.space import SearchSpace, check_membership
+from nasgen.samplers.cnf import encode_space
+from nasgen.samplers.hashing import HashingSampler
+from nasgen.samplers.registry import SamplingConfig, draw
+from nasgen.space.definition import SearchSpace, check_membership
 
 ROOT = Path(__file__).resolve().parent.parent
 M = 20
@@ -43,10 +43,10 @@ def cells():
 
 
 def z3_bitblast_seconds(space: SearchSpace) -> float:
-    """The baseline: nasgen.solver's pruned formula through simplify, bit-blast, simplify, tseitin-cnf."""
+    """The baseline: nasgen.samplers.solver's pruned formula through simplify, bit-blast, simplify, tseitin-cnf."""
     import z3
 
-    from nasgen.solver import _Formula
+    from nasgen.samplers.solver import _Formula
 
     t0 = time.perf_counter()
     ctx = z3.Context()
@@ -60,8 +60,8 @@ def z3_bitblast_seconds(space: SearchSpace) -> float:
 
 def encoding_section(repeats: int, quick: bool) -> list[str]:
     lines = ["## CNF encoding per cell", "",
-             "`nasgen.cnf.encode_space` (tables built from scratch each time) against the z3 route "
-             "(`nasgen.solver`'s pruned formula through `simplify, bit-blast, simplify, tseitin-cnf`), "
+             "`nasgen.samplers.cnf.encode_space` (tables built from scratch each time) against the z3 route "
+             "(`nasgen.samplers.solver`'s pruned formula through `simplify, bit-blast, simplify, tseitin-cnf`), "
              "median seconds; ratio = z3 / tables.", "",
              "| table | dims | layers | architectures | variables | clauses | tables (s) | z3 bit-blast (s) | ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -88,7 +88,7 @@ def timed_draw(space, method, seed, timeout, where=()):
     seconds = time.perf_counter() - t0
     found = 0
     for layers, kernel, stride in chunks:
-        for arch in nasgen.core.arrays_to_architectures(layers, kernel, stride):
+        for arch in nasgen.space.tables.arrays_to_architectures(layers, kernel, stride):
             check_membership(space, arch)
             found += 1
     return seconds, found, reason, stats
@@ -167,7 +167,7 @@ def big_section(timeout: float) -> list[str]:
 
 
 def check_section(repeats: int) -> list[str]:
-    from nasgen.cli import main
+    from nasgen.cli.main import main
 
     lines = ["## nasgen check on 10^5 draws of the 224 -> 7 space", "",
              "`nasgen check FILE` end to end (read JSON Lines, validate, every test) on 100,000 exact draws "
@@ -178,7 +178,7 @@ def check_section(repeats: int) -> list[str]:
         path = os.path.join(folder, "draws.jsonl")
         arrays = nasgen.sample_arrays(BIG, 100_000, seed=1, replace=True)
         with open(path, "w") as handle:
-            handle.writelines(line + "\n" for line in nasgen.core.arrays_to_jsonl_lines(*arrays))
+            handle.writelines(line + "\n" for line in nasgen.space.tables.arrays_to_jsonl_lines(*arrays))
         args = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
 
         def run(*argv):

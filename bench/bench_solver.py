@@ -7,7 +7,7 @@ bench/results/solver.md with PNG plots in bench/results/.
     python bench/bench_solver.py [--repeats 3] [--cell-timeout 60] [--quick]
 
 Settings follow the paper: I = 30, O = 20, M = 20, n = N, seed 42, pool
-(2, 1) where pooled. Adj_T uses the canonical bit-vector (nasgen.core.adj_t).
+(2, 1) where pooled. Adj_T uses the canonical bit-vector (nasgen.space.tables.adj_t).
 Every architecture the runs produce is re-checked with check_membership.
 """
 
@@ -27,9 +27,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nasgen import core  # noqa: E402
-from nasgen.solver import SolverSampler, count_solutions  # noqa: E402
-from nasgen.space import SearchSpace, check_membership  # noqa: E402
+from nasgen.space import tables as core  # noqa: E402
+from nasgen.samplers.solver import SolverSampler, count_solutions  # noqa: E402
+from nasgen.space.definition import SearchSpace, check_membership  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = json.loads((ROOT.parent / "shared" / "paper" / "tables.json").read_text()) if (
@@ -127,7 +127,7 @@ def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
     """
     import z3
 
-    from nasgen.solver import _Formula, clause
+    from nasgen.samplers.solver import _Formula, clause
 
     ctx = z3.Context()
     solver = z3.SolverFor("QF_BV", ctx=ctx)

@@ -11,7 +11,7 @@ Two cases (issue 5):
 
 For each case, in the same process and on the same batch:
 
-* ``fused``: :func:`nasgen.train.train_step`, one XLA program that updates all
+* ``fused``: :func:`nasgen.train.run.train_step`, one XLA program that updates all
   M+1 networks and alpha;
 * ``sequential``: every network has its own optimiser and its own jitted
   step (own cross-entropy), and the networks are stepped one after another:
@@ -23,7 +23,7 @@ are compared with the measured peak of a jitted float32 matmul.
 
 ``--case pool`` times only the ResNet stem pool's gradient: flax's
 ``nnx.max_pool`` (JAX's reduce_window rule) against
-:func:`nasgen.models.max_pool`, interleaved.
+:func:`nasgen.nn.models.max_pool`, interleaved.
 
 ``--case compile`` measures the compile time of the fused M-network ResNet
 step (issue 14 item 5), each figure in a fresh child process so that no
@@ -58,7 +58,7 @@ CPU compiler options and with XLA's defaults in one process and alternates
 their steps; ``--case cache --xla-defaults`` measures the cache with XLA's
 defaults for the same comparison across processes. ``--case convs`` builds the
 step (``--groups N`` programs) with the models' small convolutions as dots
-(``nasgen.models.conv_general_dilated``) and as lax convolutions in one
+(``nasgen.nn.models.conv_general_dilated``) and as lax convolutions in one
 process and alternates their steps.
 
 Run: ``python bench/bench_train.py [--case chain|resnet|both|pool|compile|cache|devices|seeds|programs|batchnorm|create|options|convs] [--steps 10]``.
@@ -84,9 +84,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nasgen.modelspec import RESNET_SPACE
-from nasgen.sampling import sample
-from nasgen.train import DIGITS_SPACE, TrainConfig, create_mixture, mixture_gradients, train_step
+from nasgen.nn.spec import RESNET_SPACE
+from nasgen.samplers.registry import sample
+from nasgen.train.run import DIGITS_SPACE, TrainConfig, create_mixture, mixture_gradients, train_step
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -118,7 +118,7 @@ def _one_piece_gradients(mixture, images, labels):
     Numerically the same step; traced as one piece, every BatchNorm update
     walked the whole trace so far, so tracing grew quadratically with M.
     """
-    from nasgen.train import mixture_losses
+    from nasgen.train.run import mixture_losses
 
     logits, losses, network_grads = [], [], []
     inputs = images
@@ -166,8 +166,8 @@ def _fused_flops(mixture, optimizer, x, y) -> float:
 
 
 def pool_gradient_case(repeats: int = 20) -> dict:
-    """The ResNet stem pool's forward+backward: nnx.max_pool vs nasgen.models.max_pool, interleaved."""
-    from nasgen.models import max_pool
+    """The ResNet stem pool's forward+backward: nnx.max_pool vs nasgen.nn.models.max_pool, interleaved."""
+    from nasgen.nn.models import max_pool
 
     x = jax.random.normal(jax.random.key(0), (512, 14, 14, 16), jnp.float32)
     padding = ((1, 1), (1, 1))
@@ -213,7 +213,7 @@ def run_case(name: str, config: TrainConfig, x: np.ndarray, y: np.ndarray, steps
     flops = _fused_flops(mixture, optimizer, xb, yb)
 
     # One optimiser and one jitted step per network, stepped one after another.
-    from nasgen.train import build_optimizer
+    from nasgen.train.run import build_optimizer
 
     tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
     single_step = _single_step_factory()
@@ -259,7 +259,7 @@ def run_case(name: str, config: TrainConfig, x: np.ndarray, y: np.ndarray, steps
 
 
 def _chain_case(steps: int, samples: int) -> dict:
-    from nasgen.data import load_digits
+    from nasgen.train.data import load_digits
 
     archs = sample(DIGITS_SPACE, samples, seed=0, replace=False)
     config = TrainConfig(architectures=archs, model="chain", dataset="digits")
@@ -273,7 +273,7 @@ def _resnet_case(steps: int, samples: int, data_dir: str | None, width: float) -
     config = TrainConfig(architectures=archs, model="resnet18", dataset="mnist", width_multiplier=width)
     source = "random"
     try:
-        from nasgen.data import load_dataset
+        from nasgen.train.data import load_dataset
 
         data = load_dataset("mnist", data_dir)
         idx = np.random.default_rng(0).permutation(len(data.train_labels))[: config.batch_size]
@@ -299,7 +299,7 @@ def _resnet_inputs(samples: int, width: float, batch: int = 512):
 def compile_child(samples: int, width: float, cache: str | None, per_network: bool, one_piece: bool = False,
                   fused_step: bool = False, steps: int = 3, groups: int = 1, xla_defaults: bool = False) -> dict:
     """In this (fresh) process: the fused step's trace+lower and compile times, and its step time."""
-    from nasgen.train import FusedStep, enable_compilation_cache
+    from nasgen.train.run import FusedStep, enable_compilation_cache
 
     cache_path = enable_compilation_cache(cache) if cache else None
     config, x, y = _resnet_inputs(samples, width)
@@ -311,7 +311,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
     if fused_step:
         cpu = time.process_time()
-        # What a training run does: nasgen.train.FusedStep, which with a
+        # What a training run does: nasgen.train.run.FusedStep, which with a
         # cache directory loads the stored compiled step instead of tracing and compiling it.
         t = time.perf_counter()
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path, identity=config.step_identity(),
@@ -334,7 +334,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         result["cpu_s"] = time.process_time() - cpu
         return result
     if per_network:
-        from nasgen.train import build_optimizer
+        from nasgen.train.run import build_optimizer
 
         tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
         lower = compile_ = 0.0
@@ -407,7 +407,7 @@ def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
     before = rows[0][1]["lower_s"] + rows[0][1]["compile_s"]
     lines = [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, each row a fresh process. "
-        "Rows 1-2: jax.jit(...).trace/.lower/.compile of the step; rows 3-4: nasgen.train.FusedStep as a run "
+        "Rows 1-2: jax.jit(...).trace/.lower/.compile of the step; rows 3-4: nasgen.train.run.FusedStep as a run "
         "uses it (trace+lower column: tracing and exporting, or loading the exported step; XLA compile column: "
         "its first call less one step):",
         "",
@@ -446,7 +446,7 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1, xla_de
     median = {key: statistics.median(w[key] for w in warm) for key in ("create_s", "lower_s", "compile_s", "step_s")}
     warm_totals = sorted(total(w) for w in warm)
     return [
-        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.FusedStep with the "
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.run.FusedStep with the "
         + (f"step split into {groups} programs over groups of networks plus alpha's (`programs={groups}`), "
            if groups > 1 else "")
         + ("XLA's default compiler options (`compiler_options={}`: YNNPACK fusions), " if xla_defaults
@@ -476,7 +476,7 @@ def devices_child(samples: int, width: float, devices: int, steps: int) -> dict:
     """Fused-step seconds with the batch sharded over ``devices`` (parameters replicated)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from nasgen.train import data_mesh
+    from nasgen.train.run import data_mesh
 
     mesh = data_mesh(devices)
     config, x, y = _resnet_inputs(samples, width)
@@ -524,8 +524,8 @@ def seeds_child(samples: int, width: float, keep: bool) -> dict:
     """
     import tempfile
 
-    import nasgen.train as training
-    from nasgen.data import load_npz_dataset
+    import nasgen.train.run as training
+    from nasgen.train.data import load_npz_dataset
 
     if not keep:
         training.STEPS_KEPT = 0
@@ -612,7 +612,7 @@ def programs_case(samples: int, width: float, programs: int, steps: int) -> list
     cache: each row's start is a cold trace and compile in this process; the
     second row's trace benefits from JAX's warm in-process caches).
     """
-    from nasgen.train import FusedStep, clear_step_programs
+    from nasgen.train.run import FusedStep, clear_step_programs
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -648,7 +648,7 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
     Both start from the same mixture and optimiser state on one batch; start
     = construct (trace, lower, compile; no persistent cache) + first step.
     """
-    from nasgen.train import STEP_COMPILER_OPTIONS, FusedStep, clear_step_programs
+    from nasgen.train.run import STEP_COMPILER_OPTIONS, FusedStep, clear_step_programs
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -680,7 +680,7 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
 def convs_case(samples: int, width: float, programs: int, steps: int) -> list[str]:
     """The step with the models' small convolutions as dots and as lax convolutions, in this process, alternated.
 
-    ``nasgen.models.conv_general_dilated`` computes, on a CPU, a convolution
+    ``nasgen.nn.models.conv_general_dilated`` computes, on a CPU, a convolution
     whose window covers more positions than its input or output as two dots
     (XLA's CPU compiler swaps the operands of such a convolution and then
     generates a plain loop nest for it). The baseline row builds the same
@@ -689,8 +689,8 @@ def convs_case(samples: int, width: float, programs: int, steps: int) -> list[st
     caches are cleared between the two builds; make = construct (trace,
     lower, compile; no persistent cache), with its process CPU seconds.
     """
-    import nasgen.models as models
-    from nasgen.train import FusedStep, clear_step_programs
+    import nasgen.nn.models as models
+    from nasgen.train.run import FusedStep, clear_step_programs
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -710,7 +710,7 @@ def convs_case(samples: int, width: float, programs: int, steps: int) -> list[st
     before_s = statistics.median(before["times"])
     return [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, {programs} program(s), one "
-        f"process: small convolutions as lax convolutions and as dots (`nasgen.models.conv_general_dilated`), "
+        f"process: small convolutions as lax convolutions and as dots (`nasgen.nn.models.conv_general_dilated`), "
         f"{steps} steps of each, alternated; make = construct (trace, lower, compile, no persistent cache), "
         "JAX's caches cleared before each:",
         "",
@@ -730,8 +730,8 @@ def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False
     wall seconds); JAX's in-process caches make whichever is built second
     trace faster, so run it twice with ``--reverse`` to see both orders.
     """
-    import nasgen.models as models
-    from nasgen.train import FusedStep, clear_step_programs
+    import nasgen.nn.models as models
+    from nasgen.train.run import FusedStep, clear_step_programs
 
     config, x, y = _resnet_inputs(samples, width)
     ours = models.BatchNorm
@@ -790,12 +790,12 @@ def create_child(samples: int, width: float, cache: str, one_jit: bool) -> dict:
 
     ``one_jit``: the creation before 2026-11-29, every network's
     initialisation and the optimiser's state under one ``nnx.jit``; otherwise
-    :func:`nasgen.train.create_mixture` (a program per network). Also the
+    :func:`nasgen.train.run.create_mixture` (a program per network). Also the
     sha256 of every created array, to show both give the same values.
     """
     import hashlib
 
-    import nasgen.train as training
+    import nasgen.train.run as training
 
     training.enable_compilation_cache(cache)
     config, _, _ = _resnet_inputs(samples, width)
@@ -911,7 +911,7 @@ def main() -> None:
     if args.case == "pool":
         r = pool_gradient_case()
         line = (f"ResNet stem max pool (512x14x14x16, 3x3 stride 2) value+gradient, median of {r['repeats']} "
-                f"interleaved: nnx.max_pool {r['flax_s'] * 1e3:.2f} ms, nasgen.models.max_pool "
+                f"interleaved: nnx.max_pool {r['flax_s'] * 1e3:.2f} ms, nasgen.nn.models.max_pool "
                 f"{r['nasgen_s'] * 1e3:.2f} ms, {r['flax_s'] / r['nasgen_s']:.2f}x")
         print(line)
         _append_result(args.out, "", line)

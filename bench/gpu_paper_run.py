@@ -4,9 +4,9 @@ Section 6.3 of Calhas et al. 2022 (Table 3); the paper reports about 45 days
 for this on one RTX 2080; the goal here is under 10 minutes including
 compilation on one H100/H200.
 
-It runs :func:`nasgen.experiments.paper_mnist`, the same pipeline as
+It runs :func:`nasgen.train.experiments.paper_mnist`, the same pipeline as
 ``nasgen experiment paper-mnist``: architectures drawn through
-:func:`nasgen.sampling.draw`, the fused mixture step data-parallel over every
+:func:`nasgen.samplers.registry.draw`, the fused mixture step data-parallel over every
 local device (``--devices`` to use fewer; a ``jax.sharding.Mesh``, parameters
 replicated), JAX's persistent compilation cache on (``--cache-dir``; a second
 run loads the compiled step instead of compiling it).
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import jax
 
-from nasgen.data import load_mnist
-from nasgen.experiments import paper_mnist
-from nasgen.report import SUMMARY_MD
-from nasgen.train import maybe_initialize_distributed
+from nasgen.train.data import load_mnist
+from nasgen.train.experiments import paper_mnist
+from nasgen.train.report import SUMMARY_MD
+from nasgen.train.run import maybe_initialize_distributed
 
 # Table 3 of the paper (MNIST, M = 20, 10 epochs): the original ResNet-18, and
 # mean / std / best / worst of the generated networks (Limited_Uniform-M).
@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--width-multiplier", type=float, default=1.0)
-    parser.add_argument("--method", default="exact", help="a nasgen.sampling method (default exact)")
+    parser.add_argument("--method", default="exact", help="a nasgen.samplers.registry method (default exact)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--devices", type=int, default=None, help="local devices sharing each batch (default all)")
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache (default ~/.cache/nasgen/jax)")

@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled kernels of nasgen: chain graphs, exact counts, unranking, sampling, bit-vectors.
 
-Only ``nasgen._backend`` calls this module; it validates dtypes and shapes.
-Every function has a plain-Python twin in ``nasgen/_pykernel.py`` with the
+Only ``nasgen.space.backend`` calls this module; it validates dtypes and shapes.
+Every function has a plain-Python twin in ``nasgen/space/pykernel.py`` with the
 same signature and the same output, bit for bit (the tests compare them).
 
-Vocabulary (see ``nasgen/_pykernel.py`` for the full contract):
+Vocabulary (see ``nasgen/space/pykernel.py`` for the full contract):
 
 * A *chain graph* has states (sizes: one per dimension it covers, ``kd`` of
   them) and edges ``state --(m pairs)--> dst`` where ``conv`` is the size
@@ -22,7 +22,7 @@ Vocabulary (see ``nasgen/_pykernel.py`` for the full contract):
   (a restricted layer position of a constrained space).
 
 Graphs, rules and components arrive as the named tuples of
-``nasgen._backend`` (``ChainGraph``, ``Rules``, ``Components``). Every
+``nasgen.space.backend`` (``ChainGraph``, ``Rules``, ``Components``). Every
 output array is allocated by the caller.
 """
 
@@ -59,7 +59,7 @@ cdef inline int64_t _min(int64_t a, int64_t b) noexcept nogil:
 
 
 cdef Rules _rules(rules):
-    """The C view of a ``nasgen._backend.Rules`` named tuple."""
+    """The C view of a ``nasgen.space.backend.Rules`` named tuple."""
     cdef Rules R
     R.kmin = rules.kernel_min
     R.kmax = rules.kernel_max
@@ -734,12 +734,12 @@ def hamming_matrix(const uint64_t[:, ::1] vectors, int64_t[:, ::1] out):
 def chain_costs(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
                 const int64_t[::1] input_shape, const int64_t[::1] pool_k, const int64_t[::1] pool_s,
                 const int64_t[::1] options, int64_t[::1] params_out, int64_t[::1] flops_out):
-    """Parameters and FLOPs of the ``chain`` model for each architecture (see ``nasgen.where.chain_costs``).
+    """Parameters and FLOPs of the ``chain`` model for each architecture (see ``nasgen.constraints.language.chain_costs``).
 
     ``options`` is (width, in_channels, num_classes, batch_norm, logits_head,
     pool_cost_per_output, output_elements): pool_cost_per_output < 0 means no
     pool; output_elements is the product of the output shape. The caller
-    guarantees that no figure passes int64 (``nasgen.where`` checks a bound).
+    guarantees that no figure passes int64 (``nasgen.constraints.language`` checks a bound).
     """
     cdef int64_t M = kernel.shape[0], i, c, k, s, y, prod_k, prod_y, prod_yk, prod_z, p, f, features
     cdef int K = kernel.shape[2], l, d

@@ -6,18 +6,9 @@
 9
 """
 
-from importlib import metadata as _metadata
-
-from nasgen.space import (
-    Architecture,
-    ArchitectureError,
-    NasgenError,
-    SearchSpace,
-    SpaceError,
-    check_membership,
-    conv_output_size,
-)
-from nasgen.core import (
+from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
+from nasgen.space.definition import Architecture, SearchSpace, check_membership, conv_output_size
+from nasgen.space.tables import (
     AdjTAccumulator,
     LayerDomain,
     SpaceTables,
@@ -33,13 +24,10 @@ from nasgen.core import (
     read_architectures,
     write_architectures,
 )
-from nasgen.arrays_io import read_arrays, write_arrays
-from nasgen.sampling import SamplingConfig, draw, sample, sample_arrays
+from nasgen.space.arrays_io import read_arrays, write_arrays
+from nasgen.common.version import __version__
+from nasgen.samplers.registry import SamplingConfig, draw, sample, sample_arrays
 
-try:
-    __version__ = _metadata.version("nasgen")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "AdjTAccumulator",

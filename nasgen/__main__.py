@@ -2,6 +2,6 @@
 
 import sys
 
-from nasgen.cli import main
+from nasgen.cli.main import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from nasgen.space import Architecture, SearchSpace
+from nasgen.space.definition import Architecture, SearchSpace
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def run_cli(*args, stdin: bytes | None = None) -> tuple[int, str, str]:
     import io
     import sys
 
-    from nasgen.cli import main
+    from nasgen.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin

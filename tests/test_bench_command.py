@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from nasgen.benchmark import BenchRun, read_rows, run_sweep
-from nasgen.space import SearchSpace
+from nasgen.samplers.benchmark import BenchRun, read_rows, run_sweep
+from nasgen.space.definition import SearchSpace
 
 from .conftest import run_cli
 

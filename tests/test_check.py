@@ -14,9 +14,9 @@ import pytest
 from scipy.stats import chi2, ncx2
 
 import nasgen
-from nasgen.check import check_uniformity
-from nasgen.sampling import sample_arrays
-from nasgen.space import SearchSpace
+from nasgen.samplers.check import check_uniformity
+from nasgen.samplers.registry import sample_arrays
+from nasgen.space.definition import SearchSpace
 
 from .conftest import run_cli
 
@@ -34,7 +34,7 @@ def cli(*args):
 ])
 def test_exact_marginals_match_enumeration(space):
     """The whole space, each architecture once, has exactly the expected marginal counts: every statistic is 0."""
-    arrays = tuple(np.concatenate(p) for p in zip(*nasgen.core.SpaceTables(space).enumerate_arrays(batch=100000)))
+    arrays = tuple(np.concatenate(p) for p in zip(*nasgen.space.tables.SpaceTables(space).enumerate_arrays(batch=100000)))
     result = check_uniformity(space, arrays, replace=False)
     for test in result.tests:
         assert test.statistic == pytest.approx(0.0, abs=1e-6), test

@@ -1,4 +1,4 @@
-"""nasgen.checkpoint: checkpoints that stand alone, partial restores, orbax retention, damaged steps.
+"""nasgen.train.checkpoint: checkpoints that stand alone, partial restores, orbax retention, damaged steps.
 
 Every check compares a restored or rebuilt network against the network that
 was saved: the same outputs on a batch, the same arrays.
@@ -16,11 +16,11 @@ import optax
 import pytest
 from flax import nnx
 
-from nasgen import checkpoint
-from nasgen.checkpoint import CheckpointError
-from nasgen.models import ConvChain, ResNet18, build_model
-from nasgen.modelspec import ModelSpec, resnet_space
-from nasgen.space import Architecture, SearchSpace
+from nasgen.train import checkpoint
+from nasgen.common.errors import CheckpointError
+from nasgen.nn.models import ConvChain, ResNet18, build_model
+from nasgen.nn.spec import ModelSpec, resnet_space
+from nasgen.space.definition import Architecture, SearchSpace
 
 SPACE = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
 ARCH = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))

@@ -13,7 +13,7 @@ import pytest
 import numpy as np
 
 import nasgen
-from nasgen.space import Architecture, SearchSpace, check_membership
+from nasgen.space.definition import Architecture, SearchSpace, check_membership
 
 from .conftest import run_cli
 
@@ -87,7 +87,7 @@ def test_npz_output_holds_the_same_architectures(tmp_path):
     assert kernel.dtype == np.int64 and len(layers) == 50
     with np.load(tmp_path / "s.npz") as raw:  # stored in the smallest integer type that holds them
         assert raw["kernel"].dtype == np.uint8
-    archs = nasgen.core.arrays_to_architectures(layers, kernel, stride)
+    archs = nasgen.space.tables.arrays_to_architectures(layers, kernel, stride)
     assert [a.to_json() for a in archs] == jsonl.splitlines()
     # every reader takes both formats, and the npz sidecar gives the space
     assert run("adj", str(tmp_path / "s.npz")).stdout == run("adj", "-", "-I", "30,30", "-O", "20,20", "-n", "2",
@@ -215,7 +215,7 @@ def test_show_resnet_for_any_image_shape_without_jax():
         out = run("show", "--model", "resnet18", "--image-shape", shape).stdout
         assert out.splitlines()[0].startswith(first), out
         assert f"ResNet18 on {shape.replace(',', 'x')}" in out or shape == "28,28"
-    script = ("import sys; from nasgen.cli import main; main(['show', '--model', 'resnet18', '--image-shape', "
+    script = ("import sys; from nasgen.cli.main import main; main(['show', '--model', 'resnet18', '--image-shape', "
               "'64,64,3']); main(['show', '-I', '28,28', '-O', '7,7', '-n', '2', '--model', 'chain']); "
               "sys.exit(any(m.split('.')[0] in ('jax', 'flax', 'optax', 'z3') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0

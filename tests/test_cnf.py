@@ -14,9 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nasgen
-from nasgen.cnf import CnfError, decode_solutions, dimacs_text, encode_space, parse_solutions, read_dimacs, write_dimacs
-from nasgen.space import Architecture, SearchSpace
-from nasgen.where import evaluate_all, parse_where_all
+from nasgen.common.errors import CnfError
+from nasgen.samplers.cnf import (
+    decode_solutions,
+    dimacs_text,
+    encode_space,
+    parse_solutions,
+    read_dimacs,
+    write_dimacs,
+)
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.constraints.language import evaluate_all, parse_where_all
 from tests.conftest import small_spaces
 
 from .conftest import run_cli

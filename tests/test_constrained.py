@@ -11,16 +11,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from nasgen.constrained import (
-    ConstrainedSpace,
-    RejectionBudgetError,
-    split_atoms,
-    wilson_interval,
-)
-from nasgen.core import SpaceTables, arrays_to_architectures, space_structure, to_arrays
-from nasgen.modelspec import ModelSpec
-from nasgen.space import Architecture, NasgenError, SearchSpace
-from nasgen.where import WhereError, chain_costs, parse_where
+from nasgen.common.errors import RejectionBudgetError
+from nasgen.constraints.constrained import ConstrainedSpace, split_atoms, wilson_interval
+from nasgen.space.tables import SpaceTables, arrays_to_architectures, space_structure, to_arrays
+from nasgen.nn.spec import ModelSpec
+from nasgen.common.errors import NasgenError
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.common.errors import WhereError
+from nasgen.constraints.language import chain_costs, parse_where
 
 from .conftest import brute_force_space, small_spaces
 
@@ -302,7 +300,7 @@ def test_evaluate_arrays_with_huge_values_uses_exact_integers():
        st.sampled_from(["batch", None]), st.sampled_from(["logits", "features"]), st.sampled_from(["max", "avg"]))
 @settings(max_examples=40)
 def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm, head, pooling):
-    from nasgen.summary import model_stats
+    from nasgen.nn.summary import model_stats
 
     archs = _brute(space)[:40]
     model = types.SimpleNamespace(width=width, in_channels=in_channels, num_classes=classes, norm=norm, head=head,
@@ -409,7 +407,7 @@ def test_cli_bad_where_input(tmp_path, args, message):
 
 
 def test_oversized_pair_tables_fall_back_to_rejection(monkeypatch):
-    from nasgen import constrained
+    from nasgen.constraints import constrained
 
     monkeypatch.setattr(constrained, "MAX_EXPLICIT_PAIRS", 10)
     space = SearchSpace((12,), (3,), 1, 3, rounding="floor")

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import nasgen
-from nasgen import _pykernel, core
-from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, check_membership
+from nasgen.space import pykernel
+from nasgen.space import tables as core
+from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.space.definition import Architecture, SearchSpace, check_membership
 
 from .conftest import brute_force_chains, brute_force_space, small_spaces
 
-kernel = pytest.importorskip("nasgen._kernel", reason="the compiled kernel must be built (pip install .)")
+kernel = pytest.importorskip("nasgen.space._kernel", reason="the compiled kernel must be built (pip install .)")
 
 
 # -- the public examples of the spec ------------------------------------------------
@@ -248,18 +250,18 @@ def test_encode_refuses_foreign_architecture():
 
 
 def _both(fn, *args, **kwargs):
-    """``fn`` (a nasgen._backend function) run on the compiled kernel, then on the plain-Python twin."""
-    from nasgen import _backend
+    """``fn`` (a nasgen.space.backend function) run on the compiled kernel, then on the plain-Python twin."""
+    from nasgen.space import backend
 
-    saved = _backend._impl
+    saved = backend._impl
     try:
         outs = []
-        for impl in (kernel, _pykernel):
-            _backend._impl = impl
+        for impl in (kernel, pykernel):
+            backend._impl = impl
             outs.append(fn(*args, **kwargs))
         return outs
     finally:
-        _backend._impl = saved
+        backend._impl = saved
 
 
 def _assert_same(a, b):
@@ -277,7 +279,7 @@ def _assert_same(a, b):
 @st.composite
 def restricted_tables(draw, max_size=12):
     """SpaceTables of a random small space, half the time restricted by an absorbed --where atom."""
-    from nasgen.constrained import ConstrainedSpace
+    from nasgen.constraints.constrained import ConstrainedSpace
 
     space = draw(small_spaces(max_size=max_size))
     if draw(st.booleans()):
@@ -291,76 +293,76 @@ def restricted_tables(draw, max_size=12):
 @given(small_spaces(max_size=12))
 @settings(max_examples=30)
 def test_twin_build_dimension_graph(space):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     rules = core._rules(space)
     pks, pss = core._pool_arrays(space)
     for d in range(space.dims):
-        _assert_same(*_both(_backend.build_dimension_graph, space.input_shape[d], space.output_shape[d], pks[d],
+        _assert_same(*_both(backend.build_dimension_graph, space.input_shape[d], space.output_shape[d], pks[d],
                             pss[d], rules))
 
 
 @given(small_spaces(max_size=12, allow_square=True))
 @settings(max_examples=30)
 def test_twin_joint_edges(space):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     pks, pss = core._pool_arrays(space)
-    a, b = _both(_backend.joint_edges, space.input_shape, pks, pss, core._rules(space))
+    a, b = _both(backend.joint_edges, space.input_shape, pks, pss, core._rules(space))
     assert a == b
 
 
 @given(small_spaces(max_size=9))
 @settings(max_examples=30)
 def test_twin_pairs(space):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     rules = core._rules(space)
     xs, ys = [], []
     for x in range(1, 9):
         for y in range(1, x + 1):
-            n, n2 = _both(_backend.pair_count, [x], [y], rules)
+            n, n2 = _both(backend.pair_count, [x], [y], rules)
             assert n == n2
             for j in range(n):
-                a, b = _both(_backend.pair_at, [x], [y], rules, j)
+                a, b = _both(backend.pair_at, [x], [y], rules, j)
                 assert a == b
             xs.append([x])
             ys.append([y])
-    total = sum(_backend.pair_count(x, y, rules) for x, y in zip(xs, ys))
-    listed = _both(_backend.list_pairs, xs, ys, rules, total)
+    total = sum(backend.pair_count(x, y, rules) for x, y in zip(xs, ys))
+    listed = _both(backend.list_pairs, xs, ys, rules, total)
     _assert_same(*listed)
-    expected = [_backend.pair_at(x, y, rules, j) for x, y in zip(xs, ys) for j in range(_backend.pair_count(x, y, rules))]
+    expected = [backend.pair_at(x, y, rules, j) for x, y in zip(xs, ys) for j in range(backend.pair_count(x, y, rules))]
     assert list(zip(*[a.tolist() for a in listed[0]])) == expected
 
 
 @given(restricted_tables())
 @settings(max_examples=30)
 def test_twin_count_and_cumulative_weights(tables):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     s = tables.structure
     for W in (1, 2):
-        g = _both(_backend.count_table, s.graph, s.ends, tables.space.max_layers, W)
+        g = _both(backend.count_table, s.graph, s.ends, tables.space.max_layers, W)
         _assert_same(*g)
-        _assert_same(*_both(_backend.cumulative_weights, s.graph, g[0][0]))
+        _assert_same(*_both(backend.cumulative_weights, s.graph, g[0][0]))
 
 
 @given(restricted_tables(), st.integers(0, 2**63))
 @settings(max_examples=30)
 def test_twin_sample_batch(tables, seed):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     assume(tables.count > 0)
     values, layer_cum, _ = tables.layer_tables()
     space = tables.space
-    outs = _both(_backend.sample_batch, tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
+    outs = _both(backend.sample_batch, tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
                  layer_cum, seed, 25, space.max_layers, space.dims)
     _assert_same(*outs)
     layers, k, s, _ = outs[0]
-    bits = _both(_backend.encode_bits, layers, k, s, space.bit_width)
+    bits = _both(backend.encode_bits, layers, k, s, space.bit_width)
     _assert_same(*bits)
-    _assert_same(*_both(_backend.adjacent_distance_sum, bits[0]))
-    _assert_same(*_both(_backend.hamming_matrix, bits[0]))
+    _assert_same(*_both(backend.adjacent_distance_sum, bits[0]))
+    _assert_same(*_both(backend.hamming_matrix, bits[0]))
 
 
 # Only the spaces with at most 3,000 members are kept (the test unranks all of
@@ -368,7 +370,7 @@ def test_twin_sample_batch(tables, seed):
 @given(restricted_tables())
 @settings(max_examples=20, suppress_health_check=[HealthCheck.filter_too_much])
 def test_twin_unrank_batch_and_order(tables):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     assume(0 < tables.count <= 3000)
     ranks = list(range(tables.count))
@@ -382,7 +384,7 @@ def test_twin_unrank_batch_and_order(tables):
         for c in range(C - 1, -1, -1):
             rest, digit = divmod(rest, tables.chains[c][int(values[li])])
             digits[i, c] = core._limbs(digit, W)
-    outs = _both(_backend.unrank_batch, tables.graph, tables.rules, tables.components, tables.cum, L_arr, digits,
+    outs = _both(backend.unrank_batch, tables.graph, tables.rules, tables.components, tables.cum, L_arr, digits,
                  tables.space.max_layers, tables.space.dims)
     _assert_same(*outs)
     np.testing.assert_array_equal(outs[0][0], k1)
@@ -395,19 +397,19 @@ def test_twin_unrank_batch_and_order(tables):
 @given(restricted_tables())
 @settings(max_examples=30)
 def test_twin_layer_domain_tables(tables):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     feasible = np.zeros(tables.space.max_layers + 1, dtype=bool)
     for L, c in tables.by_layers.items():
         feasible[L] = c > 0
     for start in tables.components.start.tolist():
-        _assert_same(*_both(_backend.layer_domain_tables, tables.graph, tables.rules, tables.g, start, feasible))
+        _assert_same(*_both(backend.layer_domain_tables, tables.graph, tables.rules, tables.g, start, feasible))
 
 
 @given(restricted_tables(), st.integers(1, 9), st.integers(1, 4), st.booleans(), st.booleans(), st.integers(-1, 3))
 @settings(max_examples=30)
 def test_twin_chain_costs(tables, width, in_channels, batch_norm, logits, pool_cost):
-    from nasgen import _backend
+    from nasgen.space import backend
 
     assume(tables.count > 0)
     space = tables.space
@@ -416,31 +418,31 @@ def test_twin_chain_costs(tables, width, in_channels, batch_norm, logits, pool_c
     pool_k = [p if p else 1 for p in pools[0]]
     options = [width, in_channels, 7, int(batch_norm), int(logits), pool_cost if space.pool else -1,
                int(np.prod(space.output_shape))]
-    _assert_same(*_both(_backend.chain_costs, layers, k, s, space.input_shape, pool_k, pools[1], options))
+    _assert_same(*_both(backend.chain_costs, layers, k, s, space.input_shape, pool_k, pools[1], options))
 
 
 def test_backend_names_bad_arrays():
-    from nasgen import _backend
+    from nasgen.space import backend
 
     tables = core.SpaceTables(SearchSpace((12,), (3,), 1, 2))
     with pytest.raises(ValueError, match="layer_cum"):
-        _backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g, [1, 2],
+        backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g, [1, 2],
                               np.zeros((3, 1), dtype=np.uint64), 0, 3, 2, 1)
     with pytest.raises(ValueError, match="g must be uint64"):
-        _backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g.astype(np.int64),
+        backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g.astype(np.int64),
                               [1], np.ones((1, 1), dtype=np.uint64), 0, 3, 2, 1)
     with pytest.raises(ValueError, match="graph must be a ChainGraph"):
-        _backend.count_table(tuple(tables.graph), tables.structure.ends, 2, 1)
+        backend.count_table(tuple(tables.graph), tables.structure.ends, 2, 1)
     with pytest.raises(ValueError, match="edge_dst must index"):
-        _backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv,
+        backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv,
                             tables.graph.edge_dst + 100, tables.graph.edge_mult)
     with pytest.raises(ValueError, match="kernel must hold integers"):
-        _backend.encode_bits([1], np.zeros((1, 2, 1)), np.zeros((1, 2, 1), dtype=np.int64), 4)
+        backend.encode_bits([1], np.zeros((1, 2, 1)), np.zeros((1, 2, 1), dtype=np.int64), 4)
     with pytest.raises(ValueError, match="ranks must have shape"):
-        _backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, [1],
+        backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, [1],
                               np.zeros((2, 1, 1), dtype=np.uint64), 2, 1)
     with pytest.raises(ValueError, match="edge_pairs must index"):
-        _backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv, tables.graph.edge_dst,
+        backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv, tables.graph.edge_dst,
                             tables.graph.edge_mult, np.zeros(tables.graph.edges, dtype=np.int64),
                             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
@@ -448,7 +450,7 @@ def test_backend_names_bad_arrays():
 
 def test_an_empty_pair_column_means_every_pair_follows_the_rules():
     """edge_pairs of shape (0,) (what build_dimension_graph returns) and an explicit column of -1 agree."""
-    from nasgen import _backend, _pykernel
+    from nasgen.space import backend as _backend
 
     tables = core.SpaceTables(SearchSpace((40, 28), (6, 5), 1, 3, pool=(2, 1)))
     graph = tables.graph
@@ -458,18 +460,18 @@ def test_an_empty_pair_column_means_every_pair_follows_the_rules():
 
     def draw(g, backend):
         if backend is _backend:
-            return _backend.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values,
+            return backend.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values,
                                          layer_cum, 11, 50, 3, 2)[:3]
         layers = np.zeros(50, dtype=np.int64)
         k = np.zeros((50, 3, 2), dtype=np.int64)
         s = np.zeros_like(k)
-        _pykernel.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values, layer_cum, 11,
+        pykernel.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values, layer_cum, 11,
                                layers, k, s)
         return layers, k, s
 
-    reference = draw(minus_one, _pykernel)
+    reference = draw(minus_one, pykernel)
     assert reference[1].any()
-    for g, backend in ((graph, _backend), (graph, _pykernel), (minus_one, _backend)):
+    for g, backend in ((graph, _backend), (graph, pykernel), (minus_one, _backend)):
         for a, b in zip(draw(g, backend), reference):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"edge_pairs must have shape \(\d+,\) or \(0,\)"):
@@ -481,7 +483,7 @@ def test_pure_python_switch_gives_same_results(tmp_path):
     import sys
 
     code = (
-        "import nasgen, nasgen._backend as b;"
+        "import nasgen, nasgen.space.backend as b;"
         "s = nasgen.SearchSpace((20, 16), (5, 4), 1, 3, pool=(2, 1));"
         "print(b.COMPILED, nasgen.count(s), [a.to_json() for a in nasgen.sample(s, 5, seed=9)])"
     )
@@ -499,7 +501,7 @@ def test_import_nasgen_loads_neither_z3_nor_jax():
     import subprocess
     import sys
 
-    code = "import sys, nasgen, nasgen.cli; print(sorted(m for m in ('z3', 'jax', 'flax', 'optax') if m in sys.modules))"
+    code = "import sys, nasgen, nasgen.cli.main; print(sorted(m for m in ('z3', 'jax', 'flax', 'optax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

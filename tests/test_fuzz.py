@@ -1,7 +1,7 @@
 """Hostile input and I/O faults: one line ``nasgen: error: ...`` and exit 2, never a traceback, nothing half-written.
 
 Three layers: a corpus of the cases issue 13 reported (and more), driven in-process through
-``nasgen.cli.main(argv)`` and through the Python API; real faults in subprocesses (a closed pipe,
+``nasgen.cli.main.main(argv)`` and through the Python API; real faults in subprocesses (a closed pipe,
 a full standard output, a file-size limit); and Hypothesis over argument lists and over file
 contents (architectures as JSON Lines and npz, sidecar config files).
 
@@ -27,14 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nasgen
-from nasgen.space import (
-    Architecture,
-    ArchitectureError,
-    EmptySpaceError,
-    SearchSpace,
-    SpaceError,
-    check_membership,
-)
+from nasgen.common.errors import ArchitectureError, EmptySpaceError, SpaceError
+from nasgen.space.definition import Architecture, SearchSpace, check_membership
 
 from .conftest import run_cli
 
@@ -332,8 +326,9 @@ def test_api_empty_space_is_one_error_for_every_method(method):
 
 
 def test_api_where_limits_and_solver_bounds():
-    from nasgen.solver import MAX_WHERE_BITS, check_where_cost
-    from nasgen.where import WhereError, parse_where
+    from nasgen.samplers.solver import MAX_WHERE_BITS, check_where_cost
+    from nasgen.common.errors import WhereError
+    from nasgen.constraints.language import parse_where
 
     space = SearchSpace((30,), (20,), 2, 2)
     for text in ("-" * 20000 + "1 > 0", " + ".join(["k[0][0]"] * 3000) + " > 0", "*".join(["k[0][0]"] * 150) + " > 0"):
@@ -350,7 +345,7 @@ def test_timeout_covers_formula_building(monkeypatch):
     """The deadline starts with the sampler: preparation that would take a minute stops with 'timeout'."""
     import time
 
-    from nasgen import solver
+    from nasgen.samplers import solver
 
     def slow_domains(space):  # pure Python, as the domain walk was: endless unless the deadline interrupts it
         started = time.monotonic()
@@ -360,11 +355,11 @@ def test_timeout_covers_formula_building(monkeypatch):
 
     monkeypatch.setattr(solver, "_layer_domains", slow_domains)
     space = SearchSpace((30,), (20,), 2, 2)
-    with nasgen.sampling.draw(space, nasgen.sampling.SamplingConfig(method="uniwit", samples=1, timeout=1)) as run:
+    with nasgen.samplers.registry.draw(space, nasgen.samplers.registry.SamplingConfig(method="uniwit", samples=1, timeout=1)) as run:
         chunks = list(run.draw())
     assert chunks == [] and run.stop_reason == "timeout"
-    with pytest.raises(nasgen.solver.SolverTimeout):
-        nasgen.solver.count_solutions(space, timeout=1)
+    with pytest.raises(nasgen.samplers.solver.SolverTimeout):
+        nasgen.samplers.solver.count_solutions(space, timeout=1)
 
 
 # -- Hypothesis: argument lists --------------------------------------------------------------

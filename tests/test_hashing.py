@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 import nasgen
-from nasgen.check import check_uniformity
-from nasgen.hashing import HashingError, HashingSampler, approx_count
-from nasgen.sampling import sample_arrays
-from nasgen.space import SearchSpace, check_membership
-from nasgen.where import evaluate_all, parse_where_all
+from nasgen.samplers.check import check_uniformity
+from nasgen.common.errors import HashingError
+from nasgen.samplers.hashing import HashingSampler, approx_count
+from nasgen.samplers.registry import sample_arrays
+from nasgen.space.definition import SearchSpace, check_membership
+from nasgen.constraints.language import evaluate_all, parse_where_all
 
 from .conftest import run_cli
 
@@ -27,7 +28,7 @@ def cli(*args):
 def test_draws_are_members_distinct_and_satisfy_where(method):
     space = SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1))
     where = ["k[0][0] > s[0][0] + 2"]
-    archs = nasgen.sampling.sample(space, 40, method=method, seed=3, where=where)
+    archs = nasgen.samplers.registry.sample(space, 40, method=method, seed=3, where=where)
     assert len(archs) == len(set(archs)) == 40
     for arch in archs:
         check_membership(space, arch)
@@ -69,7 +70,7 @@ def test_timeout_stops_and_keeps_what_was_drawn():
         chunks = list(sampler.draw())
     assert sampler.stop_reason == "timeout"
     for layers, kernel, stride in chunks:
-        for arch in nasgen.core.arrays_to_architectures(layers, kernel, stride):
+        for arch in nasgen.space.tables.arrays_to_architectures(layers, kernel, stride):
             check_membership(space, arch)
 
 
@@ -98,7 +99,7 @@ def test_cli_sample_and_count(tmp_path):
 
 def _canonical_bits(space, cnf):
     """(C, V) canonical bits of every architecture, from the library's enumeration (independent of the CNF)."""
-    layers, kernel, stride = nasgen.core.to_arrays(space, list(nasgen.enumerate_architectures(space)))
+    layers, kernel, stride = nasgen.space.tables.to_arrays(space, list(nasgen.enumerate_architectures(space)))
     bits = np.zeros((len(layers), space.vector_bits), dtype=np.uint8)
     for l in range(space.max_layers):
         for d in range(space.dims):
@@ -113,8 +114,8 @@ def _canonical_bits(space, cnf):
                                    SearchSpace((14, 9), (3, 2), 1, 2, rounding="floor", relation="any")])
 def test_independent_support_determines_every_canonical_bit(space):
     """Projection on the support is one-to-one on the enumerated architectures (so UniGen's cells are unchanged)."""
-    from nasgen.cnf import encode_space
-    from nasgen.hashing import independent_support
+    from nasgen.samplers.cnf import encode_space
+    from nasgen.samplers.hashing import independent_support
 
     cnf = encode_space(space)
     support = independent_support(cnf)
@@ -124,7 +125,7 @@ def test_independent_support_determines_every_canonical_bit(space):
 
 
 def test_cell_hash_pair_keeps_the_count():
-    from nasgen.hashing import cell_hash_of
+    from nasgen.samplers.hashing import cell_hash_of
 
     for count in [1, 7, 2**20 - 1, 2**20, 592704, 33805340237948063635, 10**18 + 12345]:
         cell, hashes = cell_hash_of(count)
@@ -133,7 +134,7 @@ def test_cell_hash_pair_keeps_the_count():
 
 def test_exact_count_source_and_approxmc_fallback(monkeypatch):
     """Exact count with and without an absorbed --where; ApproxMC where the tables cannot count."""
-    import nasgen.hashing as hashing
+    import nasgen.samplers.hashing as hashing
 
     space = SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1))
     where = ["k[0][0] > s[0][0] + 2"]
@@ -145,7 +146,7 @@ def test_exact_count_source_and_approxmc_fallback(monkeypatch):
     assert sampler.statistics.count_source == "exact"
     monkeypatch.setattr(hashing, "exact_count", lambda space, where=(): None)
     with HashingSampler(space, "unigen", 30, seed=1, where=where) as sampler:
-        archs = [a for chunk in sampler.draw() for a in nasgen.core.arrays_to_architectures(*chunk)]
+        archs = [a for chunk in sampler.draw() for a in nasgen.space.tables.arrays_to_architectures(*chunk)]
     assert sampler.statistics.count_source == "approxmc" and len(set(archs)) == 30
     for arch in archs:
         check_membership(space, arch)

@@ -1,4 +1,4 @@
-"""Tests for nasgen.models: shapes, parameter counts, train/eval modes, bad input.
+"""Tests for nasgen.nn.models: shapes, parameter counts, train/eval modes, bad input.
 
 Architectures are drawn by brute-force enumeration written here from the
 convolution formula alone, so the models are checked against an independent
@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 import nasgen
-from nasgen.models import (
+from nasgen.nn.models import (
     ORIGINAL_RESNET_ARCH,
     RESNET_BASELINE_SPACE,
     RESNET_INIT_SCALE,
@@ -28,8 +28,9 @@ from nasgen.models import (
     max_pool,
     resnet_widths,
 )
-from nasgen.modelspec import LECUN, ModelSpec, resnet_space
-from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
+from nasgen.nn.spec import LECUN, ModelSpec, resnet_space
+from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
+from nasgen.space.definition import Architecture, SearchSpace
 
 
 def _chain(space, arch, *, rngs, **options):
@@ -327,7 +328,7 @@ def test_batch_norm_matches_flax_values_gradients_and_running_averages(shape):
     Feature 0 is constant, so its variance clips at 0; the loss also uses the
     updated running mean, so the statistics' own gradients are checked too.
     """
-    from nasgen.models import BatchNorm
+    from nasgen.nn.models import BatchNorm
 
     x = jax.random.normal(jax.random.key(0), shape) * 3.0 + 1.0
     x = x.at[..., 0].set(2.0)
@@ -421,7 +422,7 @@ def _lax_conv(x, w, strides, padding):
 @pytest.mark.parametrize("shape, window, strides, padding", _SMALL_CONVS)
 def test_small_convolutions_as_dots_match_lax_values_and_gradients(shape, window, strides, padding):
     """The models' conv_general_dilated computes these as dots, with lax's values and gradients."""
-    from nasgen.models import _selection_plan, conv_general_dilated
+    from nasgen.nn.models import _selection_plan, conv_general_dilated
 
     rng = np.random.default_rng(sum(shape) + sum(window))
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -451,7 +452,7 @@ def test_small_convolutions_as_dots_match_lax_values_and_gradients(shape, window
 
 def test_other_convolutions_stay_lax_convolutions():
     """Windows no larger than the input and the output, dilations and feature groups go to lax unchanged."""
-    from nasgen.models import _selection_plan, conv_general_dilated
+    from nasgen.nn.models import _selection_plan, conv_general_dilated
 
     x = jnp.ones((2, 7, 7, 4), jnp.float32)
     w = jnp.ones((3, 3, 4, 4), jnp.float32)
@@ -479,7 +480,7 @@ def test_other_convolutions_stay_lax_convolutions():
 
 def test_resnet_convolutions_go_through_the_models_conv():
     """Every convolution of a ResNet-18 and a chain takes nasgen's conv_general_dilated."""
-    from nasgen.models import conv_general_dilated
+    from nasgen.nn.models import conv_general_dilated
 
     model = ResNet18(ModelSpec.from_options("resnet18", width_multiplier=1 / 16), rngs=nnx.Rngs(0))
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
@@ -724,7 +725,7 @@ def test_model_spec_round_trips_through_json():
 
 
 def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
-    from nasgen import checkpoint
+    from nasgen.train import checkpoint
 
     space = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
@@ -763,7 +764,7 @@ def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    from nasgen import checkpoint
+    from nasgen.train import checkpoint
 
     space = SearchSpace((9,), (3,), min_layers=1, max_layers=1)
     arch = Architecture(kernel=((7,),), stride=((1,),))

@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 
 import nasgen
-from nasgen import core, sampling
-from nasgen.arrays_io import ArchitectureWriter, read_arrays, write_arrays
-from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace
+from nasgen.space import tables as core
+from nasgen.samplers import registry as sampling
+from nasgen.space.arrays_io import ArchitectureWriter, read_arrays, write_arrays
+from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.space.definition import Architecture, SearchSpace
 
 from .conftest import brute_force_space, small_spaces
 

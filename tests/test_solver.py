@@ -1,6 +1,6 @@
 """The z3 methods against independent computations.
 
-The reference for every set is nasgen.core's exact enumeration (the dynamic
+The reference for every set is nasgen.space.tables's exact enumeration (the dynamic
 program), filtered in plain Python for ``--where`` constraints; uniformity is
 a seeded chi-square test with a stated level.
 """
@@ -14,11 +14,12 @@ import pytest
 import z3
 from scipy.stats import binom, chisquare
 
-from nasgen import core
-from nasgen import solver
-from nasgen.solver import SolverError, SolverSampler, SolverTimeout, count_solutions, uniwit_pivot
-from nasgen.space import SearchSpace, check_membership
-from nasgen.where import parse_where
+from nasgen.space import tables as core
+from nasgen.samplers import solver
+from nasgen.common.errors import SolverError, SolverTimeout
+from nasgen.samplers.solver import SolverSampler, count_solutions, uniwit_pivot
+from nasgen.space.definition import SearchSpace, check_membership
+from nasgen.constraints.language import parse_where
 
 # A chi-square p-value below this fails a uniformity check (and "far from
 # uniform" means below LEVEL / 10).

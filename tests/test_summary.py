@@ -1,4 +1,4 @@
-"""Tests for nasgen.summary: the analytic model view against the real Flax models and XLA.
+"""Tests for nasgen.nn.summary: the analytic model view against the real Flax models and XLA.
 
 The summary never builds a network, so each of its figures is checked here
 against an independent source: parameter shapes of the built nnx module at
@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from nasgen.models import ORIGINAL_RESNET_ARCH, RESNET_SPACE, ConvChain, ResNet18
-from nasgen.modelspec import ModelSpec, resnet_space
-from nasgen.space import Architecture, ArchitectureError, NasgenError, SearchSpace, SpaceError
-from nasgen.summary import conv_taps, model_stats, summarize
+from nasgen.nn.models import ORIGINAL_RESNET_ARCH, RESNET_SPACE, ConvChain, ResNet18
+from nasgen.nn.spec import ModelSpec, resnet_space
+from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.nn.summary import conv_taps, model_stats, summarize
 
 CHAINS = [
     # (space, arch, options)
@@ -200,11 +201,11 @@ def test_resnet_rows_match_the_model_for_any_input(image_shape):
 @pytest.mark.slow
 def test_resnet_flops_equal_xla_per_block_and_agree_in_total(monkeypatch):
     # XLA counts the FLOPs of the convolutions as lax states them. On a CPU the
-    # models compute small convolutions as two dots (nasgen.models.conv_general_dilated),
+    # models compute small convolutions as two dots (nasgen.nn.models.conv_general_dilated),
     # and XLA would count the dot that gathers the windows as well: compare against lax's convolutions.
-    import nasgen.models
+    import nasgen.nn.models
 
-    monkeypatch.setattr(nasgen.models, "_selection_plan", lambda *args: None)
+    monkeypatch.setattr(nasgen.nn.models, "_selection_plan", lambda *args: None)
     spec = ModelSpec.from_options("resnet18", width_multiplier=1 / 16)
     rows = model_stats(spec, RESNET_SPACE, RESNET_VARIANT)
     model = ResNet18(spec, RESNET_VARIANT, rngs=nnx.Rngs(0))
@@ -265,7 +266,7 @@ def test_older_keyword_form_gives_the_same_rows():
 
 
 def test_summary_imports_no_jax():
-    code = "import sys, nasgen.summary, nasgen.modelspec; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax', 'jaxlib')))"
+    code = "import sys, nasgen.nn.summary, nasgen.nn.spec; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax', 'jaxlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -296,7 +297,7 @@ def _xla_training_bytes(spec, space, arch, batch):
     """Bytes XLA's memory analysis reports for one compiled Adam training step of the built network."""
     import optax
 
-    from nasgen.models import build_model
+    from nasgen.nn.models import build_model
 
     model = build_model(spec, space, arch, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -332,7 +333,7 @@ MEMORY_CASES = [
 @pytest.mark.parametrize("spec, space, arch, batch", MEMORY_CASES)
 def test_training_memory_estimate_is_near_xla_memory_analysis(spec, space, arch, batch):
     """Within a factor 1.5 of what XLA allocates for the compiled step (measured: 0.9-1.02)."""
-    from nasgen.summary import estimate_training_bytes
+    from nasgen.nn.summary import estimate_training_bytes
 
     estimate = estimate_training_bytes(spec, space, [arch], batch)
     measured = _xla_training_bytes(spec, space, arch, batch)
@@ -341,7 +342,7 @@ def test_training_memory_estimate_is_near_xla_memory_analysis(spec, space, arch,
 
 def test_training_memory_parts_follow_from_the_table():
     from nasgen import sample
-    from nasgen.summary import estimate_training_bytes, training_memory
+    from nasgen.nn.summary import estimate_training_bytes, training_memory
 
     spec = ModelSpec.from_options("resnet18", width_multiplier=0.25)
     archs = [None, *sample(RESNET_SPACE, 3, seed=1)]

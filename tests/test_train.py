@@ -1,4 +1,4 @@
-"""nasgen.train / nasgen.report / the train CLI: gradients, optimiser, run directory, resume, reports."""
+"""nasgen.train.run / nasgen.train.report / the train CLI: gradients, optimiser, run directory, resume, reports."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nasgen import report
-from nasgen.core import sample
-from nasgen.data import load_digits
-from nasgen.space import Architecture, ArchitectureError, NasgenError
-from nasgen.train import (
+from nasgen.train import report
+from nasgen.space.tables import sample
+from nasgen.train.data import load_digits
+from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.space.definition import Architecture
+from nasgen.common.errors import RunError
+from nasgen.train.run import (
     DIGITS_BASELINE,
     DIGITS_SPACE,
     Mixture,
-    RunError,
     TrainConfig,
     build_optimizer,
     clear_step_programs,
@@ -280,7 +281,7 @@ def test_same_seed_same_numbers(uninterrupted, tmp_path, digits):
 
 
 def test_mixtures_of_different_seeds_share_one_traced_creation(digits, monkeypatch):
-    import nasgen.train as training
+    import nasgen.train.run as training
 
     traces = []
     real = training.build_model
@@ -315,7 +316,7 @@ def test_mixtures_of_different_seeds_share_one_traced_creation(digits, monkeypat
 _KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
-    from nasgen.train import TrainConfig, train
+    from nasgen.train.run import TrainConfig, train
     config = TrainConfig.from_dict({config!r})
     def die(record):
         if record["epoch"] == 2:
@@ -426,7 +427,7 @@ def test_digits_quick_run_quality(tmp_path):
 
 
 def _cli(argv, capsys):
-    from nasgen.cli import main
+    from nasgen.cli.main import main
 
     code = main(argv)
     captured = capsys.readouterr()
@@ -504,8 +505,8 @@ def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
     assert code == 0, err
     archs = [json.loads(line) for line in (out / "architectures.jsonl").read_text().splitlines()]
     assert len(archs) == 1
-    from nasgen.models import RESNET_SPACE
-    from nasgen.space import check_membership
+    from nasgen.nn.models import RESNET_SPACE
+    from nasgen.space.definition import check_membership
 
     for a in archs:
         check_membership(RESNET_SPACE, Architecture.from_dict(a))
@@ -532,8 +533,8 @@ def _inject_crash(monkeypatch, tmp_path, boundary, epoch):
     """Make epoch ``epoch``'s commit fail at ``boundary`` (the commit writes log, checkpoint, then prunes)."""
     import shutil
 
-    import nasgen.checkpoint as checkpoint
-    import nasgen.train as train_module
+    import nasgen.train.checkpoint as checkpoint
+    import nasgen.train.run as train_module
 
     real_append, real_save, real_prune = report.append_log, checkpoint.save, train_module._Checkpoints.prune
 
@@ -579,7 +580,7 @@ def _inject_crash(monkeypatch, tmp_path, boundary, epoch):
 def test_a_failure_at_any_commit_boundary_resumes_to_the_uninterrupted_run(
     uninterrupted, tmp_path, digits, monkeypatch, boundary, epoch
 ):
-    from nasgen.checkpoint import all_steps
+    from nasgen.train.checkpoint import all_steps
 
     full, summary = uninterrupted
     out = tmp_path / "crashed"
@@ -613,7 +614,7 @@ def test_resume_redoes_an_epoch_whose_record_is_missing(uninterrupted, tmp_path,
 def test_resume_epoch_agrees_with_a_brute_force_rule():
     from itertools import combinations
 
-    from nasgen.train import resume_epoch
+    from nasgen.train.run import resume_epoch
 
     # Independent statement: the largest checkpoint c such that the log starts
     # with exactly the records 1..c.
@@ -643,8 +644,8 @@ def test_a_signal_during_a_save_ends_in_one_line_and_resumes(uninterrupted, tmp_
     import os
     import signal
 
-    import nasgen.checkpoint as checkpoint
-    from nasgen.checkpoint import all_steps
+    import nasgen.train.checkpoint as checkpoint
+    from nasgen.train.checkpoint import all_steps
 
     real_save = checkpoint.save
 
@@ -670,7 +671,7 @@ def test_a_signal_during_a_save_ends_in_one_line_and_resumes(uninterrupted, tmp_
 def test_a_second_run_into_a_locked_directory_is_refused(tmp_path, capsys):
     import fcntl
 
-    from nasgen.train import LOCK_FILE
+    from nasgen.train.run import LOCK_FILE
 
     out = tmp_path / "run"
     out.mkdir()
@@ -782,9 +783,9 @@ def test_non_finite_data_is_refused_and_divergence_fails(tmp_path, digits):
 def test_epoch_lines_are_logged_and_compile_time_is_separate(uninterrupted, tmp_path, digits, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="nasgen.train"):
+    with caplog.at_level(logging.INFO, logger="nasgen.train.run"):
         train(_tiny_config(epochs=2), tmp_path / "logged", dataset=digits, progress=None)  # stderr is no terminal here
-    lines = [r.getMessage() for r in caplog.records if r.name == "nasgen.train"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "nasgen.train.run"]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     records = report.read_log(tmp_path / "logged" / "log.jsonl")
     assert records[0]["compile_seconds"] >= 0 and records[1]["compile_seconds"] == 0
@@ -810,7 +811,7 @@ def test_config_records_data_versions_devices_and_times(uninterrupted, digits):
 
 
 def test_summary_per_network_table(uninterrupted):
-    from nasgen.summary import model_stats
+    from nasgen.nn.summary import model_stats
 
     out, summary = uninterrupted
     config = _tiny_config()
@@ -920,8 +921,8 @@ def test_resnet18_on_32x32x3_images_from_an_npz(tmp_path, capsys):
     npz = tmp_path / "colour.npz"
     np.savez(npz, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_train=rng.integers(0, 4, 64),
              x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_test=rng.integers(0, 4, 20))
-    from nasgen.modelspec import resnet_space
-    from nasgen.sampling import sample as draw_sample
+    from nasgen.nn.spec import resnet_space
+    from nasgen.samplers.registry import sample as draw_sample
 
     archs = tmp_path / "archs.jsonl"
     archs.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in draw_sample(resnet_space((32, 32, 3)), 1, seed=0)))
@@ -941,8 +942,8 @@ _DEVICES_RUN = textwrap.dedent(
     import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax
-    from nasgen.data import load_digits
-    from nasgen.train import TrainConfig, train
+    from nasgen.train.data import load_digits
+    from nasgen.train.run import TrainConfig, train
     assert jax.device_count() == 4, jax.devices()
     config = TrainConfig.from_dict(json.loads(sys.argv[1]))
     data = load_digits()
@@ -978,8 +979,8 @@ def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
 
 
 def test_a_warm_run_loads_the_compiled_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
-    import nasgen.train as train_module
-    from nasgen.train import STEP_DIR, STEP_SUFFIX
+    import nasgen.train.run as train_module
+    from nasgen.train.run import STEP_DIR, STEP_SUFFIX
 
     cache = tmp_path / "cache"
     config = _tiny_config(epochs=1)
@@ -1036,7 +1037,7 @@ def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits)
     # persistent cache shows as exactly one stored step.
     import jax.numpy as jnp
 
-    from nasgen.train import FusedStep, create_mixture, enable_compilation_cache
+    from nasgen.train.run import FusedStep, create_mixture, enable_compilation_cache
 
     before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     cache = enable_compilation_cache(tmp_path / "cache")
@@ -1062,7 +1063,7 @@ def test_a_fused_step_of_the_same_structure_reuses_the_compiled_program(digits):
     # The next seed of --seeds (or another train() call in a notebook) reuses the
     # compiled step in memory instead of loading or compiling it again; its numbers
     # are its own mixture's, as nnx.jit's train_step computes them.
-    from nasgen.train import FusedStep, create_mixture, train_step
+    from nasgen.train.run import FusedStep, create_mixture, train_step
 
     x = jnp.asarray(digits.train_images[:32])
     y = jnp.asarray(digits.train_labels[:32])
@@ -1098,7 +1099,7 @@ def test_a_fused_step_of_the_same_structure_reuses_the_compiled_program(digits):
 
 
 def _fused_step(config, digits, **options):
-    from nasgen.train import FusedStep, create_mixture
+    from nasgen.train.run import FusedStep, create_mixture
 
     x = jnp.asarray(digits.train_images[:32])
     y = jnp.asarray(digits.train_labels[:32])
@@ -1111,7 +1112,7 @@ def test_the_step_on_a_cpu_compiles_without_ynnpack_fusions_and_updates_the_same
     # nasgen's CPU default (STEP_COMPILER_OPTIONS) reaches XLA: its program has no
     # YNNPACK fusion, where XLA's own defaults ({}) hand it the convolutions and
     # reductions. Both compute the same update, to float rounding.
-    from nasgen.train import STEP_COMPILER_OPTIONS
+    from nasgen.train.run import STEP_COMPILER_OPTIONS
 
     clear_step_programs()
     ours, x, y = _fused_step(_tiny_config(), digits)
@@ -1130,8 +1131,8 @@ def test_the_step_on_a_cpu_compiles_without_ynnpack_fusions_and_updates_the_same
 def test_evaluation_counts_as_the_eager_mixture_and_compiles_without_ynnpack_on_a_cpu(digits):
     # evaluate() runs one jitted program (nasgen's CPU options) over padded batches;
     # its accuracies are those of the mixture run eagerly on the whole test set.
-    import nasgen.train as train_module
-    from nasgen.train import STEP_COMPILER_OPTIONS, create_mixture, evaluate
+    import nasgen.train.run as train_module
+    from nasgen.train.run import STEP_COMPILER_OPTIONS, create_mixture, evaluate
 
     mixture, _ = create_mixture(_tiny_config(), in_channels=digits.channels, num_classes=int(digits.num_classes))
     images, labels = digits.test_images[:100], digits.test_labels[:100]
@@ -1149,8 +1150,8 @@ def test_evaluation_counts_as_the_eager_mixture_and_compiles_without_ynnpack_on_
 def test_compiler_options_that_xla_does_not_know(digits, monkeypatch):
     # nasgen's own default is left out where this XLA lacks it (a later jax may
     # drop an experimental option); one a caller asks for is a clear error.
-    import nasgen.train as train_module
-    from nasgen.train import FusedStep
+    import nasgen.train.run as train_module
+    from nasgen.train.run import FusedStep
 
     monkeypatch.setattr(train_module, "STEP_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
     clear_step_programs()
@@ -1170,7 +1171,7 @@ def test_a_step_split_into_programs_updates_like_the_one_program_step(tmp_path, 
     # Groups of networks in programs of their own plus alpha's: every leaf of the
     # mixture and the optimiser after three steps equals the one-program step's;
     # a new FusedStep (as in a new process) loads every part from the cache.
-    from nasgen.train import FusedStep, create_mixture
+    from nasgen.train.run import FusedStep, create_mixture
 
     config = _tiny_config(optimizer=optimizer, weight_decay=0.01)
     x = jnp.asarray(digits.train_images[:32])

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from nasgen.space import Architecture, NasgenError, SearchSpace
-from nasgen.where import WhereError, evaluate_all, floor_div, floor_mod, parse_where
+from nasgen.common.errors import NasgenError
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.common.errors import WhereError
+from nasgen.constraints.language import evaluate_all, floor_div, floor_mod, parse_where
 
 SPACE = SearchSpace((30, 30), (20, 20), min_layers=1, max_layers=3, pool=(2, 1))
 # Two active layers of three. Dimension 0: 30 -k4-> 27 -pool-> 26 -k3-> 24 -pool-> 23;
@@ -129,6 +131,6 @@ def test_division_rules(a, b):
 
 
 def test_importing_where_does_not_import_z3_or_jax():
-    code = "import nasgen.where, sys; print('z3' in sys.modules, 'jax' in sys.modules)"
+    code = "import nasgen.constraints.language, sys; print('z3' in sys.modules, 'jax' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]

@@ -1,0 +1,1 @@
+"""The command line: the parser (``nasgen.cli.main``) and one module per subcommand."""

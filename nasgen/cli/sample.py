@@ -1,0 +1,82 @@
+"""``nasgen sample``: draw architectures with any method, streamed to JSON Lines or npz."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from nasgen.cli.common import (
+    add_model_arguments,
+    add_sampling_arguments,
+    add_space_arguments,
+    check_sidecar_target,
+    config_from_args,
+    run_record,
+    space_from_args,
+    stage_sidecar,
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="draw architectures as JSON Lines or compressed arrays")
+    add_space_arguments(p)
+    add_sampling_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("-o", "--output-file", default=None,
+                   help="JSON Lines file, or F.npz for compressed arrays (default: JSON Lines on stdout)")
+    p.add_argument("--format", choices=("jsonl", "npz"), default=None, help="output format (default: from the name)")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from nasgen.space.arrays_io import ArchitectureWriter, format_for
+    from nasgen.space.tables import AdjTAccumulator
+    from nasgen.samplers.registry import draw
+
+    # everything is validated before any output is opened: a refused run touches nothing
+    started = time.perf_counter()
+    space = space_from_args(args)
+    config = config_from_args(args)
+    fmt = format_for(args.output_file, args.format)
+    check_sidecar_target(args.output_file)
+    adj = AdjTAccumulator()
+    status = "complete"
+    with draw(space, config) as method:
+        # A method that fails (an empty space) raises from draw(): the temporary file goes, the target stays.
+        with ArchitectureWriter(args.output_file, fmt=fmt) as writer:
+            try:
+                for layers, kernel, stride in method.draw():
+                    writer.write(layers, kernel, stride)
+                    adj.add_arrays(space, layers, kernel, stride)
+                status = method.stop_reason or "complete"
+            except KeyboardInterrupt:
+                status = "interrupted"
+            elapsed = time.perf_counter() - started
+            config = method.config  # the seed actually used
+            sidecar = None
+            if writer.regular_file:
+                # staged before the output is committed and renamed after it: no sidecar without its output
+                sidecar = stage_sidecar(args.output_file, run_record(
+                    space, config, args.command_line, format=fmt, count=method.count, written=writer.written,
+                    elapsed_s=round(elapsed, 6), adj_t=adj.value, stop=status, statistics=method.statistics))
+            try:
+                writer.close()
+            except BaseException:
+                if sidecar is not None:
+                    sidecar.discard()
+                raise
+            if sidecar is not None:
+                sidecar.commit()
+    where_to = f" to {args.output_file}" if args.output_file not in (None, "-") else ""
+    size_text = f" from a space of {method.count}" if method.count is not None else ""
+    stats = method.statistics
+    if status == "budget":
+        status = f"budget: {stats.get('message')}"
+    elif stats.get("acceptance") is not None and stats.get("accepted") != stats.get("draws"):
+        size_text += f" (rejection: {stats['accepted']} of {stats['draws']} draws accepted, {stats['acceptance']:.3g})"
+    print(
+        f"nasgen: {writer.written} architectures{where_to}{size_text} by {config.method} (seed {config.seed}) "
+        f"in {elapsed:.3f} s; Adj_T = {adj.value:.3f}; stopped: {status}",
+        file=sys.stderr,
+    )
+    return 130 if status == "interrupted" else 0

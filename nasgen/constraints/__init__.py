@@ -1,0 +1,1 @@
+"""The constraints tier: the ``--where`` language, the parameter and FLOP cost model, the constrained space."""

@@ -1,0 +1,838 @@
+"""The ``--where`` expression language: user constraints over an architecture.
+
+An expression is parsed with :mod:`ast` and checked against a whitelist; it is
+never passed to ``eval``. The names it may use:
+
+* ``k[l][d]``, ``s[l][d]``: kernel and stride of layer ``l`` (0-based) in
+  dimension ``d``. On an inactive layer (``l >= layers``) both are 0.
+* ``size[l][d]``: the size after layer ``l`` (after its convolution and, if the
+  space pools, its pool). On an inactive layer it is the output size, since an
+  inactive layer passes its input through unchanged.
+* ``layers``: the number of active layers.
+* ``params``, ``flops``: the trainable parameters and the inference FLOPs (one
+  example) of the ``chain`` model built from the architecture, under model
+  options given by the caller (``width``, ``in_channels``, ``num_classes``,
+  ``norm``, ``head``, ``pooling``; the figures of ``nasgen show --model
+  chain``, computed analytically by :func:`chain_costs`).
+* ``k[l]``, ``s[l]``, ``size[l]`` (a whole layer, one value per dimension) only
+  as the argument of ``sum``, ``prod``, ``max`` or ``min``.
+
+Operators: integer literals (a float literal such as ``2e9`` is allowed when
+its value is a whole number), ``+ - * // %``, unary ``-``, comparisons (chains
+allowed), ``and``, ``or``, ``not``, and the functions ``sum``, ``prod``
+(of a list ``[a, b, ...]`` or of a whole layer), ``max``, ``min`` (of a list,
+of a whole layer, or of two or more arguments) and ``abs``. ``x // 0`` is 0
+and ``x % 0`` is ``x``, so that a division by the stride of an inactive layer
+is defined.
+
+:meth:`Where.evaluate` is the reference on one architecture;
+:meth:`Where.evaluate_arrays` evaluates the same semantics on a batch of
+sample arrays with numpy.
+
+This module does not import z3: the CLI validates expressions before the
+solver loads. The solver lowers an expression through :meth:`Where.fold` with
+its own algebra; :meth:`Where.evaluate` is the pure-Python reference.
+
+>>> where = parse_where("layers == 2 and k[0][0] > s[0][0] + 2")
+>>> where.names()
+['k', 'layers', 's']
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, NoReturn, Protocol, Sequence
+
+import numpy as np
+
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.common.errors import WhereError
+
+__all__ = ["Where", "parse_where", "parse_where_all", "evaluate_all", "evaluate_all_arrays",
+           "chain_costs", "layer_sizes"]
+
+VARIABLES = ("k", "s", "size")
+#: Names that stand for a figure of the whole network (need model options).
+MODEL_NAMES = ("params", "flops")
+FUNCTIONS = ("sum", "prod", "max", "min", "abs")
+_SEQUENCE_ONLY = ("sum", "prod")
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+_ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
+_VALID = "names k[l][d], s[l][d], size[l][d], layers, params, flops; functions sum, prod, max, min, abs"
+#: Model options that ``params`` and ``flops`` read (a ModelSpec or any object with these attributes).
+MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
+
+#: Bounds on one expression, checked before and right after Python's parser (whose recursion
+#: 20,000 unary minuses or 3,000 terms would exhaust): characters, syntax-tree nodes, nesting depth.
+MAX_WHERE_CHARS = 2000
+MAX_WHERE_NODES = 1000
+MAX_WHERE_DEPTH = 100
+
+
+# The checked tree. Nodes are tuples tagged by their first item:
+#   ("const", v) ("layers",) ("model", "params" | "flops") ("var", name, l, d) ("row", name, l)
+#   ("neg", x) ("arith", op, a, b) ("call", fn, [args]) ("cmp", op, a, b)
+#   ("and", [xs]) ("or", [xs]) ("not", x)
+Node = tuple
+
+
+class Algebra(Protocol):
+    """What :meth:`Where.fold` needs: one method per node kind."""
+
+    def const(self, value: int) -> Any: ...
+    def layers(self) -> Any: ...
+    def model(self, name: str) -> Any: ...
+    def var(self, name: str, layer: int, dim: int) -> Any: ...
+    def neg(self, x: Any) -> Any: ...
+    def arith(self, op: str, a: Any, b: Any) -> Any: ...
+    def call(self, fn: str, args: list) -> Any: ...
+    def compare(self, op: str, a: Any, b: Any) -> Any: ...
+    def and_(self, xs: list) -> Any: ...
+    def or_(self, xs: list) -> Any: ...
+    def not_(self, x: Any) -> Any: ...
+
+
+_ARITH_FN = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_COMPARE_FN = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+              "==": operator.eq, "!=": operator.ne}
+
+
+class OperatorAlgebra:
+    """The :class:`Algebra` methods for values that overload Python's operators.
+
+    Python ints and z3 bit-vectors share ``-x``, ``+ - *`` and the six
+    comparisons; subclasses give ``floor_div`` and ``floor_mod`` (Python's
+    ``//`` and ``%`` with ``x // 0 == 0`` and ``x % 0 == x``) and the rest.
+    """
+
+    def neg(self, x: Any) -> Any:
+        return -x
+
+    def arith(self, op: str, a: Any, b: Any) -> Any:
+        if op in _ARITH_FN:
+            return _ARITH_FN[op](a, b)
+        return self.floor_div(a, b) if op == "//" else self.floor_mod(a, b)
+
+    def compare(self, op: str, a: Any, b: Any) -> Any:
+        return _COMPARE_FN[op](a, b)
+
+    def floor_div(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def floor_mod(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Where:
+    """One parsed, whitelisted constraint.
+
+    Attributes:
+        text: the expression as the user wrote it.
+        tree: the checked expression tree (see the module source for its form).
+    """
+
+    text: str
+    tree: Node = field(repr=False, compare=False)
+
+    def names(self) -> list[str]:
+        """The variable names the expression uses, sorted."""
+        found: set[str] = set()
+        for node in _walk(self.tree):
+            if node[0] in ("var", "row"):
+                found.add(node[1])
+            elif node[0] == "layers":
+                found.add("layers")
+            elif node[0] == "model":
+                found.add(node[1])
+        return sorted(found)
+
+    def check(self, space: SearchSpace) -> None:
+        """Raise WhereError unless every index fits ``space``.
+
+        Raises:
+            WhereError: a layer index >= N or a dimension index >= K.
+        """
+        for node in _walk(self.tree):
+            if node[0] not in ("var", "row"):
+                continue
+            name, layer = node[1], node[2]
+            if layer >= space.max_layers:
+                raise WhereError(
+                    f"where expression {self._shown()}: layer index {layer} in {name}[{layer}] is out of range; "
+                    f"the space has at most {space.max_layers} layers, so valid layer indices are 0..{space.max_layers - 1}"
+                )
+            if node[0] == "var" and node[3] >= space.dims:
+                raise WhereError(
+                    f"where expression {self._shown()}: dimension index {node[3]} in {name}[{layer}][{node[3]}] "
+                    f"is out of range; the space has {space.dims} dimensions, valid indices are 0..{space.dims - 1}"
+                )
+
+    def fold(self, algebra: Algebra, space: SearchSpace) -> Any:
+        """Evaluate the tree bottom-up with ``algebra``; rows expand to ``space.dims`` values."""
+        self.check(space)
+        return _fold(self.tree, algebra, space.dims)
+
+    def evaluate(self, arch: Architecture, space: SearchSpace, model: Any = None) -> bool:
+        """Whether ``arch`` (a member of ``space``) satisfies the expression.
+
+        The pure-Python reference semantics that the z3 lowering and
+        :meth:`evaluate_arrays` must match.
+
+        Args:
+            arch: the architecture.
+            space: its search space.
+            model: the model options ``params`` and ``flops`` need (an object
+                with the attributes in ``MODEL_OPTIONS``, such as a ModelSpec);
+                unused by expressions without them.
+
+        Raises:
+            WhereError: an index out of range for ``space``, or ``params`` /
+                ``flops`` without ``model``.
+            ArchitectureError: ``arch`` is not a member of ``space``.
+
+        >>> space = SearchSpace((30,), (20,), min_layers=2, max_layers=2)
+        >>> arch = Architecture(kernel=((5,), (7,)), stride=((1,), (1,)))
+        >>> parse_where("k[1][0] > k[0][0]").evaluate(arch, space)
+        True
+        """
+        self.check_model(model)
+        return bool(self.fold(_PythonAlgebra(arch, space, model), space))
+
+    def evaluate_arrays(self, layers, kernel, stride, space: SearchSpace, model: Any = None,
+                        sizes=None) -> np.ndarray:
+        """:meth:`evaluate` on a batch of sample arrays, vectorised with numpy.
+
+        Args:
+            layers: (M,) active layer counts.
+            kernel, stride: (M, N, K) zero-padded arrays of members of ``space``.
+            space: the search space.
+            model: as for :meth:`evaluate`.
+            sizes: optional (M, N, K) sizes after each layer from
+                :func:`layer_sizes` (computed when not given).
+
+        Returns:
+            (M,) bool array, element i equal to ``evaluate`` on architecture i.
+
+        Raises:
+            WhereError: as for :meth:`evaluate`.
+        """
+        self.check(space)
+        self.check_model(model)
+        algebra = _ArrayAlgebra(layers, kernel, stride, space, model, sizes,
+                                exact_ints=self.magnitude(space, model) >= 2**62)
+        result = self.fold(algebra, space)
+        return np.broadcast_to(np.asarray(result, dtype=bool), (len(algebra.layers_),)).copy()
+
+    def check_model(self, model: Any) -> None:
+        """Raise WhereError if the expression uses ``params`` or ``flops`` and ``model`` lacks their options."""
+        used = [n for n in self.names() if n in MODEL_NAMES]
+        if not used:
+            return
+        missing = [o for o in MODEL_OPTIONS if model is None or not hasattr(model, o)]
+        if missing:
+            raise WhereError(
+                f"where expression {self._shown()}: {' and '.join(used)} need{'s' if len(used) == 1 else ''} "
+                "the chain model's options "
+                f"(missing: {', '.join(missing)}); on the command line give --width (and --in-channels, "
+                "--num-classes, --norm, --head, --pooling as needed)"
+            )
+
+    def magnitude(self, space: SearchSpace, model: Any = None) -> int:
+        """An upper bound on the absolute value of every integer the expression computes.
+
+        The solver sizes its signed bit-vectors from this bound, so no
+        intermediate value can overflow.
+        """
+        self.check(space)
+        return _magnitude(self.tree, space, model)
+
+    def _shown(self) -> str:
+        return repr(" ".join(self.text.split()))
+
+
+def parse_where(expr: str) -> Where:
+    """Parse and whitelist-check one ``--where`` expression.
+
+    Args:
+        expr: e.g. ``"k[0][0] >= 3 and layers == 2"``.
+
+    Returns:
+        A :class:`Where`; indices are checked against a space later, by
+        :meth:`Where.check` (the space is not known when the CLI parses).
+
+    Raises:
+        WhereError: a one-line message naming the syntax error, the unknown
+            name, or the construct that is not allowed.
+
+    >>> parse_where("max(k[0]) < 4").text
+    'max(k[0]) < 4'
+    """
+    if not isinstance(expr, str) or not expr.strip():
+        raise WhereError(f"where expression {expr!r} is empty: write a condition such as 'k[0][0] > 2'")
+    shown = repr(" ".join(expr.split()))
+    if len(shown) > 80:
+        shown = shown[:60] + "..." + shown[-12:]
+    if len(expr) > MAX_WHERE_CHARS:
+        raise WhereError(f"where expression {shown} is {len(expr)} characters long; at most {MAX_WHERE_CHARS} "
+                         "are allowed (split it into several --where, which must all hold)")
+    try:
+        # Newlines inside a --where are just spaces to the user.
+        parsed = ast.parse(" ".join(expr.split()), mode="eval")
+    except SyntaxError as exc:
+        column = f" at column {exc.offset}" if exc.offset else ""
+        raise WhereError(f"where expression {shown}: syntax error{column} ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise WhereError(f"where expression {shown} nests too deeply (at most {MAX_WHERE_DEPTH} levels)") from None
+    _check_size(parsed.body, shown)
+    tree = _Checker(shown).boolean(parsed.body)
+    return Where(text=expr, tree=tree)
+
+
+def parse_where_all(exprs: Iterable[str | Where]) -> list[Where]:
+    """Parse several expressions (already-parsed ones pass through)."""
+    return [e if isinstance(e, Where) else parse_where(e) for e in exprs]
+
+
+def evaluate_all(wheres: Sequence[Where], arch: Architecture, space: SearchSpace, model: Any = None) -> bool:
+    """True when ``arch`` satisfies every expression (the conjunction, as repeated ``--where``)."""
+    return all(w.evaluate(arch, space, model) for w in wheres)
+
+
+def evaluate_all_arrays(wheres: Sequence[Where], layers, kernel, stride, space: SearchSpace,
+                        model: Any = None) -> np.ndarray:
+    """(M,) bools: which rows of the sample arrays satisfy every expression."""
+    keep = np.ones(len(layers), dtype=bool)
+    if wheres:
+        sizes = None
+        if any("size" in w.names() for w in wheres):
+            sizes = layer_sizes(layers, kernel, stride, space)
+        for w in wheres:
+            keep &= w.evaluate_arrays(layers, kernel, stride, space, model, sizes=sizes)
+    return keep
+
+
+def _check_size(root: ast.AST, shown: str) -> None:
+    """Refuse a syntax tree with more than MAX_WHERE_NODES nodes or deeper than MAX_WHERE_DEPTH, without recursing."""
+    nodes, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_WHERE_NODES:
+            raise WhereError(f"where expression {shown} has more than {MAX_WHERE_NODES} terms and operators; "
+                             "use sum(k[l]) or split it into several --where")
+        if depth > MAX_WHERE_DEPTH:
+            raise WhereError(f"where expression {shown} nests more than {MAX_WHERE_DEPTH} levels deep "
+                             "(a chain a + b + ... counts one level per operator; use sum([...]))")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
+                     if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)))
+
+
+class _Checker:
+    """Turns a Python AST into the checked tree, rejecting anything off the whitelist."""
+
+    def __init__(self, shown: str) -> None:
+        self.shown = shown
+
+    def fail(self, node: ast.AST, what: str) -> NoReturn:
+        column = getattr(node, "col_offset", None)
+        where = f" at column {column + 1}" if column is not None else ""
+        raise WhereError(f"where expression {self.shown}: {what}{where}; allowed: {_VALID}, integers, "
+                         "+ - * // %, comparisons, and/or/not")
+
+    def boolean(self, node: ast.AST) -> Node:
+        if isinstance(node, ast.BoolOp):
+            tag = "and" if isinstance(node.op, ast.And) else "or"
+            return (tag, [self.boolean(v) for v in node.values])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return ("not", self.boolean(node.operand))
+        if isinstance(node, ast.Compare):
+            operands = [self.integer(node.left)] + [self.integer(c) for c in node.comparators]
+            parts = []
+            for i, op in enumerate(node.ops):
+                if type(op) not in _COMPARE:
+                    self.fail(node, f"the comparison {type(op).__name__} is not allowed")
+                parts.append(("cmp", _COMPARE[type(op)], operands[i], operands[i + 1]))
+            return parts[0] if len(parts) == 1 else ("and", parts)
+        if self._is_integer_shaped(node):
+            self.fail(node, "an integer is used where a condition is needed (compare it, e.g. '... > 0')")
+        self.fail(node, f"{_describe(node)} is not allowed")
+
+    def integer(self, node: ast.AST) -> Node:
+        if isinstance(node, ast.Constant):
+            value = node.value
+            # 2e9 reads better than 2000000000 in a FLOPs budget; only whole values are integers.
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(node, f"the literal {node.value!r} is not allowed (only integers)")
+            return ("const", value)
+        if isinstance(node, ast.Name):
+            if node.id == "layers":
+                return ("layers",)
+            if node.id in MODEL_NAMES:
+                return ("model", node.id)
+            if node.id in VARIABLES:
+                self.fail(node, f"{node.id} needs a layer and a dimension index, as in {node.id}[0][0]")
+            if node.id in FUNCTIONS:
+                self.fail(node, f"the function {node.id} must be called")
+            self.fail(node, f"unknown name {node.id!r}")
+        if isinstance(node, ast.Subscript):
+            name, layer, dim = self._subscript(node)
+            if dim is None:
+                self.fail(node, f"{name}[{layer}] is a whole layer; index a dimension ({name}[{layer}][0]) "
+                                "or pass it to sum, max or min")
+            return ("var", name, layer, dim)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return ("neg", self.integer(node.operand))
+            if isinstance(node.op, ast.UAdd):
+                return self.integer(node.operand)
+            self.fail(node, f"the operator {type(node.op).__name__} is not allowed on integers")
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, ast.Div):
+                self.fail(node, "'/' is not allowed (use // for integer division)")
+            if type(node.op) not in _ARITH:
+                self.fail(node, f"the operator {type(node.op).__name__} is not allowed")
+            return ("arith", _ARITH[type(node.op)], self.integer(node.left), self.integer(node.right))
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, (ast.BoolOp, ast.Compare)) or (
+            isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
+        ):
+            self.fail(node, "a condition is used where an integer is needed")
+        self.fail(node, f"{_describe(node)} is not allowed")
+
+    def _subscript(self, node: ast.Subscript) -> tuple[str, int, int | None]:
+        base, index = node.value, node.slice
+        if isinstance(base, ast.Subscript):
+            if not (isinstance(base.value, ast.Name) and base.value.id in VARIABLES):
+                self.fail(node, "only k, s and size can be indexed")
+            return base.value.id, self._index(base.slice, base), self._index(index, node)
+        if isinstance(base, ast.Name) and base.id in VARIABLES:
+            return base.id, self._index(index, node), None
+        if isinstance(base, ast.Name) and base.id not in ("layers",) + FUNCTIONS:
+            self.fail(node, f"unknown name {base.id!r}")
+        self.fail(node, "only k, s and size can be indexed")
+
+    def _index(self, index: ast.AST, node: ast.AST) -> int:
+        if isinstance(index, ast.Constant) and isinstance(index.value, int) and not isinstance(index.value, bool):
+            if index.value < 0:
+                self.fail(node, "negative indices are not allowed (layers and dimensions count from 0)")
+            return index.value
+        self.fail(node, "an index must be a non-negative integer literal")
+
+    def _call(self, node: ast.Call) -> Node:
+        if not isinstance(node.func, ast.Name):
+            self.fail(node, f"calling {_describe(node.func)} is not allowed")
+        fn = node.func.id
+        if fn not in FUNCTIONS:
+            self.fail(node, f"the function {fn!r} is not allowed")
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            self.fail(node, f"{fn} takes plain positional arguments only")
+        args = node.args
+        if fn == "abs":
+            if len(args) != 1:
+                self.fail(node, "abs takes exactly one argument")
+            return ("call", "abs", [self.integer(args[0])])
+        if len(args) == 1:
+            return ("call", fn, self._sequence(args[0], fn))
+        if fn in _SEQUENCE_ONLY:
+            self.fail(node, f"{fn} takes one argument: a list [a, b, ...] or a whole layer such as k[0]")
+        if not args:
+            self.fail(node, f"{fn} needs arguments")
+        return ("call", fn, [self.integer(a) for a in args])
+
+    def _sequence(self, node: ast.AST, fn: str) -> list[Node]:
+        if isinstance(node, (ast.List, ast.Tuple)):
+            if not node.elts:
+                self.fail(node, f"{fn} of an empty list is not allowed")
+            return [self.integer(e) for e in node.elts]
+        if isinstance(node, ast.Subscript):
+            name, layer, dim = self._subscript(node)
+            if dim is None:
+                return [("row", name, layer)]
+            if fn not in _SEQUENCE_ONLY:
+                self.fail(node, f"{fn} of a single value needs a list or a whole layer; write {fn}(a, b) or {fn}([a, b])")
+            return [("var", name, layer, dim)]
+        if fn in _SEQUENCE_ONLY:
+            return [self.integer(node)]
+        self.fail(node, f"{fn} needs a list, a whole layer such as k[0], or two or more arguments")
+
+    @staticmethod
+    def _is_integer_shaped(node: ast.AST) -> bool:
+        return isinstance(node, (ast.Constant, ast.Name, ast.Subscript, ast.BinOp, ast.Call)) or (
+            isinstance(node, ast.UnaryOp) and not isinstance(node.op, ast.Not)
+        )
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        ast.Attribute: "attribute access",
+        ast.Lambda: "a lambda",
+        ast.IfExp: "a conditional expression",
+        ast.Dict: "a dict",
+        ast.Set: "a set",
+        ast.ListComp: "a comprehension",
+        ast.GeneratorExp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.Await: "await",
+        ast.Yield: "yield",
+        ast.NamedExpr: "assignment",
+        ast.Starred: "unpacking",
+        ast.JoinedStr: "a string",
+        ast.List: "a list outside sum/max/min",
+        ast.Tuple: "a tuple outside sum/max/min",
+        ast.Slice: "a slice",
+    }
+    for kind, text in names.items():
+        if isinstance(node, kind):
+            return text
+    return type(node).__name__
+
+
+def _walk(node: Node) -> Iterable[Node]:
+    yield node
+    tag = node[0]
+    if tag in ("neg", "not"):
+        yield from _walk(node[1])
+    elif tag in ("arith", "cmp"):
+        yield from _walk(node[2])
+        yield from _walk(node[3])
+    elif tag in ("and", "or"):
+        for child in node[1]:
+            yield from _walk(child)
+    elif tag == "call":
+        for child in node[2]:
+            yield from _walk(child)
+
+
+def _fold(node: Node, alg: Algebra, dims: int) -> Any:
+    tag = node[0]
+    if tag == "const":
+        return alg.const(node[1])
+    if tag == "layers":
+        return alg.layers()
+    if tag == "model":
+        return alg.model(node[1])
+    if tag == "var":
+        return alg.var(node[1], node[2], node[3])
+    if tag == "neg":
+        return alg.neg(_fold(node[1], alg, dims))
+    if tag == "arith":
+        return alg.arith(node[1], _fold(node[2], alg, dims), _fold(node[3], alg, dims))
+    if tag == "call":
+        args = []
+        for child in node[2]:
+            if child[0] == "row":
+                args.extend(alg.var(child[1], child[2], d) for d in range(dims))
+            else:
+                args.append(_fold(child, alg, dims))
+        return alg.call(node[1], args)
+    if tag == "cmp":
+        return alg.compare(node[1], _fold(node[2], alg, dims), _fold(node[3], alg, dims))
+    if tag == "and":
+        return alg.and_([_fold(c, alg, dims) for c in node[1]])
+    if tag == "or":
+        return alg.or_([_fold(c, alg, dims) for c in node[1]])
+    assert tag == "not", tag
+    return alg.not_(_fold(node[1], alg, dims))
+
+
+def _magnitude(node: Node, space: SearchSpace, model: Any = None) -> int:
+    tag = node[0]
+    if tag == "const":
+        return abs(node[1])
+    if tag == "layers":
+        return space.max_layers
+    if tag == "model":
+        return _cost_bound(space, model)
+    if tag in ("var", "row"):
+        return max(space.input_shape)
+    if tag == "neg":
+        return _magnitude(node[1], space, model)
+    if tag == "arith":
+        a, b = _magnitude(node[2], space, model), _magnitude(node[3], space, model)
+        op = node[1]
+        if op in "+-":
+            return a + b
+        if op == "*":
+            return a * b
+        if op == "//":
+            return a
+        return max(a, b)
+    if tag == "call":
+        parts = []
+        for child in node[2]:
+            m = _magnitude(child, space, model)
+            parts.extend([m] * (space.dims if child[0] == "row" else 1))
+        if node[1] == "sum":
+            return sum(parts)
+        if node[1] == "prod":
+            return math.prod(max(p, 1) for p in parts)
+        return max(parts)
+    if tag == "cmp":
+        return max(_magnitude(node[2], space, model), _magnitude(node[3], space, model))
+    if tag in ("and", "or"):
+        return max(_magnitude(c, space, model) for c in node[1])
+    return _magnitude(node[1], space, model)
+
+
+def _cost_bound(space: SearchSpace, model: Any) -> int:
+    """A bound on the chain model's parameters and FLOPs over every architecture of ``space``."""
+    if model is None:
+        return 0
+    width, classes = int(model.width), int(model.num_classes)
+    channels = max(int(model.in_channels), width)
+    area = math.prod(p[0] for p in space.pool) if space.pool else 0
+    # y * k <= x * x per dimension for a valid window, and every size is at most the input's.
+    taps = math.prod(x * x for x in space.input_shape)
+    per_layer = 2 * taps * channels * width + (8 + area) * taps * width + 2 * width
+    head = 2 * math.prod(space.output_shape) * channels * classes + classes
+    return (space.max_layers + 1) * per_layer + head
+
+
+def layer_sizes(layers, kernel, stride, space: SearchSpace) -> np.ndarray:
+    """Sizes after each layer (conv, then pool), for zero-padded sample arrays of members of ``space``.
+
+    Args:
+        layers: (M,) active layer counts.
+        kernel, stride: (M, N, K) arrays, zero on inactive layers.
+        space: the search space they belong to.
+
+    Returns:
+        (M, N, K) int64: ``size[l][d]`` as the ``--where`` language defines
+        it (the output size on an inactive layer).
+    """
+    layers = np.asarray(layers, dtype=np.int64)
+    kernel = np.asarray(kernel, dtype=np.int64)
+    stride = np.asarray(stride, dtype=np.int64)
+    M, N, K = kernel.shape
+    sizes = np.empty((M, N, K), dtype=np.int64)
+    current = np.broadcast_to(np.array(space.input_shape, dtype=np.int64), (M, K))
+    output = np.array(space.output_shape, dtype=np.int64)
+    for l in range(N):
+        active = (layers > l)[:, None]
+        s = np.where(active, stride[:, l], 1)
+        # Members have k <= x, so floor division is also the exact-rounding size.
+        conv = (current - np.where(active, kernel[:, l], 0)) // s + 1
+        if space.pool is not None:
+            pool_k = np.array([p[0] for p in space.pool], dtype=np.int64)
+            pool_s = np.array([p[1] for p in space.pool], dtype=np.int64)
+            conv = (conv - pool_k) // pool_s + 1
+        current = np.where(active, conv, output)
+        sizes[:, l] = current
+    return sizes
+
+
+def chain_costs(layers, kernel, stride, space: SearchSpace, model: Any, exact_ints: bool = False):
+    """Trainable parameters and inference FLOPs of the ``chain`` model, per architecture.
+
+    The same figures as ``nasgen.nn.summary.model_stats(space, arch, model="chain", ...)``'s
+    total row (valid-padding convolutions, optional BatchNorm, the
+    activation, the space's pool after every layer, an optional linear head),
+    computed for a whole batch with numpy.
+
+    Args:
+        layers: (M,) active layer counts.
+        kernel, stride: (M, N, K) zero-padded arrays of members of ``space``.
+        space: their search space.
+        model: an object with the attributes ``MODEL_OPTIONS`` (width,
+            in_channels, num_classes, norm (``"batch"`` or None), head
+            (``"logits"`` or ``"features"``), pooling (``"max"`` or ``"avg"``)).
+        exact_ints: compute with Python integers (numpy object arrays, a
+            vectorised pass per layer) instead of int64 in the compiled
+            kernel; chosen anyway when the figures could pass 2**62.
+
+    Returns:
+        (params (M,), flops (M,)) integer arrays.
+    """
+    if not exact_ints and _cost_bound(space, model) < 2**62:
+        # The compiled loop: one pass per architecture, no (M, K) temporaries.
+        from nasgen.space import backend
+
+        K = space.dims
+        pool = space.pool or [(1, 1)] * K
+        area = math.prod(p[0] for p in pool)
+        pool_cost = -1 if space.pool is None else (area - 1 if model.pooling == "max" else area)
+        options = [int(model.width), int(model.in_channels), int(model.num_classes), int(model.norm == "batch"),
+                   int(model.head == "logits"), pool_cost, math.prod(space.output_shape)]
+        return backend.chain_costs(layers, kernel, stride, space.input_shape, [p[0] for p in pool],
+                                    [p[1] for p in pool], options)
+    dtype = object
+    layers = np.asarray(layers, dtype=np.int64)
+    kernel = np.asarray(kernel, dtype=np.int64).astype(dtype)
+    stride = np.asarray(stride, dtype=np.int64).astype(dtype)
+    M, N, K = kernel.shape
+    width, classes, in_channels = int(model.width), int(model.num_classes), int(model.in_channels)
+    batch_norm = model.norm == "batch"
+    params = np.zeros(M, dtype=dtype)
+    flops = np.zeros(M, dtype=dtype)
+    current = np.broadcast_to(np.array(space.input_shape, dtype=np.int64).astype(dtype), (M, K))
+    for l in range(N):
+        active = layers > l
+        channels = in_channels if l == 0 else width
+        k = np.where(active[:, None], kernel[:, l], 1)
+        s = np.where(active[:, None], stride[:, l], 1)
+        conv = (current - k) // s + 1
+        elements = np.prod(conv, axis=1) * width
+        layer_params = np.prod(k, axis=1) * channels * width
+        layer_flops = 2 * np.prod(conv * k, axis=1) * channels * width
+        if batch_norm:
+            # BatchNorm: 3 per element and 2 per channel; the activation: 1 per element.
+            layer_params = layer_params + 2 * width
+            layer_flops = layer_flops + 4 * elements + 2 * width
+        else:
+            # A bias, then the activation: 1 per element each.
+            layer_params = layer_params + width
+            layer_flops = layer_flops + 2 * elements
+        if space.pool is not None:
+            pool_k = np.array([p[0] for p in space.pool], dtype=np.int64)
+            pool_s = np.array([p[1] for p in space.pool], dtype=np.int64)
+            conv = (conv - pool_k) // pool_s + 1
+            area = int(np.prod(pool_k))
+            per_output = area - 1 if model.pooling == "max" else area
+            layer_flops = layer_flops + per_output * np.prod(conv, axis=1) * width
+        params = params + np.where(active, layer_params, 0)
+        flops = flops + np.where(active, layer_flops, 0)
+        current = np.where(active[:, None], conv, current)
+    if model.head == "logits":
+        features = math.prod(space.output_shape) * np.where(layers > 0, width, in_channels).astype(dtype)
+        params = params + features * classes + classes
+        flops = flops + 2 * features * classes + classes
+    return params, flops
+
+
+def floor_div(a: int, b: int) -> int:
+    """Python's ``//`` with ``x // 0 == 0`` (the language's rule)."""
+    return 0 if b == 0 else a // b
+
+
+def floor_mod(a: int, b: int) -> int:
+    """Python's ``%`` with ``x % 0 == x`` (the language's rule)."""
+    return a if b == 0 else a % b
+
+
+class _PythonAlgebra(OperatorAlgebra):
+    """Evaluates on one architecture: the reference semantics."""
+
+    def __init__(self, arch: Architecture, space: SearchSpace, model: Any = None) -> None:
+        shapes = arch.shapes(space)
+        self.arch, self.space, self.model_options = arch, space, model
+        self.active = arch.layers
+        self.values = {"k": arch.kernel, "s": arch.stride, "size": shapes[1:]}
+        self.output = space.output_shape
+
+    def const(self, value: int) -> int:
+        return value
+
+    def layers(self) -> int:
+        return self.active
+
+    def model(self, name: str) -> int:
+        N, K = self.space.max_layers, self.space.dims
+        kernel = np.zeros((1, N, K), dtype=np.int64)
+        stride = np.zeros((1, N, K), dtype=np.int64)
+        kernel[0, : self.active] = self.arch.kernel
+        stride[0, : self.active] = self.arch.stride
+        params, flops = chain_costs([self.active], kernel, stride, self.space, self.model_options, exact_ints=True)
+        return int((params if name == "params" else flops)[0])
+
+    def var(self, name: str, layer: int, dim: int) -> int:
+        if layer < self.active:
+            return self.values[name][layer][dim]
+        return self.output[dim] if name == "size" else 0
+
+    def floor_div(self, a: int, b: int) -> int:
+        return floor_div(a, b)
+
+    def floor_mod(self, a: int, b: int) -> int:
+        return floor_mod(a, b)
+
+    def call(self, fn: str, args: list) -> int:
+        if fn == "abs":
+            return abs(args[0])
+        return {"sum": sum, "prod": math.prod, "max": max, "min": min}[fn](args)
+
+    def and_(self, xs: list) -> bool:
+        return all(xs)
+
+    def or_(self, xs: list) -> bool:
+        return any(xs)
+
+    def not_(self, x: bool) -> bool:
+        return not x
+
+
+_REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+class _ArrayAlgebra(OperatorAlgebra):
+    """Evaluates on a batch of sample arrays: the reference semantics, one numpy operation per node.
+
+    Values are (M,) integer arrays (int64, or Python ints in object arrays
+    when the expression's magnitude could pass 2**62) or plain Python ints for
+    constants; conditions are (M,) bool arrays.
+    """
+
+    def __init__(self, layers, kernel, stride, space: SearchSpace, model: Any, sizes, exact_ints: bool) -> None:
+        self.layers_ = np.asarray(layers, dtype=np.int64)
+        self.dtype = object if exact_ints else np.int64
+        self.values = {}
+        if sizes is not None:
+            self.values["size"] = np.asarray(sizes)
+        self.kernel, self.stride = np.asarray(kernel), np.asarray(stride)
+        self.space, self.model_options = space, model
+        self.exact_ints = exact_ints
+
+    def const(self, value: int) -> int:
+        return value
+
+    def layers(self) -> np.ndarray:
+        return self.layers_.astype(self.dtype)
+
+    def model(self, name: str) -> np.ndarray:
+        costs = self._costs
+        return costs[0] if name == "params" else costs[1]
+
+    @functools.cached_property
+    def _costs(self):
+        return chain_costs(self.layers_, self.kernel, self.stride, self.space, self.model_options,
+                           exact_ints=self.exact_ints)
+
+    def var(self, name: str, layer: int, dim: int) -> np.ndarray:
+        if name == "size":
+            if "size" not in self.values:  # sizes cost a pass over the layers: only when read
+                self.values["size"] = layer_sizes(self.layers_, self.kernel, self.stride, self.space)
+            column = self.values["size"][:, layer, dim]
+        else:
+            # Inactive layers read 0 whatever the padding holds.
+            column = np.where(self.layers_ > layer, (self.kernel if name == "k" else self.stride)[:, layer, dim], 0)
+        return column.astype(self.dtype, copy=False)
+
+    def floor_div(self, a: Any, b: Any) -> Any:
+        zero = np.equal(b, 0)
+        return np.where(zero, 0, np.floor_divide(a, np.where(zero, 1, b)))
+
+    def floor_mod(self, a: Any, b: Any) -> Any:
+        zero = np.equal(b, 0)
+        return np.where(zero, a, np.remainder(a, np.where(zero, 1, b)))
+
+    def call(self, fn: str, args: list) -> Any:
+        if fn == "abs":
+            return np.abs(args[0])
+        return functools.reduce(_REDUCE[fn], args)
+
+    def and_(self, xs: list) -> Any:
+        return functools.reduce(np.logical_and, xs)
+
+    def or_(self, xs: list) -> Any:
+        return functools.reduce(np.logical_or, xs)
+
+    def not_(self, x: Any) -> Any:
+        return np.logical_not(x)

@@ -1,0 +1,249 @@
+"""``nasgen bench``: time sampling methods over spaces, seeds and repeats; JSON rows, a table and a plot.
+
+Every run is one (space, method, seed, repeat) cell: it builds the method
+(``encode_s``: for the hashing methods the CNF encoding measured in their
+child process, otherwise the method's set-up), draws M architectures
+(``solve_s``), and records what was found, why it stopped, Adj_T and the
+overall p-value of :func:`nasgen.samplers.check.check_uniformity` on the draws. Rows are
+appended to the output (JSON Lines, flushed) as runs finish, in any order; a
+rerun with the same output skips the rows already there, so an interrupted
+sweep resumes. Runs go to local worker processes (``jobs``) or to an existing
+Dask cluster (``scheduler``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from nasgen.common.errors import NasgenError
+from nasgen.space.definition import SearchSpace
+
+__all__ = ["BenchRun", "run_one", "run_sweep", "read_rows", "markdown_table", "plot_times"]
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One cell of the sweep (JSON-ready fields)."""
+
+    space: dict
+    method: str
+    seed: int
+    repeat: int
+    samples: int
+    timeout: float | None = None
+    where: tuple = ()
+    replace: bool = False
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.space, self.method, self.seed, self.repeat, self.samples, list(self.where),
+                           self.replace], sort_keys=True)
+
+
+def run_one(run: BenchRun) -> dict:
+    """Run one cell and return its row (never raises for a failed run: ``stop`` says ``error: ...``)."""
+    import numpy as np
+
+    from nasgen.space.tables import AdjTAccumulator
+    from nasgen.samplers.registry import SamplingConfig, draw
+
+    space = SearchSpace.from_dict(run.space)
+    row = {"key": run.key, "method": run.method, "space": space.describe(), "space_dict": run.space,
+           "seed": run.seed, "repeat": run.repeat, "samples": run.samples, "where": list(run.where)}
+    adj = AdjTAccumulator()
+    chunks = []
+    t0 = time.perf_counter()
+    try:
+        config = SamplingConfig(method=run.method, samples=run.samples, seed=run.seed, replace=run.replace,
+                                timeout=run.timeout, where=tuple(run.where))
+        with draw(space, config) as method:
+            t1 = time.perf_counter()
+            for chunk in method.draw():
+                chunks.append(chunk)
+                adj.add_arrays(space, *chunk)
+            t2 = time.perf_counter()
+            stop, stats, count = method.stop_reason, dict(method.statistics), method.count
+    except NasgenError as exc:
+        row.update(encode_s=None, solve_s=None, found=0, stop=f"error: {exc}", adj_t=None, check_p=None)
+        return row
+    encode_s = stats.get("encode_s")
+    if encode_s is None:
+        encode_s = t1 - t0
+        solve_s = t2 - t1
+    else:
+        solve_s = (t2 - t0) - encode_s
+    found = sum(len(c[0]) for c in chunks)
+    check_p = None
+    if found >= 2 and not run.where:
+        from nasgen.samplers.check import check_uniformity
+
+        arrays = tuple(np.concatenate(p) for p in zip(*chunks))
+        try:
+            check_p = check_uniformity(space, arrays, replace=run.replace).overall_p
+        except NasgenError:
+            check_p = None
+    row.update(encode_s=encode_s, solve_s=solve_s, total_s=t2 - t0, found=found, stop=stop, adj_t=adj.value,
+               check_p=check_p, check_draws=found if check_p is not None else 0, count=count,
+               queries=stats.get("queries"),
+               xors=stats.get("xors") if stats.get("xors") else None)
+    return row
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows already in ``path`` (none if it does not exist); a torn last line is ignored.
+
+    Raises:
+        NasgenError: the file exists but is not JSON Lines of rows.
+    """
+    if not os.path.exists(path):
+        return []
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NasgenError(f"cannot read {path}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "key" not in row:
+                raise ValueError
+        except ValueError:
+            if number == len(lines):  # an interrupted write: that run is simply done again
+                continue
+            raise NasgenError(f"{path} line {number} is not a nasgen bench row; use another --output-file") from None
+        rows.append(row)
+    return rows
+
+
+def _executor(jobs: int, scheduler: str | None):
+    if scheduler is None:
+        import concurrent.futures
+        import multiprocessing
+
+        return concurrent.futures.ProcessPoolExecutor(max_workers=jobs,
+                                                      mp_context=multiprocessing.get_context("spawn"))
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise NasgenError('--scheduler needs dask.distributed, which is not installed: '
+                          'pip install "nasgen[samplers]"') from None
+    try:
+        return Client(scheduler, timeout=5)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise NasgenError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(exc).__name__}): "
+                          "give a running scheduler's address, e.g. tcp://127.0.0.1:8786") from None
+
+
+def run_sweep(runs: Sequence[BenchRun], output: str | os.PathLike, jobs: int = 1, scheduler: str | None = None,
+              progress=None) -> list[dict]:
+    """Run every cell not already in ``output``, appending rows as they finish; returns all rows.
+
+    Raises:
+        NasgenError: an unreadable output, bad ``jobs`` or an unreachable scheduler.
+    """
+    if jobs < 1:
+        raise NasgenError(f"--jobs must be >= 1, got {jobs}")
+    done = read_rows(output)
+    finished = {row["key"] for row in done}
+    todo = [r for r in runs if r.key not in finished]
+    if not todo:
+        return done
+    executor = _executor(jobs, scheduler)
+    try:
+        with open(output, "a", encoding="utf-8") as handle:
+            if scheduler is None:
+                import concurrent.futures
+
+                futures = [executor.submit(run_one, r) for r in todo]
+                completed = concurrent.futures.as_completed(futures)
+            else:
+                from dask.distributed import as_completed
+
+                futures = [executor.submit(run_one, r, pure=False) for r in todo]
+                completed = as_completed(futures)
+            for future in completed:
+                row = future.result()
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+                done.append(row)
+                if progress is not None:
+                    progress(row)
+    finally:
+        if scheduler is None:
+            executor.shutdown(cancel_futures=True)
+        else:
+            executor.close()
+    return done
+
+
+def _total(row: dict) -> float | None:
+    if row.get("encode_s") is None:
+        return None
+    return row["encode_s"] + row["solve_s"]
+
+
+def markdown_table(rows: Iterable[dict], baseline: str) -> str:
+    """Medians per (space, method): time, encode, found, Adj_T, check p, and the time ratio to ``baseline``."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["space"], row["method"]), []).append(row)
+    lines = [f"| space | method | runs | median time (s) | median encode (s) | median found | stops | "
+             f"median Adj_T | median check p (on each run's draws only) | time / {baseline} |", "|---|---|---|---|---|---|---|---|---|---|"]
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}g}"  # noqa: E731
+    for (space, method), group in sorted(groups.items()):
+        times = [t for t in map(_total, group) if t is not None]
+        base = [t for t in map(_total, groups.get((space, baseline), [])) if t is not None]
+        ratio = med(times) / med(base) if times and base and med(base) > 0 else None
+        stops = ",".join(sorted({str(r["stop"]).split(":")[0] for r in group}))
+        lines.append(
+            f"| {space} | {method} | {len(group)} | {fmt(med(times))} | "
+            f"{fmt(med([r['encode_s'] for r in group if r.get('encode_s') is not None]))} | "
+            f"{fmt(med([r['found'] for r in group]))} | {stops} | "
+            f"{fmt(med([r['adj_t'] for r in group if r.get('adj_t') is not None]))} | "
+            f"{fmt(med([r['check_p'] for r in group if r.get('check_p') is not None]))} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_times(rows: Iterable[dict], path: str | os.PathLike) -> None:
+    """A PNG of median time against space size (architectures), one line per method, log-log."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nasgen.space.tables import SpaceTables
+
+    sizes: dict[str, int] = {}
+    points: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        t = _total(row)
+        if t is None:
+            continue
+        key = json.dumps(row["space_dict"], sort_keys=True)
+        if key not in sizes:
+            sizes[key] = SpaceTables(SearchSpace.from_dict(row["space_dict"])).count
+        points.setdefault(row["method"], {}).setdefault(sizes[key], []).append(t)
+    figure = Figure(figsize=(6, 4))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for method, by_size in sorted(points.items()):
+        xs = sorted(by_size)
+        ax.plot(xs, [statistics.median(by_size[x]) for x in xs], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("architectures in the space")
+    ax.set_ylabel("median time per run (s)")
+    ax.legend()
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except OSError as exc:
+        raise NasgenError(f"cannot write {path}: {exc.strerror or exc}") from None

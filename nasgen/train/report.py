@@ -1,0 +1,565 @@
+"""Reports of a mixture-training run: JSONL epoch log, summary, Table-3 markdown, PNG plots.
+
+Everything here works on plain numbers (lists and numpy arrays), so reports
+can be rebuilt from a run's ``log.jsonl`` without JAX. matplotlib is imported
+only inside :func:`write_plots`, which draws on ``matplotlib.figure.Figure``
+objects: no pyplot state and no backend switch, so a caller's notebook is
+left as it was.
+
+The quantities follow Calhas et al. 2022, section 6.3:
+
+* per network, the test accuracy after the last epoch; over the generated
+  networks c_1..c_M their mean, standard deviation, best and worst, against
+  the baseline c_0's accuracy (Table 3);
+* the network with the largest alpha at the end (the "best NA");
+* the alpha deviation from the baseline, ``sqrt(sum_{i=1..M} (alpha_i -
+  alpha_0)^2 / (M - 1))``, per epoch (Figure 5).
+
+Note on Table 3: its column headed "alpha deviation" holds 0.0028 and 0.0019,
+which the text gives as the standard deviation of the accuracies; the
+markdown table here prints both the accuracy standard deviation and the
+final alpha deviation, each under its own name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from nasgen.common.errors import LogError
+
+__all__ = [
+    "wilson_interval",
+    "seed_summary",
+    "markdown_seed_summary",
+    "alpha_deviation",
+    "softmax",
+    "epoch_record",
+    "append_log",
+    "write_log",
+    "read_log",
+    "summarize",
+    "markdown_summary",
+    "plot_figures",
+    "write_plots",
+    "write_reports",
+    "SUMMARY_JSON",
+    "SUMMARY_MD",
+    "PLOT_FILES",
+]
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+PLOT_FILES = {"alpha": "alpha.png", "alpha_deviation": "alpha_deviation.png", "accuracy": "accuracy.png"}
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default).
+
+    The set of proportions p whose score test does not reject ``correct`` of
+    ``total``: the roots of ``(phat - p)^2 = z^2 p (1 - p) / total``.
+
+    Args:
+        correct: successes (e.g. correctly classified test images).
+        total: trials (the test-set size), at least 1.
+        z: the normal quantile; 1.96 for 95%.
+
+    Returns:
+        ``(low, high)`` within [0, 1].
+
+    References:
+        Wilson. Probable inference, the law of succession, and statistical
+        inference. JASA 22(158), 1927.
+
+    >>> [round(v, 4) for v in wilson_interval(0, 10)]
+    [0.0, 0.2775]
+    """
+    if total < 1 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total >= 1, got {correct} of {total}")
+    phat = correct / total
+    z2 = z * z
+    centre = (phat + z2 / (2 * total)) / (1 + z2 / total)
+    half = z * math.sqrt(phat * (1 - phat) / total + z2 / (4 * total * total)) / (1 + z2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def softmax(alpha: Sequence[float]) -> np.ndarray:
+    """softmax of a 1-D vector, computed stably in float64."""
+    a = np.asarray(alpha, np.float64)
+    e = np.exp(a - a.max())
+    return e / e.sum()
+
+
+def alpha_deviation(alpha: Sequence[float]) -> float:
+    """The paper's alpha deviation from the baseline (Figure 5).
+
+    ``sqrt(sum_{i=1..M} (alpha_i - alpha_0)^2 / (M - 1))`` with alpha_0 the
+    baseline's weight. Defined for M >= 2; for M = 1 the ``M - 1`` divisor is
+    zero and NaN is returned.
+
+    >>> alpha_deviation([0.0, 1.0, -1.0, 1.0])
+    1.224744871391589
+    """
+    a = np.asarray(alpha, np.float64)
+    m = len(a) - 1
+    if m < 2:
+        return float("nan")
+    return float(math.sqrt(float(((a[1:] - a[0]) ** 2).sum()) / (m - 1)))
+
+
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no NaN: an undefined figure (alpha deviation with M < 2) is null.
+    return None if math.isnan(value) else float(value)
+
+
+def _floats(values: Iterable[float]) -> list[float]:
+    return [float(v) for v in np.asarray(values, np.float64).ravel()]
+
+
+def epoch_record(
+    *,
+    epoch: int,
+    alpha: Sequence[float],
+    train_losses: Sequence[float],
+    mixture_train_loss: float,
+    test_accuracies: Sequence[float],
+    mixture_test_accuracy: float,
+    train_seconds: float,
+    images_per_second: float,
+    compile_seconds: float = 0.0,
+    eval_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """One line of the run log.
+
+    Args:
+        epoch: 1-based epoch number.
+        alpha: ``(M+1,)`` mixture weights after the epoch.
+        train_losses: ``(M+1,)`` each network's mean training NLL over the epoch.
+        mixture_train_loss: the mixture's mean training NLL over the epoch.
+        test_accuracies: ``(M+1,)`` test accuracy of each network after the epoch.
+        mixture_test_accuracy: test accuracy of the mixture's prediction.
+        train_seconds: wall time of the epoch's training steps, compilation excluded.
+        images_per_second: training images processed per second, summed over
+            networks, compilation excluded.
+        compile_seconds: time spent compiling the training step in this epoch
+            (the first epoch a process runs; 0 after).
+        eval_seconds: wall time of the evaluation (including its compilation).
+    """
+    return {
+        "epoch": int(epoch),
+        "alpha": _floats(alpha),
+        "softmax_alpha": _floats(softmax(alpha)),
+        "alpha_deviation": _finite_or_none(alpha_deviation(alpha)),
+        "train_loss": _floats(train_losses),
+        "mixture_train_loss": float(mixture_train_loss),
+        "test_accuracy": _floats(test_accuracies),
+        "mixture_test_accuracy": float(mixture_test_accuracy),
+        "train_seconds": float(train_seconds),
+        "images_per_second": float(images_per_second),
+        "compile_seconds": float(compile_seconds),
+        "eval_seconds": float(eval_seconds),
+    }
+
+
+def append_log(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one record as a JSON line and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_log(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Replace the log with ``records`` (atomically, flushed to disk)."""
+    _write_text_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    # A reader, or a run resumed after a kill, sees the old file or the new
+    # one, never half of one.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run log; a torn last line (a killed writer) is dropped.
+
+    Raises:
+        LogError: the file is unreadable, or a complete line is not a JSON
+            object with an integer ``epoch``.
+    """
+    records = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith("\n"):
+                    break  # written partially when the run was killed
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise LogError(f"{path} line {number} is not JSON ({exc}); the log was edited or damaged") from None
+                epoch = record.get("epoch") if isinstance(record, dict) else None
+                if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+                    raise LogError(f"{path} line {number} is not an epoch record (no positive integer \"epoch\")")
+                records.append(record)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise LogError(f"cannot read {path} ({reason})") from None
+    return records
+
+
+def summarize(
+    records: Sequence[dict[str, Any]],
+    *,
+    names: Sequence[str],
+    dataset: str,
+    networks: Sequence[dict[str, Any]] | None = None,
+    test_size: int | None = None,
+) -> dict[str, Any]:
+    """The end-of-run figures from the log.
+
+    Args:
+        records: the epoch records, in order (at least one).
+        names: M+1 display names, baseline first.
+        dataset: the name of the dataset actually trained on.
+        networks: per network (baseline first), a dict with its
+            ``architecture``, ``params`` and ``flops`` (see
+            :func:`nasgen.train.run.network_table`); copied into the summary.
+        test_size: test images behind each accuracy; gives each accuracy a
+            95% Wilson interval.
+
+    Returns:
+        A JSON-ready dict: ``accuracies`` (per network, last epoch),
+        ``baseline_accuracy``, ``generated`` (mean, std, best, worst over
+        c_1..c_M with the population standard deviation, ddof=0; None when
+        M = 0), ``best`` and ``worst`` (name, index, accuracy), ``argmax_alpha``
+        (name, index, softmax weight), ``mixture_accuracy``, ``alpha``,
+        ``softmax_alpha``, ``alpha_deviation`` per epoch, ``epochs``,
+        ``compile_seconds`` (summed over epochs), ``test_size``, and
+        ``per_network``: one dict per network with its name, accuracy, 95%
+        Wilson interval (``accuracy_low``, ``accuracy_high``; None without
+        ``test_size``), softmax weight and the entries of ``networks``.
+    """
+    if not records:
+        raise ValueError("no epoch records to summarise")
+    last = records[-1]
+    acc = np.asarray(last["test_accuracy"], np.float64)
+    generated = acc[1:]
+    best_i = int(np.argmax(generated)) + 1 if len(generated) else 0
+    worst_i = int(np.argmin(generated)) + 1 if len(generated) else 0
+    weights = np.asarray(last["softmax_alpha"])
+    top = int(np.argmax(weights))
+
+    def interval(accuracy: float) -> tuple[float | None, float | None]:
+        if not test_size:
+            return None, None
+        return wilson_interval(int(round(accuracy * test_size)), test_size)
+
+    per_network = []
+    for i, name in enumerate(names):
+        low, high = interval(float(acc[i]))
+        entry = {"name": name, "accuracy": float(acc[i]), "accuracy_low": low, "accuracy_high": high,
+                 "softmax_alpha": float(weights[i])}
+        if networks is not None:
+            entry.update(networks[i])
+        per_network.append(entry)
+    mixture_low, mixture_high = interval(float(last["mixture_test_accuracy"]))
+    return {
+        "dataset": dataset,
+        "epochs": int(last["epoch"]),
+        "networks": list(names),
+        "accuracies": _floats(acc),
+        "baseline_accuracy": float(acc[0]),
+        "generated": None if not len(generated) else {
+            "count": int(len(generated)),
+            "mean": float(generated.mean()),
+            "std": float(generated.std()),
+            "best": float(generated.max()),
+            "worst": float(generated.min()),
+        },
+        "best": {"name": names[best_i], "index": best_i, "accuracy": float(acc[best_i])},
+        "worst": {"name": names[worst_i], "index": worst_i, "accuracy": float(acc[worst_i])},
+        "argmax_alpha": {"name": names[top], "index": top, "weight": float(weights[top]), "accuracy": float(acc[top])},
+        "mixture_accuracy": float(last["mixture_test_accuracy"]),
+        "mixture_accuracy_low": mixture_low,
+        "mixture_accuracy_high": mixture_high,
+        "test_size": test_size,
+        "alpha": list(last["alpha"]),
+        "softmax_alpha": list(last["softmax_alpha"]),
+        "alpha_deviation": [r["alpha_deviation"] for r in records],
+        "compile_seconds": float(sum(r.get("compile_seconds", 0.0) for r in records)),
+        "per_network": per_network,
+    }
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NA"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _dataset_label(name: str) -> str:
+    return name.upper() if name == "mnist" else name
+
+
+def _arch_text(arch: dict[str, Any]) -> str:
+    """``k3x3/s2x2, k2x2/s1x1`` for one architecture's layers."""
+    return ", ".join(
+        f"k{'x'.join(map(str, k))}/s{'x'.join(map(str, s))}" for k, s in zip(arch["kernel"], arch["stride"])
+    )
+
+
+def _interval_text(entry: dict[str, Any]) -> str:
+    if entry.get("accuracy_low") is None:
+        return "NA"
+    return f"[{entry['accuracy_low']:.4f}, {entry['accuracy_high']:.4f}]"
+
+
+def markdown_summary(summary: dict[str, Any], *, label: str = "Generated") -> str:
+    """A markdown report whose first table is shaped like the paper's Table 3.
+
+    Args:
+        summary: from :func:`summarize`.
+        label: row name for the generated networks (e.g. ``Uniform-20``).
+    """
+    g = summary["generated"]
+    dataset = _dataset_label(summary["dataset"])
+    base = summary["baseline_accuracy"]
+    lines = [
+        f"# Mixture training: {len(summary['networks'])} networks, {summary['epochs']} epochs, {dataset}",
+        "",
+        "| Networks | Dataset | Accuracy | Std | Best | Worst | Best - baseline | Worst - baseline | α deviation |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| Baseline (c0) | {dataset} | {_fmt(base)} | NA | NA | NA | NA | NA | NA |",
+    ]
+    if g is not None:
+        lines.append(
+            f"| {label}-{g['count']} | {dataset} | {_fmt(g['mean'])} | {_fmt(g['std'])} | {_fmt(g['best'])} | "
+            f"{_fmt(g['worst'])} | {_fmt(g['best'] - base, True)} | {_fmt(g['worst'] - base, True)} | "
+            f"{_fmt(summary['alpha_deviation'][-1])} |"
+        )
+    arg = summary["argmax_alpha"]
+    test_size = summary.get("test_size")
+    lines += [
+        "",
+        "Accuracy is the mean test accuracy of the generated networks c1..cM after the last epoch; Std is their "
+        "standard deviation (the paper's Table 3 prints this figure in its column headed α deviation); "
+        "α deviation is sqrt(sum_i (α_i - α_0)^2 / (M - 1)) after the last epoch (the paper's Figure 5).",
+        "",
+        f"- argmax α: {arg['name']} (softmax weight {arg['weight']:.4f}, test accuracy {arg['accuracy']:.4f})",
+        f"- best generated: {summary['best']['name']} ({_fmt(summary['best']['accuracy'])}); "
+        f"worst generated: {summary['worst']['name']} ({_fmt(summary['worst']['accuracy'])})",
+        f"- mixture prediction accuracy: {_fmt(summary['mixture_accuracy'])}"
+        + (f" (95% Wilson interval [{summary['mixture_accuracy_low']:.4f}, {summary['mixture_accuracy_high']:.4f}])"
+           if summary.get("mixture_accuracy_low") is not None else ""),
+    ]
+    if test_size:
+        lines.append(
+            f"- {test_size} test images: one image is {1 / test_size:.4f} of accuracy; intervals are 95% Wilson "
+            "score intervals"
+        )
+    if summary.get("compile_seconds"):
+        lines.append(f"- compiling the training step took {summary['compile_seconds']:.1f} s (not in any img/s figure)")
+    per_network = summary.get("per_network") or [
+        {"name": n, "accuracy": a, "softmax_alpha": w}
+        for n, a, w in zip(summary["networks"], summary["accuracies"], summary["softmax_alpha"])
+    ]
+    lines += [
+        "",
+        "| Network | Architecture (kernel/stride per layer) | Parameters | FLOPs / image | Test accuracy | 95% interval | softmax(α) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in per_network:
+        arch = _arch_text(entry["architecture"]) if "architecture" in entry else "NA"
+        params = f"{entry['params']:,}" if "params" in entry else "NA"
+        flops = f"{entry['flops']:,}" if "flops" in entry else "NA"
+        lines.append(
+            f"| {entry['name']} | {arch} | {params} | {flops} | {entry['accuracy']:.4f} | {_interval_text(entry)} | "
+            f"{entry['softmax_alpha']:.4f} |"
+        )
+    lines += ["", "| Epoch | α deviation |", "|---|---|"]
+    lines += [f"| {e} | {_fmt(d)} |" for e, d in enumerate(summary["alpha_deviation"], start=1)]
+    return "\n".join(lines) + "\n"
+
+
+# -- several seeds ----------------------------------------------------------------------
+
+_SEED_FIGURES = (
+    ("baseline_accuracy", "Baseline accuracy"),
+    ("generated_mean", "Generated mean accuracy"),
+    ("generated_std", "Generated accuracy std"),
+    ("generated_best", "Best generated"),
+    ("generated_worst", "Worst generated"),
+    ("mixture_accuracy", "Mixture accuracy"),
+    ("alpha_deviation", "α deviation (last epoch)"),
+)
+
+
+def _seed_figures(summary: dict[str, Any]) -> dict[str, float]:
+    g = summary["generated"] or {}
+    deviation = summary["alpha_deviation"][-1]
+    return {
+        "baseline_accuracy": summary["baseline_accuracy"],
+        "generated_mean": g.get("mean", math.nan),
+        "generated_std": g.get("std", math.nan),
+        "generated_best": g.get("best", math.nan),
+        "generated_worst": g.get("worst", math.nan),
+        "mixture_accuracy": summary["mixture_accuracy"],
+        "alpha_deviation": math.nan if deviation is None else deviation,
+    }
+
+
+def seed_summary(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation across seeds of each run's Table-3 figures (paper, Table 3).
+
+    Args:
+        summaries: seed -> that run's :func:`summarize` output.
+
+    Returns:
+        ``{"seeds": [...], "figures": {name: {"values": [...], "mean": m,
+        "std": s}}}``, with the sample standard deviation (ddof=1; None for
+        one seed) and undefined figures as None.
+    """
+    seeds = sorted(summaries)
+    figures = {}
+    for key, _ in _SEED_FIGURES:
+        values = np.asarray([_seed_figures(summaries[s])[key] for s in seeds], np.float64)
+        finite = not np.isnan(values).any()
+        figures[key] = {
+            "values": [_finite_or_none(v) for v in values],
+            "mean": float(values.mean()) if finite else None,
+            "std": float(values.std(ddof=1)) if finite and len(values) > 1 else None,
+        }
+    return {"seeds": seeds, "dataset": summaries[seeds[0]]["dataset"], "figures": figures}
+
+
+def markdown_seed_summary(summary: dict[str, Any]) -> str:
+    """Markdown table of :func:`seed_summary`: one row per figure, mean ± std, then each seed's value."""
+    seeds = summary["seeds"]
+    lines = [
+        f"# Mixture training over {len(seeds)} seeds ({', '.join(map(str, seeds))}), {_dataset_label(summary['dataset'])}",
+        "",
+        "| Figure | Mean | Std (across seeds) | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---|---|" + "---|" * len(seeds),
+    ]
+    for key, title in _SEED_FIGURES:
+        f = summary["figures"][key]
+        values = " | ".join(_fmt(v) for v in f["values"])
+        lines.append(f"| {title} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {values} |")
+    lines += ["", "Std across seeds is the sample standard deviation (n - 1); each seed's own report is in seed-N/."]
+    return "\n".join(lines) + "\n"
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+
+def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], names: Sequence[str],
+                summary: dict[str, Any] | None = None) -> dict[str, Path]:
+    """:func:`plot_figures` saved as PNGs into ``output_dir``.
+
+    Returns:
+        ``{"alpha": path, "alpha_deviation": path, "accuracy": path}``.
+    """
+    paths = {key: Path(output_dir) / name for key, name in PLOT_FILES.items()}
+    for key, figure in plot_figures(records, names, summary).items():
+        figure.savefig(paths[key], dpi=120)
+    return paths
+
+
+def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
+                 summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Three figures, readable for any number of networks.
+
+    * ``alpha.png``: softmax(alpha) of every network (rows, each labelled)
+      per epoch (columns), a heat map with its colour scale;
+    * ``alpha_deviation.png``: the alpha deviation per epoch (Figure 5);
+    * ``accuracy.png``: final test accuracy of every network and of the
+      mixture as labelled horizontal bars on the full 0..1 axis, with 95%
+      Wilson intervals when ``summary`` has them.
+
+    Drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no backend
+    change). Epoch axes carry integer ticks only.
+
+    Returns:
+        ``{"alpha": Figure, "alpha_deviation": Figure, "accuracy": Figure}``.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figures = {}
+    epochs = [int(r["epoch"]) for r in records]
+    weights = np.asarray([r["softmax_alpha"] for r in records])  # (epochs, networks)
+    count = len(names)
+    short = [n.split()[0] for n in names]
+    row_height = 0.22
+
+    fig = Figure(figsize=(max(5.0, 1.2 + 0.5 * len(epochs)), max(3.0, 1.2 + row_height * count)))
+    ax = fig.subplots()
+    image = ax.imshow(weights.T, aspect="auto", cmap="viridis", interpolation="nearest",
+                      extent=(epochs[0] - 0.5, epochs[-1] + 0.5, count - 0.5, -0.5))
+    ax.set_yticks(range(count), [f"{s} (baseline)" if i == 0 else s for i, s in enumerate(short)],
+                  fontsize=max(5, min(9, 200 // max(count, 1))))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", title="softmax(α) per network and epoch")
+    fig.colorbar(image, ax=ax, label="softmax(α)")
+    fig.tight_layout()
+    figures["alpha"] = fig
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    deviation = [np.nan if r["alpha_deviation"] is None else r["alpha_deviation"] for r in records]
+    ax.plot(epochs, deviation, marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="epoch", ylabel="α deviation from c0", title="α deviation from the baseline (Figure 5)")
+    fig.tight_layout()
+    figures["alpha_deviation"] = fig
+
+    acc = list(records[-1]["test_accuracy"]) + [records[-1]["mixture_test_accuracy"]]
+    labels = [f"{s} (baseline)" if i == 0 else s for i, s in enumerate(short)] + ["mixture"]
+    colours = ["tab:red"] + ["tab:blue"] * (count - 1) + ["tab:green"]
+    errors = None
+    if summary is not None and summary.get("test_size"):
+        entries = list(summary["per_network"]) + [{
+            "accuracy": summary["mixture_accuracy"], "accuracy_low": summary["mixture_accuracy_low"],
+            "accuracy_high": summary["mixture_accuracy_high"],
+        }]
+        errors = np.asarray([[e["accuracy"] - e["accuracy_low"], e["accuracy_high"] - e["accuracy"]] for e in entries]).T
+    fig = Figure(figsize=(6.5, max(3.0, 1.2 + row_height * len(acc))))
+    ax = fig.subplots()
+    positions = np.arange(len(acc))
+    ax.barh(positions, acc, color=colours, xerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2})
+    for y, value in zip(positions, acc):
+        ax.text(0.01, y, f"{value:.4f}", va="center", ha="left", color="white", fontsize=7)
+    ax.set_yticks(positions, labels, fontsize=max(5, min(9, 200 // len(acc))))
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    interval_note = ", bars: 95% Wilson interval" if errors is not None else ""
+    ax.set(xlabel="test accuracy", title=f"Test accuracy after epoch {records[-1]['epoch']}{interval_note}")
+    fig.tight_layout()
+    figures["accuracy"] = fig
+    return figures
+
+
+def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], summary: dict[str, Any],
+                  *, label: str = "Generated", plots: bool = True) -> None:
+    """``summary.json``, ``summary.md`` and (unless ``plots`` is False) the three plots into ``output_dir``.
+
+    Each file is replaced atomically.
+    """
+    out = Path(output_dir)
+    _write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    _write_text_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
+    if plots:
+        write_plots(out, records, summary["networks"], summary)
