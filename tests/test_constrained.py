@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from nasgen.common.errors import RejectionBudgetError
-from nasgen.constraints.constrained import ConstrainedSpace, split_atoms, wilson_interval
+from nasgen.common.stats import wilson_interval
+from nasgen.constraints.constrained import ConstrainedSpace, split_atoms
 from nasgen.space.tables import SpaceTables, arrays_to_architectures, space_structure, to_arrays
 from nasgen.nn.spec import ModelSpec
 from nasgen.common.errors import NasgenError

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from nasgen.common.stats import wilson_interval
 from nasgen.train import report
 from nasgen.space.tables import sample
 from nasgen.train.data import load_digits
@@ -830,7 +831,7 @@ def test_wilson_interval_matches_scipy():
 
     for correct, total in [(0, 10), (3, 10), (10, 10), (97, 100), (9769, 10000), (1, 359)]:
         expected = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="wilson")
-        low, high = report.wilson_interval(correct, total)
+        low, high = wilson_interval(correct, total)
         assert low == pytest.approx(expected.low, abs=1e-9) and high == pytest.approx(expected.high, abs=1e-9)
 
 

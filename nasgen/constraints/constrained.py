@@ -43,6 +43,7 @@ from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
 from nasgen.constraints.language import Node, Where, _ArrayAlgebra, _fold, _walk, evaluate_all_arrays, parse_where_all
 from nasgen.common.errors import RejectionBudgetError
+from nasgen.common.stats import wilson_interval
 
 __all__ = [
     "Atom",
@@ -52,7 +53,6 @@ __all__ = [
     "DEFAULT_MAX_DRAWS",
     "ENUMERATE_LIMIT",
     "split_atoms",
-    "wilson_interval",
 ]
 
 #: Count exactly by enumerate-and-filter when the restricted space has at most this many members.
@@ -360,17 +360,6 @@ def restrict(space: SearchSpace, base: ChainStructure, atoms: Sequence[Atom]) ->
 
 
 # -- the constrained space ---------------------------------------------------
-
-
-def wilson_interval(accepted: int, draws: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval (95% by default) for a binomial proportion accepted / draws."""
-    if draws == 0:
-        return 0.0, 1.0
-    p = accepted / draws
-    denominator = 1 + z * z / draws
-    centre = (p + z * z / (2 * draws)) / denominator
-    half = z * math.sqrt(p * (1 - p) / draws + z * z / (4 * draws * draws)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ def _cut_stdout(offset: int | None) -> None:
 
 
 def _read_npz(data: bytes, source: str):
-    from nasgen.space.tables import human_bytes, memory_limit_bytes
+    from nasgen.common.memory import human_bytes, memory_limit_bytes
 
     limit = memory_limit_bytes()
     try:

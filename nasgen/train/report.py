@@ -32,9 +32,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from nasgen.common.errors import LogError
+from nasgen.common.stats import wilson_interval
 
 __all__ = [
-    "wilson_interval",
     "seed_summary",
     "markdown_seed_summary",
     "alpha_deviation",
@@ -56,36 +56,6 @@ __all__ = [
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 PLOT_FILES = {"alpha": "alpha.png", "alpha_deviation": "alpha_deviation.png", "accuracy": "accuracy.png"}
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% by default).
-
-    The set of proportions p whose score test does not reject ``correct`` of
-    ``total``: the roots of ``(phat - p)^2 = z^2 p (1 - p) / total``.
-
-    Args:
-        correct: successes (e.g. correctly classified test images).
-        total: trials (the test-set size), at least 1.
-        z: the normal quantile; 1.96 for 95%.
-
-    Returns:
-        ``(low, high)`` within [0, 1].
-
-    References:
-        Wilson. Probable inference, the law of succession, and statistical
-        inference. JASA 22(158), 1927.
-
-    >>> [round(v, 4) for v in wilson_interval(0, 10)]
-    [0.0, 0.2775]
-    """
-    if total < 1 or not 0 <= correct <= total:
-        raise ValueError(f"need 0 <= correct <= total and total >= 1, got {correct} of {total}")
-    phat = correct / total
-    z2 = z * z
-    centre = (phat + z2 / (2 * total)) / (1 + z2 / total)
-    half = z * math.sqrt(phat * (1 - phat) / total + z2 / (4 * total * total)) / (1 + z2 / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def softmax(alpha: Sequence[float]) -> np.ndarray:
