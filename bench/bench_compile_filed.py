@@ -46,7 +46,7 @@ FILED_CHILD = r"""
 import json, os, statistics, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from nasgen.space.tables import sample
+from nasgen.samplers.registry import sample
 from nasgen.nn.models import RESNET_SPACE
 from nasgen.train.run import TrainConfig, _create, train_step
 

@@ -88,7 +88,7 @@ def timed_draw(space, method, seed, timeout, where=()):
     seconds = time.perf_counter() - t0
     found = 0
     for layers, kernel, stride in chunks:
-        for arch in nasgen.space.tables.arrays_to_architectures(layers, kernel, stride):
+        for arch in nasgen.space.encoding.arrays_to_architectures(layers, kernel, stride):
             check_membership(space, arch)
             found += 1
     return seconds, found, reason, stats
@@ -178,7 +178,7 @@ def check_section(repeats: int) -> list[str]:
         path = os.path.join(folder, "draws.jsonl")
         arrays = nasgen.sample_arrays(BIG, 100_000, seed=1, replace=True)
         with open(path, "w") as handle:
-            handle.writelines(line + "\n" for line in nasgen.space.tables.arrays_to_jsonl_lines(*arrays))
+            handle.writelines(line + "\n" for line in nasgen.space.arrays_io.arrays_to_jsonl_lines(*arrays))
         args = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
 
         def run(*argv):

@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nasgen.space import encoding  # noqa: E402
 from nasgen.space import tables as core  # noqa: E402
 from nasgen.samplers.solver import SolverSampler, count_solutions  # noqa: E402
 from nasgen.space.definition import SearchSpace, check_membership  # noqa: E402
@@ -201,14 +202,14 @@ def adj_t_section(pooled: bool, layer_range, repeats: int, timeout: float) -> li
             space = space_for(dims, layers, pooled)
             total = core.count(space)
             _, (_, limited, reason_l, _) = timed(space, "limited", M, timeout, 1)
-            adj_l = core.adj_t(space, limited)
+            adj_l = encoding.adj_t(space, limited)
             uniform_runs, short = [], []
             for seed in range(SEED, SEED + 3):
                 with SolverSampler(space, method="uniwit", seed=seed, timeout=timeout) as sampler:
                     archs = list(sampler.solutions(M))
                     if sampler.stop_reason == "timeout":
                         short.append(len(archs))
-                uniform_runs.append(core.adj_t(space, archs))
+                uniform_runs.append(encoding.adj_t(space, archs))
             paper = paper_cell(table, layers, dims)
             paper_text = "-" if paper is None else f"{paper[0]:.3f} / {paper[1]:.3f}"
             note = f" (timeout: {', '.join(map(str, short))} of {M} found)" if short else ""

@@ -9,22 +9,17 @@
 from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
 from nasgen.space.definition import Architecture, SearchSpace, check_membership, conv_output_size
 from nasgen.space.tables import (
-    AdjTAccumulator,
     LayerDomain,
     SpaceTables,
-    adj_t,
     architecture_at,
-    count,
     count_by_layers,
-    encode,
     enumerate_architectures,
-    hamming_matrix,
     layer_domains,
     rank,
-    read_architectures,
-    write_architectures,
 )
-from nasgen.space.arrays_io import read_arrays, write_arrays
+from nasgen.space.encoding import AdjTAccumulator, adj_t, encode, hamming_matrix
+from nasgen.space.arrays_io import read_architectures, read_arrays, write_architectures, write_arrays
+from nasgen.constraints.counting import count
 from nasgen.common.version import __version__
 from nasgen.samplers.registry import SamplingConfig, draw, sample, sample_arrays
 

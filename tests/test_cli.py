@@ -87,7 +87,7 @@ def test_npz_output_holds_the_same_architectures(tmp_path):
     assert kernel.dtype == np.int64 and len(layers) == 50
     with np.load(tmp_path / "s.npz") as raw:  # stored in the smallest integer type that holds them
         assert raw["kernel"].dtype == np.uint8
-    archs = nasgen.space.tables.arrays_to_architectures(layers, kernel, stride)
+    archs = nasgen.space.encoding.arrays_to_architectures(layers, kernel, stride)
     assert [a.to_json() for a in archs] == jsonl.splitlines()
     # every reader takes both formats, and the npz sidecar gives the space
     assert run("adj", str(tmp_path / "s.npz")).stdout == run("adj", "-", "-I", "30,30", "-O", "20,20", "-n", "2",

@@ -14,7 +14,8 @@ from scipy import stats
 from nasgen.common.errors import RejectionBudgetError
 from nasgen.common.stats import wilson_interval
 from nasgen.constraints.constrained import ConstrainedSpace, split_atoms
-from nasgen.space.tables import SpaceTables, arrays_to_architectures, space_structure, to_arrays
+from nasgen.space.encoding import arrays_to_architectures, to_arrays
+from nasgen.space.tables import SpaceTables, space_structure
 from nasgen.nn.spec import ModelSpec
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace

@@ -70,7 +70,7 @@ def test_timeout_stops_and_keeps_what_was_drawn():
         chunks = list(sampler.draw())
     assert sampler.stop_reason == "timeout"
     for layers, kernel, stride in chunks:
-        for arch in nasgen.space.tables.arrays_to_architectures(layers, kernel, stride):
+        for arch in nasgen.space.encoding.arrays_to_architectures(layers, kernel, stride):
             check_membership(space, arch)
 
 
@@ -99,7 +99,7 @@ def test_cli_sample_and_count(tmp_path):
 
 def _canonical_bits(space, cnf):
     """(C, V) canonical bits of every architecture, from the library's enumeration (independent of the CNF)."""
-    layers, kernel, stride = nasgen.space.tables.to_arrays(space, list(nasgen.enumerate_architectures(space)))
+    layers, kernel, stride = nasgen.space.encoding.to_arrays(space, list(nasgen.enumerate_architectures(space)))
     bits = np.zeros((len(layers), space.vector_bits), dtype=np.uint8)
     for l in range(space.max_layers):
         for d in range(space.dims):
@@ -146,7 +146,7 @@ def test_exact_count_source_and_approxmc_fallback(monkeypatch):
     assert sampler.statistics.count_source == "exact"
     monkeypatch.setattr(hashing, "exact_count", lambda space, where=(): None)
     with HashingSampler(space, "unigen", 30, seed=1, where=where) as sampler:
-        archs = [a for chunk in sampler.draw() for a in nasgen.space.tables.arrays_to_architectures(*chunk)]
+        archs = [a for chunk in sampler.draw() for a in nasgen.space.encoding.arrays_to_architectures(*chunk)]
     assert sampler.statistics.count_source == "approxmc" and len(set(archs)) == 30
     for arch in archs:
         check_membership(space, arch)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from nasgen.common.stats import wilson_interval
 from nasgen.train import report
-from nasgen.space.tables import sample
+from nasgen.samplers.registry import sample
 from nasgen.train.data import load_digits
 from nasgen.common.errors import ArchitectureError, NasgenError
 from nasgen.space.definition import Architecture

@@ -24,7 +24,7 @@ def run(args) -> int:
 
     from nasgen.space import backend
     from nasgen.space.arrays_io import iter_arrays
-    from nasgen.space.tables import AdjTAccumulator
+    from nasgen.space.encoding import AdjTAccumulator
 
     space = space_from_args(args, file=args.file)
     # One chunk at a time: memory stays flat however large the file (a 99 MB file used 827 MB when read whole).

@@ -45,7 +45,7 @@ def run_decode(args) -> int:
     from nasgen.space.arrays_io import ArchitectureWriter
     from nasgen.common.errors import CnfError
     from nasgen.samplers.cnf import decode_solutions, parse_solutions, read_dimacs
-    from nasgen.space.tables import to_arrays
+    from nasgen.space.encoding import to_arrays
 
     header = read_dimacs(args.cnf)
     source = "standard input" if args.solutions == "-" else args.solutions

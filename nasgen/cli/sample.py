@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from nasgen.space.arrays_io import ArchitectureWriter, format_for
-    from nasgen.space.tables import AdjTAccumulator
+    from nasgen.space.encoding import AdjTAccumulator
     from nasgen.samplers.registry import draw
 
     # everything is validated before any output is opened: a refused run touches nothing

@@ -62,7 +62,7 @@ def run(args) -> int:
         arch = Architecture.from_json(args.architecture)
     elif args.file:
         from nasgen.space.arrays_io import read_arrays
-        from nasgen.space.tables import arrays_to_architectures
+        from nasgen.space.encoding import arrays_to_architectures
 
         layers, kernel, stride = read_arrays(args.file)
         if not 0 <= args.index < len(layers):

@@ -174,7 +174,7 @@ def _json_arg(text: str, what: str):
 
 
 def _read_architectures(path: str) -> list[Architecture]:
-    from nasgen.space.tables import read_architectures
+    from nasgen.space.arrays_io import read_architectures
 
     archs = read_architectures(path)
     if not archs:

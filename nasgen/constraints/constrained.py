@@ -38,7 +38,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen.space import backend
-from nasgen.space.tables import ChainStructure, SpaceTables, _check_samples, _Stream, seed_sequence, space_structure
+from nasgen.space.draws import SampleStream, check_samples, seed_sequence
+from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
 from nasgen.constraints.language import Node, Where, _ArrayAlgebra, _fold, _walk, evaluate_all_arrays, parse_where_all
@@ -445,7 +446,7 @@ class ConstrainedSpace:
                 total += int(self.accept(layers, kernel, stride).sum())
             return CountResult(total, True, restricted=restricted)
         _check_positive(draws, "draws")
-        stream = _Stream(self.tables, seed)
+        stream = SampleStream(self.tables, seed)
         accepted = done = 0
         while done < draws:
             n = min(_CHUNK * 4, draws - done)
@@ -490,7 +491,7 @@ class ConstrainedSpace:
                 many were found, the acceptance measured, and which method to use.
         """
         _check_positive(max_draws, "max_draws")
-        samples = _check_samples(samples)
+        samples = check_samples(samples)
         stats = statistics if statistics is not None else {}
         stats.update(draws=0, accepted=0, acceptance=None)
         restricted = self.tables.count
@@ -515,7 +516,7 @@ class ConstrainedSpace:
                 part = picks[start:start + chunk]
                 yield tuple(a[part] for a in members)
             return
-        stream = _Stream(self.tables, seed)
+        stream = SampleStream(self.tables, seed)
         seen: set[bytes] = set()
         found = 0
         bits = self.space.bit_width

@@ -49,7 +49,7 @@ def run_one(run: BenchRun) -> dict:
     """Run one cell and return its row (never raises for a failed run: ``stop`` says ``error: ...``)."""
     import numpy as np
 
-    from nasgen.space.tables import AdjTAccumulator
+    from nasgen.space.encoding import AdjTAccumulator
     from nasgen.samplers.registry import SamplingConfig, draw
 
     space = SearchSpace.from_dict(run.space)

@@ -49,9 +49,10 @@ import numpy as np
 
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import SearchSpace
+from nasgen.space.encoding import decode_bits
 
 __all__ = ["HashingSampler", "ApproxCount", "approx_count", "require_package",
-           "decode_bits", "exact_count", "independent_support", "cell_hash_of", "INSTALL_HINT"]
+           "exact_count", "independent_support", "cell_hash_of", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install "nasgen[samplers]"'
 _PACKAGES = {"unigen": "pyunigen", "cmsgen": "pycmsgen", "approxmc": "pyapproxmc"}
@@ -65,22 +66,6 @@ def require_package(method: str) -> None:
     except ImportError:
         raise HashingError(f"method {method!r} needs the {name} package, which is not installed: "
                            f"{INSTALL_HINT}") from None
-
-
-def decode_bits(space: SearchSpace, bits: np.ndarray):
-    """Sampling-set values (M, V) of 0/1 in canonical order -> (layers, kernel, stride) arrays.
-
-    Returns:
-        ``layers (M,)``, ``kernel (M, N, K)``, ``stride (M, N, K)`` int64, zero past each layer count.
-    """
-    N, K, B = space.max_layers, space.dims, space.bit_width
-    bits = np.asarray(bits, dtype=np.int64)
-    M = bits.shape[0]
-    body = bits[:, : N * K * 2 * B].reshape(M, N, K, 2, B)
-    weights = 1 << np.arange(B, dtype=np.int64)
-    values = body @ weights
-    layers = bits[:, N * K * 2 * B:].sum(axis=1)
-    return layers, np.ascontiguousarray(values[..., 0]), np.ascontiguousarray(values[..., 1])
 
 
 # -- the child process ------------------------------------------------------------------

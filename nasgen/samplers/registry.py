@@ -293,7 +293,7 @@ def sample_arrays(space: SearchSpace, samples: int | None, *, method: str = "exa
     Raises:
         NasgenError: an invalid setting, or a space the method cannot draw from.
     """
-    from nasgen.space.tables import empty_arrays
+    from nasgen.space.encoding import empty_arrays
 
     config = _api_config(method, samples, seed, replace, where, timeout, options)
     with draw(space, config) as run:
@@ -315,7 +315,7 @@ def sample(space: SearchSpace, samples: int | None, *, method: str = "exact", se
     >>> len(archs), len(set(archs))
     (9, 9)
     """
-    from nasgen.space.tables import arrays_to_architectures
+    from nasgen.space.encoding import arrays_to_architectures
 
     return arrays_to_architectures(*sample_arrays(space, samples, method=method, seed=seed, replace=replace,
                                                   where=where, timeout=timeout, **options))
@@ -459,7 +459,7 @@ class _SolverMethod(Method):
             **options)
 
     def draw(self):
-        from nasgen.space.tables import to_arrays
+        from nasgen.space.encoding import to_arrays
 
         try:
             for arch in self._sampler.solutions(self.config.samples):

@@ -23,14 +23,17 @@ import stat
 import sys
 import zipfile
 from pathlib import Path
+from typing import IO, Iterable
 
 import numpy as np
 
 from nasgen.common.atomic import StagedFile, os_reason, signals_deferred, write_all
 from nasgen.common.errors import ArchitectureError, NasgenError
-from nasgen.space.definition import MAX_INT, Architecture, SearchSpace
+from nasgen.space.definition import MAX_INT, Architecture, SearchSpace, architectures_from_lines, check_membership
+from nasgen.space.encoding import arrays_to_architectures, empty_arrays, to_arrays
 
-__all__ = ["FORMATS", "ArchitectureWriter", "format_for", "iter_arrays", "read_arrays", "write_arrays"]
+__all__ = ["FORMATS", "ArchitectureWriter", "arrays_to_jsonl_lines", "format_for", "iter_arrays", "read_architectures",
+           "read_arrays", "write_architectures", "write_arrays"]
 
 FORMATS = ("jsonl", "npz")
 
@@ -82,11 +85,81 @@ def write_arrays(path: str | os.PathLike, layers, kernel, stride) -> None:
         writer.write(layers, kernel, stride)
 
 
-def _jsonl_lines(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> str:
+def arrays_to_jsonl_lines(layers, kernel, stride) -> list[str]:
+    """JSON Lines rendering of (layers, kernel, stride) arrays, one string (without newline) per architecture.
+
+    >>> arrays_to_jsonl_lines(np.array([1]), np.array([[[5], [0]]]), np.array([[[1], [0]]]))
+    ['{"layers": 1, "kernel": [[5]], "stride": [[1]]}']
+    """
     lines = []
     for L, k, s in zip(layers.tolist(), kernel.tolist(), stride.tolist()):
         lines.append(json.dumps({"layers": L, "kernel": k[:L], "stride": s[:L]}))
-    return "".join(line + "\n" for line in lines)
+    return lines
+
+
+def _jsonl_text(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray) -> str:
+    return "".join(line + "\n" for line in arrays_to_jsonl_lines(layers, kernel, stride))
+
+
+def read_architectures(path, space: SearchSpace | None = None) -> list[Architecture]:
+    """Read a JSON Lines file of architectures; with ``space``, check every architecture belongs to it.
+
+    Args:
+        path: the file.
+        space: the space the architectures must belong to (None: no check).
+
+    Returns:
+        The architectures, in file order.
+
+    Raises:
+        NasgenError: unreadable file, or a malformed line (named by its number).
+        ArchitectureError: with ``space``, an architecture outside it (named by its number).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            archs = list(architectures_from_lines(handle, source=str(path)))
+    except OSError as exc:
+        raise NasgenError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise NasgenError(f"{path} is not a UTF-8 JSON Lines file") from None
+    if space is not None:
+        for number, arch in enumerate(archs, start=1):
+            try:
+                check_membership(space, arch)
+            except ArchitectureError as exc:
+                raise ArchitectureError(f"{path} architecture {number}: {exc}") from None
+    return archs
+
+
+def write_architectures(target: str | os.PathLike | IO[str], archs: Iterable[Architecture]) -> int:
+    """Write architectures as JSON Lines, flushing each line.
+
+    Args:
+        target: a path (opened and truncated) or an open text file.
+        archs: the architectures.
+
+    Returns:
+        How many were written.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> write_architectures(out, [Architecture(((5,),), ((1,),))]), out.getvalue()
+    (1, '{"layers": 1, "kernel": [[5]], "stride": [[1]]}\\n')
+    """
+    if hasattr(target, "write"):
+        handle, close = target, False
+    else:
+        handle, close = open(target, "w", encoding="utf-8"), True
+    written = 0
+    try:
+        for arch in archs:
+            handle.write(arch.to_json() + "\n")
+            handle.flush()
+            written += 1
+    finally:
+        if close:
+            handle.close()
+    return written
 
 
 class ArchitectureWriter:
@@ -140,9 +213,9 @@ class ArchitectureWriter:
             dtype = _smallest_dtype(layers, kernel, stride)
             self._chunks.append(tuple(np.asarray(a).astype(dtype) for a in (layers, kernel, stride)))
         elif self._file is not None:
-            self._file.write(_jsonl_lines(layers, kernel, stride))
+            self._file.write(_jsonl_text(layers, kernel, stride))
         else:
-            self._write_stdout(_jsonl_lines(layers, kernel, stride))
+            self._write_stdout(_jsonl_text(layers, kernel, stride))
         self.written += len(layers)
 
     def _write_stdout(self, text: str) -> None:
@@ -262,9 +335,6 @@ def _open_source(path: str | os.PathLike):
 
 def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str, first: int):
     """A chunk of Architecture objects as arrays: shaped for ``space`` (checked unless not ``check``) or for itself."""
-    from nasgen.space.tables import to_arrays
-    from nasgen.space.definition import check_membership
-
     if space is not None:
         if check:
             for number, arch in enumerate(archs, start=first):
@@ -319,8 +389,6 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
                 if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
                     raise ArchitectureError(f"{source}: the architectures have {arrays[1].shape[2]} dimensions; "
                                             f"the space has {space.dims}")
-                from nasgen.space.tables import arrays_to_architectures
-
                 for start in range(0, len(arrays[0]), chunk):
                     part = [a[start:start + chunk] for a in arrays]
                     if space is None:
@@ -369,8 +437,6 @@ def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
         NasgenError: an unreadable or malformed file, named with the first bad line or array.
         ArchitectureError: with ``space``, an architecture outside it.
     """
-    from nasgen.space.tables import empty_arrays
-
     chunks = list(iter_arrays(path, space=space, chunk=65536))
     if not chunks:
         return empty_arrays(space) if space is not None else (

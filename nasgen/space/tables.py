@@ -1,4 +1,4 @@
-"""Counting, sampling and enumerating a search space exactly; bit-vectors and Adj_T.
+"""Counting, ranking and enumerating a search space exactly: the dynamic program's tables.
 
 A non-square space factorises: for a fixed number of layers L, an
 architecture is one independent chain per dimension, so
@@ -14,53 +14,41 @@ on (the whole space's chain for square spaces). Chains are ordered by the
 sizes after each layer (lexicographically, smaller first), then by the
 (stride, kernel) choices of the last layer, then the one before, back to the
 first; (stride, kernel) pairs are ordered by stride, then kernel.
+
+Uniform draws from the tables are in :mod:`nasgen.space.draws` (reached through
+:meth:`SpaceTables.sample_arrays` and :func:`nasgen.sample_arrays`); the canonical
+bit-vectors and Adj_T in :mod:`nasgen.space.encoding`; files in :mod:`nasgen.space.arrays_io`.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-import json
-import os
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from nasgen.space import backend
+from nasgen.common.errors import ArchitectureError, NasgenError
 from nasgen.common.memory import human_bytes, memory_limit_bytes
-from nasgen.common.errors import ArchitectureError, EmptySpaceError, NasgenError
-from nasgen.space.definition import (
-    Architecture,
-    conv_output_size,
-    SearchSpace,
-    architectures_from_lines,
-    check_membership,
-)
+from nasgen.space import backend, draws
+from nasgen.space.definition import Architecture, SearchSpace, conv_output_size
+# ``encode`` is imported here only because nasgen/samplers/check.py (owned by the `check` work) still
+# imports it from this module; its home is nasgen.space.encoding, and this name goes when that line moves.
+from nasgen.space.encoding import arrays_to_architectures, encode, to_arrays  # noqa: F401
 
 __all__ = [
+    "ChainStructure",
     "LayerDomain",
-    "adj_t",
-    "count",
-    "count_by_layers",
-    "encode",
-    "enumerate_architectures",
-    "enumerate_arrays",
-    "hamming_matrix",
-    "layer_domains",
-    "read_architectures",
-    "sample",
-    "sample_arrays",
-    "write_architectures",
-    "AdjTAccumulator",
     "SpaceTables",
     "architecture_at",
-    "arrays_to_architectures",
-    "empty_arrays",
-    "iter_sample_arrays",
+    "count",
+    "count_by_layers",
+    "enumerate_architectures",
+    "enumerate_arrays",
+    "layer_domains",
     "rank",
-    "seed_sequence",
-    "to_arrays",
+    "space_structure",
 ]
 
 _UNBOUNDED = 2**62
@@ -218,7 +206,7 @@ class SpaceTables:
         every completed chunk if interrupted. The concatenated chunks do not
         depend on ``chunk``.
         """
-        return _iter_sample_arrays(self, samples, seed, replace, chunk)
+        return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk)
 
     def sample_arrays(self, samples: int, seed=0, replace: bool = False):
         """Draw architectures exactly uniformly into numpy arrays.
@@ -238,22 +226,7 @@ class SpaceTables:
         Raises:
             NasgenError: the space is empty, or the arrays would not fit in memory.
         """
-        space = self.space
-        row_bytes = 8 * (1 + 2 * space.max_layers * space.dims)
-        limit = memory_limit_bytes()
-        if _check_samples(samples) * row_bytes > limit:
-            raise NasgenError(
-                f"{samples} samples need {human_bytes(samples * row_bytes)} of arrays, more than the "
-                f"{human_bytes(limit)} limit: draw them in chunks with iter_sample_arrays"
-            )
-        # One chunk for independent draws: the stream is the same however it is chunked.
-        chunk = max(samples, 1) if replace else 65536
-        chunks = list(self.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk))
-        if not chunks:
-            return empty_arrays(space)
-        if len(chunks) == 1:  # draws with replacement come in one chunk: no copy
-            return chunks[0]
-        return tuple(np.concatenate(parts) for parts in zip(*chunks))
+        return draws.uniform_arrays(self, samples, seed=seed, replace=replace)
 
     def sample(self, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
         """Draw ``samples`` architectures exactly uniformly (see :meth:`sample_arrays`)."""
@@ -381,35 +354,19 @@ def _build_joint(space: SearchSpace, rules: backend.Rules) -> ChainStructure:
     return ChainStructure(graph, np.array(ends, dtype=np.int64), backend.make_components([0], [K], [0]), rules)
 
 
-def count(space: SearchSpace, where=(), model=None) -> int:
-    """Exact number of architectures in ``space`` (an arbitrary-precision int), optionally under ``--where``.
+def count(space: SearchSpace) -> int:
+    """Exact number of architectures in ``space`` (an arbitrary-precision int).
 
-    Args:
-        space: the search space.
-        where: constraint expressions (a string or a sequence), all of which must hold.
-        model: the chain model's options (a ModelSpec) when ``where`` reads ``params`` or ``flops``.
+    Counting under ``--where`` constraints is :func:`nasgen.count` (defined in
+    :mod:`nasgen.constraints.constrained`, a higher tier).
 
     Raises:
-        NasgenError: a bad expression, or constraints whose count could only be
-            estimated (then use ``nasgen.constraints.constrained.ConstrainedSpace(space,
-            where).count()``, which returns the estimate with its interval).
+        NasgenError: the tables would not fit in the memory limit.
 
     >>> count(SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2))
     81
-    >>> count(SearchSpace((30, 30), (20, 20), min_layers=2, max_layers=2), where="k[0][0] <= 3")
-    18
     """
-    if not where:
-        return SpaceTables(space).count
-    from nasgen.constraints.constrained import ConstrainedSpace
-
-    result = ConstrainedSpace(space, (where,) if isinstance(where, str) else where, model=model).count()
-    if not result.exact:
-        raise NasgenError(
-            f"the count under these constraints can only be estimated (about {result.count}, 95% interval "
-            f"{list(result.interval)}): use nasgen.constraints.constrained.ConstrainedSpace(space, where).count() for the estimate"
-        )
-    return result.count
+    return SpaceTables(space).count
 
 
 def count_by_layers(space: SearchSpace) -> dict[int, int]:
@@ -419,54 +376,6 @@ def count_by_layers(space: SearchSpace) -> dict[int, int]:
     {2: 7, 3: 15, 4: 10, 5: 1}
     """
     return SpaceTables(space).count_by_layers
-
-
-def seed_sequence(seed) -> np.random.SeedSequence:
-    """A ``numpy.random.SeedSequence`` from a seed as the API accepts it.
-
-    Args:
-        seed: None (fresh entropy from the OS), a non-negative int, a
-            ``numpy.random.Generator`` (one integer is drawn from it) or a
-            ``SeedSequence``.
-
-    Raises:
-        NasgenError: anything else (a negative int, a bool, a float, a string).
-    """
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if isinstance(seed, np.random.Generator):
-        return np.random.SeedSequence(int(seed.integers(0, 2**63)))
-    if seed is None:
-        return np.random.SeedSequence()
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**128:
-        raise NasgenError(
-            f"seed must be None, an integer in 0..2**128-1 or a numpy.random.Generator, got {str(seed)[:60]!r}"
-        )
-    return np.random.SeedSequence(int(seed))
-
-
-def _seed_state(seed) -> int:
-    return int(seed_sequence(seed).generate_state(1, np.uint64)[0])
-
-
-def _require_nonempty(tables: SpaceTables) -> None:
-    if tables.count == 0:
-        raise EmptySpaceError(
-            f"the space {tables.space.describe()} is empty: no architecture maps the input to the output; "
-            "widen the layer bounds, ranges or relation"
-        )
-
-
-def _check_samples(samples) -> int:
-    if isinstance(samples, (bool, np.bool_)) or not isinstance(samples, (int, np.integer)) or samples < 0:
-        raise NasgenError(f"the number of samples must be an integer >= 0, got {str(samples)[:60]!r}")
-    return int(samples)
-
-
-def empty_arrays(space: SearchSpace):
-    """(layers, kernel, stride) arrays holding no architecture, shaped for ``space``."""
-    N, K = space.max_layers, space.dims
-    return (np.zeros(0, dtype=np.int64), np.zeros((0, N, K), dtype=np.int64), np.zeros((0, N, K), dtype=np.int64))
 
 
 def _unrank(tables: SpaceTables, ranks: Sequence[int]):
@@ -558,109 +467,6 @@ def _edge_pairs(graph: backend.ChainGraph, rules: backend.Rules, u: int, e: int)
         return list(zip(graph.pair_kernel[first:first + m].tolist(), graph.pair_stride[first:first + m].tolist()))
     return [backend.pair_at(graph.sizes[u], graph.edge_conv[e], rules, j) for j in range(m)]
 
-
-def arrays_to_architectures(layers, kernel, stride) -> list[Architecture]:
-    """(layers, kernel, stride) arrays -> a list of :class:`Architecture`."""
-    out = []
-    for L, k, s in zip(layers.tolist(), kernel.tolist(), stride.tolist()):
-        out.append(Architecture(kernel=k[:L], stride=s[:L]))
-    return out
-
-
-class _Stream:
-    """Seeded stream of independent uniform draws, identical however it is chunked."""
-
-    def __init__(self, tables: SpaceTables, seed):
-        self.tables = tables
-        self.state = _seed_state(seed)
-        self.values, self.cum, _ = tables.layer_tables()
-
-    def draw(self, samples: int):
-        t = self.tables
-        layers, kernel, stride, self.state = backend.sample_batch(
-            t.graph, t.rules, t.components, t.cum, t.g, self.values, self.cum, self.state, samples,
-            t.space.max_layers, t.space.dims)
-        return layers, kernel, stride
-
-
-def _iter_sample_arrays(tables: SpaceTables, samples: int, seed, replace: bool, chunk: int):
-    samples = _check_samples(samples)
-    _require_nonempty(tables)
-    space = tables.space
-    total = tables.count
-    limit = memory_limit_bytes()
-    # distinct draws keep one key per architecture: a bytes object (33 bytes + the key, rounded up by the
-    # allocator) in a set (16-byte slots at a fill of 1/3 to 2/3): measured 153 bytes a key for 24-byte keys
-    # (700,000 distinct 224x224 -> 7x7 draws, 107 MB over the interpreter's own 40 MB)
-    distinct_bytes = min(samples, total) * (128 + 8 * ((space.vector_bits + 63) // 64))
-    if not replace and distinct_bytes > limit:
-        raise NasgenError(
-            f"{min(samples, total)} distinct architectures need about {human_bytes(distinct_bytes)} to track, "
-            f"more than the {human_bytes(limit)} limit: ask for fewer, or draw with replacement in a stream"
-        )
-    if replace:
-        stream = _Stream(tables, seed)
-        done = 0
-        while done < samples:
-            n = min(chunk, samples - done)
-            yield stream.draw(n)
-            done += n
-        return
-    if 2 * samples >= total:
-        # Dense case: a uniformly ordered choice of distinct ranks.
-        rng = np.random.default_rng(seed_sequence(seed))
-        ranks = rng.permutation(total)[: min(samples, total)].tolist()
-        for start in range(0, len(ranks), chunk):
-            yield _unrank(tables, ranks[start:start + chunk])
-        return
-    # Sparse case: uniform draws, dropping repeats. Sequential rejection of repeats is
-    # exactly sampling without replacement, in a uniformly random order.
-    stream = _Stream(tables, seed)
-    seen: set[bytes] = set()
-    bits = space.bit_width
-    while len(seen) < samples:
-        need = samples - len(seen)
-        layers, kernel, stride = stream.draw(min(chunk, need + need // 8 + 16))
-        rows = np.ascontiguousarray(backend.encode_bits(layers, kernel, stride, bits))
-        # one bytes key per row in a single call (a void view's tolist), not a tobytes() per row
-        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel().tolist()
-        keep = []
-        for i, key in enumerate(keys):
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
-                if len(seen) == samples:
-                    break
-        if keep:
-            idx = np.array(keep)
-            yield layers[idx], kernel[idx], stride[idx]
-
-
-def iter_sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = False, chunk: int = 65536):
-    """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`SpaceTables.iter_sample_arrays`."""
-    return SpaceTables(space).iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk)
-
-
-def sample_arrays(space: SearchSpace, samples: int, seed=0, replace: bool = False):
-    """Draw architectures exactly uniformly into numpy arrays; see :meth:`SpaceTables.sample_arrays`.
-
-    >>> layers, kernel, stride = sample_arrays(SearchSpace((30,), (20,), 2, 2), 9, seed=0)
-    >>> len({(tuple(k.ravel()), tuple(s.ravel())) for k, s in zip(kernel, stride)})   # all 9, distinct
-    9
-    """
-    return SpaceTables(space).sample_arrays(samples, seed=seed, replace=replace)
-
-
-def sample(space: SearchSpace, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
-    """Draw architectures exactly uniformly, distinct unless ``replace``; see :meth:`SpaceTables.sample_arrays`.
-
-    >>> space = SearchSpace((30,), (20,), 2, 2)
-    >>> [a.layers for a in sample(space, 3, seed=1)]
-    [2, 2, 2]
-    """
-    return SpaceTables(space).sample(samples, seed=seed, replace=replace)
-
-
 def enumerate_arrays(space: SearchSpace, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every architecture in the documented order, as (layers, kernel, stride) batches."""
     return SpaceTables(space).enumerate_arrays(batch)
@@ -745,149 +551,3 @@ def _layer_domains(tables: SpaceTables) -> list[list[LayerDomain]]:
                 )
     return out
 
-
-# -- bit-vectors and Adj_T ---------------------------------------------------
-
-
-def to_arrays(space: SearchSpace, archs: Iterable[Architecture]):
-    """Architectures -> zero-padded (layers, kernel, stride) arrays of shape (M,), (M, N, K), (M, N, K)."""
-    archs = list(archs)
-    N, K = space.max_layers, space.dims
-    layers = np.zeros(len(archs), dtype=np.int64)
-    kernel = np.zeros((len(archs), N, K), dtype=np.int64)
-    stride = np.zeros((len(archs), N, K), dtype=np.int64)
-    for i, a in enumerate(archs):
-        if a.dims != K or a.layers > N:
-            raise ArchitectureError(
-                f"architecture {i} has {a.layers} layers and {a.dims} dimensions; "
-                f"the space allows at most {N} layers and has {K} dimensions"
-            )
-        layers[i] = a.layers
-        kernel[i, : a.layers] = a.kernel
-        stride[i, : a.layers] = a.stride
-    limit = 1 << space.bit_width
-    if kernel.size and (kernel.max() >= limit or stride.max() >= limit):
-        raise ArchitectureError(f"a kernel or stride does not fit in the space's {space.bit_width}-bit encoding")
-    return layers, kernel, stride
-
-
-def encode(space: SearchSpace, archs) -> np.ndarray:
-    """Canonical bit-vectors, packed little-endian into uint64 words: shape (M, ceil(bits/64)).
-
-    ``archs`` is a list of Architecture or a (layers, kernel, stride) tuple of arrays.
-    """
-    arrays = archs if isinstance(archs, tuple) else to_arrays(space, archs)
-    return backend.encode_bits(*arrays, space.bit_width)
-
-
-def adj_t_vectors(vectors: np.ndarray) -> float:
-    """Mean Hamming distance between consecutive packed vectors; 0.0 for fewer than two."""
-    if len(vectors) < 2:
-        return 0.0
-    return backend.adjacent_distance_sum(vectors) / (len(vectors) - 1)
-
-
-class AdjTAccumulator:
-    """Adj_T over a stream of packed vectors, fed chunk by chunk; equal to :func:`adj_t_vectors` of the whole.
-
-    >>> space = SearchSpace((30,), (20,), 2, 2)
-    >>> vectors = encode(space, sample(space, 9, seed=3))
-    >>> acc = AdjTAccumulator()
-    >>> for part in (vectors[:4], vectors[4:5], vectors[5:]):
-    ...     acc.add(part)
-    >>> acc.value == adj_t_vectors(vectors)
-    True
-    """
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.pairs = 0
-        self._last: np.ndarray | None = None
-
-    def add(self, vectors: np.ndarray) -> None:
-        """Append packed vectors (M, words) to the sequence."""
-        if len(vectors) == 0:
-            return
-        if self._last is not None:
-            self.total += backend.adjacent_distance_sum(np.stack([self._last, vectors[0]]))
-            self.pairs += 1
-        self.total += backend.adjacent_distance_sum(vectors)
-        self.pairs += len(vectors) - 1
-        self._last = np.array(vectors[-1], copy=True)
-
-    def add_arrays(self, space: SearchSpace, layers, kernel, stride) -> None:
-        """Append architectures given as (layers, kernel, stride) arrays."""
-        self.add(backend.encode_bits(layers, kernel, stride, space.bit_width))
-
-    @property
-    def value(self) -> float:
-        """Adj_T of everything added so far (0.0 for fewer than two vectors)."""
-        return self.total / self.pairs if self.pairs else 0.0
-
-
-def adj_t(space: SearchSpace, archs) -> float:
-    """The paper's Adj_T (Eq. 2): mean popcount(c_m XOR c_{m+1}) over the M-1 consecutive pairs.
-
-    >>> space = SearchSpace((30,), (20,), 2, 2)
-    >>> a = Architecture(((5,), (7,)), ((1,), (1,)))
-    >>> b = Architecture(((7,), (5,)), ((1,), (1,)))
-    >>> adj_t(space, [a, b, a])   # 5 = 0b00101 and 7 = 0b00111 differ in one bit, twice per pair
-    2.0
-    """
-    return adj_t_vectors(encode(space, archs))
-
-
-def hamming_matrix(space: SearchSpace, archs) -> np.ndarray:
-    """All pairwise Hamming distances between canonical vectors, shape (M, M)."""
-    return backend.hamming_matrix(encode(space, archs))
-
-
-# -- files -------------------------------------------------------------------
-
-
-def read_architectures(path, space: SearchSpace | None = None) -> list[Architecture]:
-    """Read a JSON Lines file; with ``space``, check every architecture belongs to it.
-
-    Raises:
-        NasgenError: unreadable file, or a malformed line (named by its number).
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            archs = list(architectures_from_lines(handle, source=str(path)))
-    except OSError as exc:
-        raise NasgenError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise NasgenError(f"{path} is not a UTF-8 JSON Lines file") from None
-    if space is not None:
-        for number, arch in enumerate(archs, start=1):
-            try:
-                check_membership(space, arch)
-            except ArchitectureError as exc:
-                raise ArchitectureError(f"{path} architecture {number}: {exc}") from None
-    return archs
-
-
-def write_architectures(target: str | os.PathLike | IO[str], archs: Iterable[Architecture]) -> int:
-    """Write architectures as JSON Lines, flushing each line; returns how many were written."""
-    if hasattr(target, "write"):
-        handle, close = target, False
-    else:
-        handle, close = open(target, "w", encoding="utf-8"), True
-    written = 0
-    try:
-        for arch in archs:
-            handle.write(arch.to_json() + "\n")
-            handle.flush()
-            written += 1
-    finally:
-        if close:
-            handle.close()
-    return written
-
-
-def arrays_to_jsonl_lines(layers, kernel, stride) -> list[str]:
-    """Fast JSON Lines rendering of sample arrays."""
-    lines = []
-    for L, k, s in zip(layers.tolist(), kernel.tolist(), stride.tolist()):
-        lines.append(json.dumps({"layers": L, "kernel": k[:L], "stride": s[:L]}))
-    return lines

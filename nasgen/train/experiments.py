@@ -39,7 +39,7 @@ def sample_resnet_architectures(method: str, samples: int, seed: int) -> list[Ar
         NasgenError: an unknown method, a non-positive count, or a method that
             stopped before drawing M architectures.
     """
-    from nasgen.space.tables import arrays_to_architectures
+    from nasgen.space.encoding import arrays_to_architectures
     from nasgen.nn.models import RESNET_SPACE
     from nasgen.samplers.registry import SamplingConfig, draw
 
@@ -138,7 +138,7 @@ def paper_mnist(
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise NasgenError(f"cannot create output directory {root} ({exc.strerror}); choose a writable path") from None
-        from nasgen.space.tables import write_architectures
+        from nasgen.space.arrays_io import write_architectures
 
         write_architectures(root / ARCHITECTURES_FILE, archs)
         (root / EXPERIMENT_FILE).write_text(json.dumps({

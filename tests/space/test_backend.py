@@ -1,252 +1,22 @@
-"""The exact counter, sampler and enumerator against brute force and against the plain-Python twin."""
+"""The compiled kernel against its plain-Python twin (nasgen.space.backend, nasgen.space.pykernel), and the switch."""
 
 from __future__ import annotations
 
 import bisect
-import functools
-from collections import Counter
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
-import nasgen
 from nasgen.space import pykernel
 from nasgen.space import tables as core
-from nasgen.common.errors import ArchitectureError, NasgenError
-from nasgen.space.definition import Architecture, SearchSpace, check_membership
+from nasgen.space.definition import SearchSpace
+from nasgen.space.tables import SpaceTables
 
-from .conftest import brute_force_chains, brute_force_space, small_spaces
+from ..conftest import small_spaces
 
 kernel = pytest.importorskip("nasgen.space._kernel", reason="the compiled kernel must be built (pip install .)")
-
-
-# -- the public examples of the spec ------------------------------------------------
-
-
-def test_public_examples():
-    assert nasgen.count(SearchSpace((30,), (20,), 2, 2)) == 9
-    assert nasgen.count(SearchSpace((30, 30), (20, 20), 2, 2)) == 81
-    assert nasgen.count_by_layers(SearchSpace((30,), (20,), 2, 5, pool=(2, 1))) == {2: 7, 3: 15, 4: 10, 5: 1}
-    assert nasgen.count_by_layers(SearchSpace((30,) * 3, (20,) * 3, 2, 5, pool=(2, 1))) == {
-        2: 343, 3: 3375, 4: 1000, 5: 1}
-
-
-def test_figure4_counts_depend_on_difference_only():
-    # The paper's Figure 4: with n = N = 2 the 1-D count is I - O - 1, and K-D is its K-th power.
-    for diff in range(2, 11):
-        for dims in (1, 2, 3):
-            space = SearchSpace((30,) * dims, (30 - diff,) * dims, 2, 2)
-            assert nasgen.count(space) == (diff - 1) ** dims
-
-
-# -- counting and enumeration against brute force ----------------------------------
-
-
-@given(small_spaces())
-def test_enumeration_equals_brute_force(space):
-    # keep the brute force affordable: bound the product of per-dimension chain counts, found by brute force too
-    bound = sum(
-        int(np.prod([len(brute_force_chains(space, d, space.input_shape[d], L)) for d in range(space.dims)]))
-        for L in range(space.min_layers, space.max_layers + 1)
-    )
-    assume(bound <= 20000)
-    expected = brute_force_space(space)
-    listed = list(nasgen.enumerate_architectures(space))
-    assert len(listed) == len(set(listed)), "enumeration repeated an architecture"
-    assert set(listed) == expected
-    assert nasgen.count(space) == len(expected)
-    by_layers = Counter(a.layers for a in expected)
-    assert nasgen.count_by_layers(space) == {L: by_layers.get(L, 0) for L in range(space.min_layers,
-                                                                                   space.max_layers + 1)}
-
-
-@given(small_spaces(), st.integers(0, 2**32))
-def test_samples_are_members(space, seed):
-    if nasgen.count(space) == 0:
-        with pytest.raises(NasgenError, match="empty"):
-            nasgen.sample(space, 3, seed=seed)
-        return
-    for arch in nasgen.sample(space, 20, seed=seed):
-        check_membership(space, arch)
-        # an independent shape computation agrees
-        assert arch.shapes(space)[-1] == space.output_shape
-
-
-def _memo_count(space: SearchSpace, dim: int):
-    """Pure-Python memoised DP over every (k, s) pair: the independent big-number reference."""
-
-    @functools.lru_cache(maxsize=None)
-    def chains(size: int, layers: int) -> int:
-        if layers == 0:
-            return int(size == space.output_shape[dim])
-        total = 0
-        for k, s in space.layer_pairs(size):
-            nxt = space.apply_layer(size, k, s, dim)
-            if nxt is not None and nxt >= space.output_shape[dim]:
-                total += chains(nxt, layers - 1)
-        return total
-
-    return chains
-
-
-@pytest.mark.parametrize(
-    "space",
-    [
-        SearchSpace((32,), (1,), 1, 40, relation="any", rounding="floor"),
-        SearchSpace((48, 40), (2, 3), 1, 12, relation="ge"),
-    ],
-)
-def test_counts_beyond_64_bits_are_exact(space):
-    refs = [_memo_count(space, d) for d in range(space.dims)]
-    expected = {L: int(np.prod([r(space.input_shape[d], L) for d, r in enumerate(refs)], dtype=object))
-                for L in range(space.min_layers, space.max_layers + 1)}
-    assert max(expected.values()) >= 2**64, "this case is meant to overflow 64 bits"
-    assert nasgen.count_by_layers(space) == expected
-    # sampling and unranking still work in multi-limb arithmetic
-    for arch in nasgen.sample(space, 50, seed=7):
-        check_membership(space, arch)
-    total = nasgen.count(space)
-    last = core.architecture_at(space, total - 1)
-    check_membership(space, last)
-
-
-def test_large_real_space_counts_match_reference():
-    space = SearchSpace((224, 224), (7, 7), 1, 5)
-    ref = _memo_count(SearchSpace((224,), (7,), 1, 5), 0)
-    expected = sum(ref(224, L) ** 2 for L in range(1, 6))
-    assert nasgen.count(space) == expected > 10**18
-
-
-def test_memory_guard():
-    with pytest.raises(NasgenError, match="GiB"):
-        nasgen.count(SearchSpace((200_000,), (1,), 1, 3))
-
-
-# -- exact sampling ----------------------------------------------------------------
-
-
-def test_sampler_is_uniform_chi_square():
-    space = SearchSpace((14, 9), (4, 3), 1, 3, pool=(2, 1), relation="ge")
-    members = list(nasgen.enumerate_architectures(space))
-    assert 200 <= len(members) <= 600
-    index = {a: i for i, a in enumerate(members)}
-    draws = 40 * len(members)
-    counts = np.bincount([index[a] for a in nasgen.sample(space, draws, seed=12345)], minlength=len(members))
-    # H0: uniform; a fixed seed makes this deterministic; level 0.001.
-    assert stats.chisquare(counts).pvalue > 1e-3
-    # the same statistic rejects a mildly skewed sampler (the test has power)
-    skew = counts.copy()
-    skew[: len(skew) // 4] += 10
-    assert stats.chisquare(skew).pvalue < 1e-3
-
-
-def test_same_seed_same_samples_and_chunking_does_not_matter():
-    space = SearchSpace((64, 48), (5, 4), 1, 4)
-    a = core.sample_arrays(space, 5000, seed=3)
-    b = [np.concatenate(p) for p in zip(*core.iter_sample_arrays(space, 5000, seed=3, chunk=333))]
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
-    c = core.sample_arrays(space, 5000, seed=4)
-    assert not np.array_equal(a[1], c[1])
-
-
-@pytest.mark.parametrize("samples", [10, 150, 400, 1000])
-def test_without_replacement_distinct_and_complete(samples):
-    space = SearchSpace((20, 12), (6, 4), 1, 2, rounding="floor")
-    total = nasgen.count(space)
-    assert 200 < total < 1000
-    archs = nasgen.sample(space, samples, seed=1, replace=False)
-    assert len(archs) == min(samples, total)
-    assert len(set(archs)) == len(archs)
-    for a in archs:
-        check_membership(space, a)
-    if samples >= total:
-        assert set(archs) == set(nasgen.enumerate_architectures(space))
-
-
-def test_without_replacement_is_uniform_over_first_draw():
-    # The first of M distinct draws must itself be uniform.
-    space = SearchSpace((12,), (3,), 1, 3)
-    members = list(nasgen.enumerate_architectures(space))
-    index = {a: i for i, a in enumerate(members)}
-    firsts = [index[nasgen.sample(space, 2, seed=s, replace=False)[0]] for s in range(30 * len(members))]
-    assert stats.chisquare(np.bincount(firsts, minlength=len(members))).pvalue > 1e-3
-
-
-# -- domains for the solver ----------------------------------------------------
-
-
-@given(small_spaces(max_layers=3))
-@settings(max_examples=25)
-def test_layer_domains_are_exactly_the_values_on_some_chain(space):
-    domains = nasgen.layer_domains(space)
-    seen = [[(set(), set(), set()) for _ in range(space.dims)] for _ in range(space.max_layers)]
-    for arch in brute_force_space(space):
-        shapes = arch.shapes(space)
-        for l in range(arch.layers):
-            for d in range(space.dims):
-                sizes_in, pairs, sizes_out = seen[l][d]
-                sizes_in.add(shapes[l][d])
-                pairs.add((arch.kernel[l][d], arch.stride[l][d]))
-                sizes_out.add(shapes[l + 1][d])
-    for l in range(space.max_layers):
-        for d in range(space.dims):
-            dom = domains[l][d]
-            sizes_in, pairs, sizes_out = seen[l][d]
-            assert dom.sizes_in == sizes_in
-            assert dom.sizes_out == sizes_out
-            if not space.square:
-                assert dom.pairs == pairs
-            else:
-                assert pairs <= dom.pairs
-
-
-# -- Adj_T and bit-vectors -------------------------------------------------------
-
-
-def test_bit_vector_layout_by_hand():
-    space = SearchSpace((30,), (20,), 2, 3)  # B = 5, length 3*1*2*5 + 3 = 33
-    arch = Architecture(kernel=[[5], [7]], stride=[[1], [1]])
-    bits = "".join(str((int(w) >> i) & 1) for w in nasgen.encode(space, [arch])[0] for i in range(64))[:33]
-    expected = "10100" + "10000" + "11100" + "10000" + "00000" + "00000" + "110"
-    assert bits == expected
-    assert space.vector_bits == 33
-
-
-def test_adj_t_hand_computed():
-    space = SearchSpace((30,), (20,), 2, 2)
-    a = Architecture(kernel=[[5], [7]], stride=[[1], [1]])  # k=5: 10100, k=7: 11100
-    b = Architecture(kernel=[[7], [5]], stride=[[1], [1]])
-    c = Architecture(kernel=[[2], [10]], stride=[[1], [1]])  # 2: 01000, 10: 01010
-    # d(a,b) = 1 + 1 = 2; d(b,c) = popcount(11100^01000) + popcount(10100^01010) = 2 + 4 = 6;
-    # d(a,c) = popcount(10100^01000) + popcount(11100^01010) = 3 + 3 = 6
-    assert nasgen.adj_t(space, [a, b]) == 2.0
-    assert nasgen.adj_t(space, [a, b, c]) == (2 + 6) / 2
-    assert nasgen.adj_t(space, [a]) == 0.0
-    assert nasgen.adj_t(space, []) == 0.0
-    h = nasgen.hamming_matrix(space, [a, b, c])
-    np.testing.assert_array_equal(h, [[0, 2, 6], [2, 0, 6], [6, 6, 0]])
-
-
-def test_inactive_layers_are_zero_and_activation_bits_count_layers():
-    space = SearchSpace((30,), (20,), 1, 3)
-    one = Architecture(kernel=[[11]], stride=[[1]])
-    vec = nasgen.encode(space, [one])[0]
-    bits = [(int(vec[p // 64]) >> (p % 64)) & 1 for p in range(space.vector_bits)]
-    assert bits[-3:] == [1, 0, 0]
-    assert sum(bits[10:30]) == 0
-
-
-def test_encode_refuses_foreign_architecture():
-    space = SearchSpace((30,), (20,), 1, 2)
-    with pytest.raises(ArchitectureError):
-        nasgen.encode(space, [Architecture(kernel=[[3], [3], [3]], stride=[[1], [1], [1]])])
-
-
-# -- compiled kernel == plain-Python twin -----------------------------------------
 
 
 def _both(fn, *args, **kwargs):
@@ -287,7 +57,7 @@ def restricted_tables(draw, max_size=12):
         dim = draw(st.integers(0, space.dims - 1))
         bound = draw(st.integers(1, 6))
         return ConstrainedSpace(space, [f"k[{layer}][{dim}] <= {bound} or s[{layer}][{dim}] == 2"]).tables
-    return core.SpaceTables(space)
+    return SpaceTables(space)
 
 
 @given(small_spaces(max_size=12))
@@ -374,7 +144,7 @@ def test_twin_unrank_batch_and_order(tables):
 
     assume(0 < tables.count <= 3000)
     ranks = list(range(tables.count))
-    L_arr, k1, s1 = core._unrank(tables, ranks)
+    L_arr, k1, s1 = tables.unrank(ranks)
     C, W = len(tables.components.start), tables.g.shape[2]
     digits = np.zeros((len(ranks), C, W), dtype=np.uint64)
     values, _, prefix = tables.layer_tables()
@@ -424,7 +194,7 @@ def test_twin_chain_costs(tables, width, in_channels, batch_norm, logits, pool_c
 def test_backend_names_bad_arrays():
     from nasgen.space import backend
 
-    tables = core.SpaceTables(SearchSpace((12,), (3,), 1, 2))
+    tables = SpaceTables(SearchSpace((12,), (3,), 1, 2))
     with pytest.raises(ValueError, match="layer_cum"):
         backend.sample_batch(tables.graph, tables.rules, tables.components, tables.cum, tables.g, [1, 2],
                               np.zeros((3, 1), dtype=np.uint64), 0, 3, 2, 1)
@@ -447,12 +217,11 @@ def test_backend_names_bad_arrays():
                             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-
 def test_an_empty_pair_column_means_every_pair_follows_the_rules():
     """edge_pairs of shape (0,) (what build_dimension_graph returns) and an explicit column of -1 agree."""
     from nasgen.space import backend as _backend
 
-    tables = core.SpaceTables(SearchSpace((40, 28), (6, 5), 1, 3, pool=(2, 1)))
+    tables = SpaceTables(SearchSpace((40, 28), (6, 5), 1, 3, pool=(2, 1)))
     graph = tables.graph
     assert graph.edge_pairs.shape == (0,)
     minus_one = graph._replace(edge_pairs=np.full(graph.edges, -1, dtype=np.int64))
@@ -478,6 +247,7 @@ def test_an_empty_pair_column_means_every_pair_follows_the_rules():
         _backend.make_graph(graph.sizes, graph.edge_ptr, graph.edge_conv, graph.edge_dst, graph.edge_mult,
                             np.full(3, -1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
+
 def test_pure_python_switch_gives_same_results(tmp_path):
     import subprocess
     import sys
@@ -485,7 +255,7 @@ def test_pure_python_switch_gives_same_results(tmp_path):
     code = (
         "import nasgen, nasgen.space.backend as b;"
         "s = nasgen.SearchSpace((20, 16), (5, 4), 1, 3, pool=(2, 1));"
-        "print(b.COMPILED, nasgen.count(s), [a.to_json() for a in nasgen.sample(s, 5, seed=9)])"
+        "print(b.COMPILED, nasgen.count(s), [a.to_json() for a in nasgen.SpaceTables(s).sample(5, seed=9)])"
     )
     env_fast = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     import os
@@ -504,8 +274,3 @@ def test_import_nasgen_loads_neither_z3_nor_jax():
     code = "import sys, nasgen, nasgen.cli.main; print(sorted(m for m in ('z3', 'jax', 'flax', 'optax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_sample_memory_guard():
-    with pytest.raises(NasgenError, match="GiB"):
-        core.sample_arrays(SearchSpace((30,), (20,), 1, 3), 10**12)

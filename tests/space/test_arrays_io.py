@@ -1,0 +1,104 @@
+"""Architectures on disk (nasgen.space.arrays_io): npz and JSON Lines round trips, staged writes, bad files."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import nasgen
+from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.space.arrays_io import (
+    ArchitectureWriter,
+    arrays_to_jsonl_lines,
+    format_for,
+    iter_arrays,
+    read_architectures,
+    read_arrays,
+    write_architectures,
+    write_arrays,
+)
+from nasgen.space.definition import Architecture, SearchSpace
+from nasgen.space.encoding import arrays_to_architectures
+from nasgen.space.tables import SpaceTables
+
+
+def test_arrays_round_trip_and_smallest_dtype(tmp_path):
+    space = SearchSpace((224, 224), (7, 7), 1, 5)
+    arrays = nasgen.sample_arrays(space, 300, seed=4)
+    write_arrays(tmp_path / "a.npz", *arrays)
+    for got, want in zip(read_arrays(tmp_path / "a.npz", space=space), arrays):
+        np.testing.assert_array_equal(got, want)
+    with np.load(tmp_path / "a.npz") as raw:
+        assert raw["kernel"].dtype == np.uint8  # every value of this space is below 256
+    with ArchitectureWriter(tmp_path / "a.jsonl") as writer:
+        writer.write(*arrays)
+    for got, want in zip(read_arrays(tmp_path / "a.jsonl", space=space), arrays):
+        np.testing.assert_array_equal(got, want)
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(NasgenError, match="npz"):
+        read_arrays(tmp_path / "bad.npz")
+
+
+def test_writer_leaves_the_target_alone_on_error(tmp_path):
+    target = tmp_path / "keep.jsonl"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError), ArchitectureWriter(target) as writer:
+        writer.write(*nasgen.sample_arrays(SearchSpace((30,), (20,), 2, 2), 3, seed=0))
+        raise RuntimeError("fails mid-run")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]
+
+
+
+def test_jsonl_lines_are_the_architectures_own_json():
+    space = SearchSpace((30, 30), (20, 20), 1, 3, pool=(2, 1))
+    arrays = SpaceTables(space).sample_arrays(40, seed=6)
+    archs = arrays_to_architectures(*arrays)
+    lines = arrays_to_jsonl_lines(*arrays)
+    assert [json.loads(line) for line in lines] == [json.loads(a.to_json()) for a in archs]
+    assert [Architecture.from_json(line) for line in lines] == archs
+
+
+def test_read_and_write_architectures_round_trip_and_check_membership(tmp_path):
+    space = SearchSpace((30,), (20,), 2, 3)
+    archs = SpaceTables(space).sample(12, seed=2)
+    target = tmp_path / "a.jsonl"
+    assert write_architectures(target, archs) == 12
+    assert read_architectures(target, space=space) == archs
+    buffer = io.StringIO()
+    write_architectures(buffer, archs[:2])
+    assert buffer.getvalue() == target.read_text().split("\n", 2)[0] + "\n" + target.read_text().split("\n")[1] + "\n"
+    with pytest.raises(ArchitectureError, match="architecture 1"):
+        read_architectures(target, space=SearchSpace((30,), (21,), 2, 3))
+    with pytest.raises(NasgenError, match="cannot read"):
+        read_architectures(tmp_path / "missing.jsonl")
+
+
+def test_iter_arrays_chunks_concatenate_to_the_whole_in_both_formats(tmp_path):
+    space = SearchSpace((30, 30), (20, 20), 1, 3)
+    arrays = SpaceTables(space).sample_arrays(100, seed=1)
+    write_arrays(tmp_path / "a.npz", *arrays)
+    with ArchitectureWriter(tmp_path / "a.jsonl") as writer:
+        writer.write(*arrays)
+    for name in ("a.npz", "a.jsonl"):
+        chunks = list(iter_arrays(tmp_path / name, space=space, chunk=7))
+        assert [len(c[0]) for c in chunks] == [7] * 14 + [2]
+        for got, want in zip((np.concatenate(p) for p in zip(*chunks)), arrays):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_format_for_names_the_valid_formats():
+    assert format_for("x.npz") == "npz" and format_for("x.txt") == "jsonl" and format_for("-") == "jsonl"
+    with pytest.raises(NasgenError, match="jsonl, npz"):
+        format_for("x", "csv")
+    with pytest.raises(NasgenError, match="needs a file"):
+        format_for("-", "npz")
+
+
+def test_a_malformed_line_is_named_by_its_number(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"layers": 1, "kernel": [[5]], "stride": [[1]]}\n\n{"kernel": 3}\n')
+    with pytest.raises(NasgenError, match="line 3"):
+        read_arrays(path)
