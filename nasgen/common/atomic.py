@@ -11,19 +11,105 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: staged files are not locked, and none is ever removed as stale
+    fcntl = None
 
 from nasgen.common.errors import NasgenError
 
-__all__ = ["StagedFile", "new_file_mode", "os_reason", "signals_deferred", "write_all", "write_atomic"]
+__all__ = ["StagedFile", "new_file_mode", "os_reason", "remove_stale_staged_files", "signals_deferred", "write_all",
+           "write_atomic"]
+
+#: A staged file still being created (not yet locked) is this many seconds old at most; older ones are dead.
+_CREATING_SECONDS = 60
 
 
 def os_reason(exc: OSError) -> str:
+    """The OS's own words for ``exc`` (``"No space left on device"``), for one-line messages."""
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _staged_name_pattern(target_name: str) -> re.Pattern:
+    # mkstemp's names: the prefix, 8 characters of [a-z0-9_], the suffix; nothing else of another target matches
+    return re.compile(rf"\.{re.escape(target_name)}\.[a-z0-9_]{{8}}\.part(\.new)?")
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False if another open file holds one."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_stale_staged_files(target: str | os.PathLike) -> list[Path]:
+    """Remove the staged ``.NAME.*.part`` files that a killed writer of ``target`` left behind.
+
+    Every live :class:`StagedFile` holds an exclusive ``flock`` on its file for as long as it is
+    open (a lock the kernel drops when its process dies, kill -9 included), so a ``.part`` file of
+    this target that can be locked belongs to no live writer. A file is created as ``.part.new``,
+    locked, then renamed to ``.part``: a ``.part.new`` is only removed once it is older than a minute.
+    Only this target's own staged files are looked at; other files in the folder are never touched.
+
+    Args:
+        target: the file whose staged files to clean up.
+
+    Returns:
+        The files removed.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".a.txt.abcd1234.part").write_text("left by a killed run")
+    >>> _ = (folder / ".b.txt.abcd1234.part").write_text("another target's")
+    >>> [p.name for p in remove_stale_staged_files(folder / "a.txt")], sorted(p.name for p in folder.iterdir())
+    (['.a.txt.abcd1234.part'], ['.b.txt.abcd1234.part'])
+    """
+    if fcntl is None:
+        return []
+    target = Path(target)
+    pattern = _staged_name_pattern(target.name)
+    removed = []
+    try:
+        names = [n for n in os.listdir(target.parent or ".") if pattern.fullmatch(n)]
+    except OSError:
+        return []  # an unreadable folder: the write itself will say why
+    for name in names:
+        path = target.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already (its writer committed it), or not ours to open
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if name.endswith(".new") and time.time() - info.st_mtime < _CREATING_SECONDS:
+                continue  # possibly a writer between creating and locking it
+            if not _try_lock(fd):
+                continue  # a live writer holds it
+            # still the same file under that name (not committed and replaced meanwhile)?
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == info.st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def new_file_mode() -> int:
@@ -61,6 +147,10 @@ def signals_deferred():
 class StagedFile:
     """A file written beside its target under a temporary name and renamed into place by :meth:`commit`.
 
+    The staged file is ``.NAME.XXXXXXXX.part`` in the target's folder, held under an exclusive
+    ``flock`` while it is open; staged files of the same target that no live process holds (left by
+    a killed run) are removed first (:func:`remove_stale_staged_files`).
+
     A target that exists and is not a regular file (``/dev/full``, a FIFO) is
     not staged: renaming onto it would replace the device node, so it is
     opened and written in place and :attr:`regular` is False.
@@ -90,9 +180,16 @@ class StagedFile:
             if not self.regular:
                 self.handle = open(target, "wb", buffering=0)
                 return
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            remove_stale_staged_files(target)
+            # created as .part.new and renamed to .part once locked: a .part that can be locked is dead
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part.new", dir=target.parent)
             self.temp, self.target = Path(name), target
             try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                part = Path(name[: -len(".new")])
+                os.rename(self.temp, part)
+                self.temp = part
                 os.chmod(fd, stat.S_IMODE(info.st_mode) if info is not None else new_file_mode())
                 self.handle = os.fdopen(fd, "wb", buffering=0)
             except BaseException:
@@ -131,10 +228,10 @@ class StagedFile:
                     self.handle.truncate(self._good)
             if self.temp is not None:
                 os.fsync(self.handle.fileno())  # the data is on disk before the name points to it
-            self.handle.close()
-            if self.temp is not None:
+                # renamed while still open, so still locked: no other run can take it for a dead one's
                 os.replace(self.temp, self.target)
                 self.temp = None
+            self.handle.close()
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -142,14 +239,14 @@ class StagedFile:
             raise NasgenError(f"cannot write {self.path}: {os_reason(exc)}") from None
 
     def discard(self) -> None:
-        """Close and remove the temporary file; the target stays as it was."""
+        """Remove and close the temporary file; the target stays as it was."""
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)  # removed while still locked, then closed
+            self.temp = None
         try:
             self.handle.close()
         except OSError:
             pass  # the data is being thrown away; a failing flush does not matter
-        if self.temp is not None:
-            self.temp.unlink(missing_ok=True)
-            self.temp = None
 
 
 def write_all(fd: int, data: bytes) -> None:
