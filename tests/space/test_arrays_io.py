@@ -102,3 +102,26 @@ def test_a_malformed_line_is_named_by_its_number(tmp_path):
     path.write_text('{"layers": 1, "kernel": [[5]], "stride": [[1]]}\n\n{"kernel": 3}\n')
     with pytest.raises(NasgenError, match="line 3"):
         read_arrays(path)
+
+
+def test_npz_written_chunk_by_chunk_takes_the_widest_chunks_dtype_and_loads_with_numpy(tmp_path):
+    space = SearchSpace((30, 30), (20, 20), 1, 3)
+    small = SpaceTables(space).sample_arrays(50, seed=1)
+    wide = tuple(a.copy() for a in small)
+    wide[1][wide[1] > 0] += 300  # one chunk needs uint16: the whole file is uint16, every value kept
+    with ArchitectureWriter(tmp_path / "w.npz") as writer:
+        for start in range(0, 50, 7):
+            writer.write(*(a[start:start + 7] for a in small))
+        writer.write(*wide)
+    with np.load(tmp_path / "w.npz", allow_pickle=False) as raw:
+        assert raw["kernel"].dtype == np.uint16 and raw["layers"].dtype == np.uint16
+        for name, want in zip(("layers", "kernel", "stride"), (np.concatenate(p) for p in zip(small, wide))):
+            np.testing.assert_array_equal(raw[name], want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]  # the spill was never a named file
+
+
+def test_an_npz_with_nothing_written_is_an_empty_valid_file(tmp_path):
+    with ArchitectureWriter(tmp_path / "e.npz"):
+        pass
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as raw:
+        assert [raw[n].shape for n in ("layers", "kernel", "stride")] == [(0,), (0, 0, 0), (0, 0, 0)]
