@@ -144,6 +144,40 @@ def test_corpus_one_line_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
 
 
+def _npz_declaring(path: Path, rows: int, data: bytes = b"\x01" * 100) -> Path:
+    """An npz of a few hundred bytes whose members' headers declare ``rows`` architectures but hold ``data``."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, tail in (("layers", ()), ("kernel", (2, 1)), ("stride", (2, 1))):
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False,
+                                                              "shape": (rows, *tail)})
+                member.write(data)
+    return path
+
+
+@pytest.mark.parametrize("command", [["adj"], ["show", "--file"]])
+def test_hostile_array_files_are_one_line_exit_2(tmp_path, monkeypatch, command):
+    huge = _npz_declaring(tmp_path / "huge.npz", 10**13)
+    assert huge.stat().st_size < 1000
+    assert_one_line_error(cli(*command, huge, *SPACE), "declares shape (10000000000000,)")
+    short = _npz_declaring(tmp_path / "short.npz", 1000)
+    assert_one_line_error(cli(*command, short, *SPACE), "holds 100 bytes")
+    # a file without line ends is refused at the line limit, before it is read whole
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "64M")
+    assert_one_line_error(cli(*command, "/dev/zero", *SPACE), "line 1 is longer than 1.0 MiB")
+
+
+def test_a_zero_row_npz_is_read_as_no_architecture(tmp_path):
+    path = tmp_path / "zero.npz"
+    np.savez(path, layers=np.zeros(0, np.uint8), kernel=np.zeros((0, 2, 1), np.uint8),
+             stride=np.zeros((0, 2, 1), np.uint8))
+    assert_one_line_error(cli("show", "--file", path, *SPACE), "holds no architecture")
+    result = cli("adj", path, *SPACE)
+    assert result.code == 0 and result.stdout.strip() == "0"  # Adj_T of no pair is 0, as for an empty JSON Lines file
+
+
 def test_memory_limit_variable(monkeypatch):
     for bad in ("4Q", "-1", "1e9", "0", "G", "9" * 30):
         monkeypatch.setenv("NASGEN_MEMORY_LIMIT", bad)

@@ -66,6 +66,8 @@ def run(args) -> int:
 
         layers, kernel, stride = read_arrays(args.file)
         if not 0 <= args.index < len(layers):
+            if not len(layers):
+                raise NasgenError(f"{args.file} holds no architecture")
             raise NasgenError(f"--index {args.index} is outside 0..{len(layers) - 1} for {args.file}")
         i = args.index
         arch = arrays_to_architectures(layers[i:i + 1], kernel[i:i + 1], stride[i:i + 1])[0]

@@ -16,8 +16,8 @@ half-written target behind and an interrupted one leaves a valid file with every
 from __future__ import annotations
 
 import io
-import itertools
 import json
+import math
 import os
 import stat
 import sys
@@ -354,6 +354,79 @@ def _cut_stdout(offset: int | None) -> None:
         pass  # best effort: the error itself is reported either way
 
 
+def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, limit: int) -> None:
+    """Refuse an npz member whose header declares an array bigger than the limit or than the member holds.
+
+    The header is read before any data: numpy would otherwise allocate what a 600-byte file declares.
+    """
+    from nasgen.common.memory import human_bytes
+
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+        header_bytes = member.tell()
+    name = info.filename[: -len(".npy")]
+    if dtype.hasobject or dtype.kind not in "iu":
+        raise NasgenError(f"{source}: the array {name!r} holds {dtype}, not integers")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > limit:
+        raise NasgenError(f"{source}: the array {name!r} declares shape {shape} ({human_bytes(declared)}), more than "
+                          f"the {human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT)")
+    if declared != info.file_size - header_bytes:
+        raise NasgenError(f"{source}: the array {name!r} declares shape {shape} of {dtype} ({declared} bytes) but "
+                          f"holds {info.file_size - header_bytes} bytes")
+
+
+def max_line_bytes() -> int:
+    """The longest line nasgen reads from a JSON Lines file: a 64th of the memory limit (16 MiB at 1G).
+
+    A line is read at most this long and refused past it, so a file without line ends
+    (``/dev/zero``) ends in one line of error instead of a MemoryError.
+    """
+    from nasgen.common.memory import memory_limit_bytes
+
+    return max(1 << 16, memory_limit_bytes() // 64)
+
+
+def bounded_lines(handle, source: str, first: bytes = b""):
+    """Yield the lines of a binary file (the first prefixed by ``first``), each at most :func:`max_line_bytes`.
+
+    Raises:
+        NasgenError: a line longer than that, named by its number.
+    """
+    from nasgen.common.memory import human_bytes
+
+    limit = max_line_bytes()
+    number = 0
+    while True:
+        line = handle.readline(limit + 1 - len(first)) if number == 0 else handle.readline(limit + 1)
+        if number == 0:
+            line = first + line
+        number += 1
+        if not line:
+            return
+        if len(line) > limit or (len(line) == limit and not line.endswith(b"\n")):
+            raise NasgenError(f"{source} line {number} is longer than {human_bytes(limit)} (a 64th of "
+                              "NASGEN_MEMORY_LIMIT): not a JSON Lines file of architectures")
+        yield line
+
+
+def _read_bounded(handle, head: bytes, source: str) -> bytes:
+    """The rest of ``handle`` after ``head``, refused in one line if it is bigger than the memory limit."""
+    from nasgen.common.memory import human_bytes, memory_limit_bytes
+
+    limit = memory_limit_bytes()
+    try:
+        size = os.fstat(handle.fileno()).st_size
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        size = 0
+    data = head + handle.read(limit + 1 - len(head)) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise NasgenError(f"{source} is bigger than the {human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT)")
+    return data
+
+
 def _read_npz(data: bytes, source: str):
     from nasgen.common.memory import human_bytes, memory_limit_bytes
 
@@ -362,15 +435,20 @@ def _read_npz(data: bytes, source: str):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             # the sizes the zip directory states, checked before anything is inflated (a zip bomb stops here)
             unpacked = sum(info.file_size for info in archive.infolist())
-        if unpacked > limit:
-            raise NasgenError(f"{source} holds {human_bytes(unpacked)} of arrays, more than the {human_bytes(limit)} "
-                              "limit (NASGEN_MEMORY_LIMIT)")
+            if unpacked > limit:
+                raise NasgenError(f"{source} holds {human_bytes(unpacked)} of arrays, more than the "
+                                  f"{human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT)")
+            for info in archive.infolist():
+                if info.filename in {f"{n}.npy" for n in _NPZ_NAMES}:
+                    _check_npy_header(archive, info, source, limit)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = [name for name in ("layers", "kernel", "stride") if name not in npz.files]
             if missing:
                 raise NasgenError(f"{source} is an npz file without the array {missing[0]!r} "
                                   "(nasgen writes layers, kernel and stride)")
             arrays = [np.asarray(npz[name]) for name in ("layers", "kernel", "stride")]
+    except NasgenError:
+        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError) as exc:
         raise NasgenError(f"{source} is not a readable npz file ({str(exc)[:200]})") from None
     layers, kernel, stride = arrays
@@ -452,7 +530,7 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
         try:
             head = handle.read(4)
             if head == b"PK\x03\x04":
-                arrays = _read_npz(head + handle.read(), source)
+                arrays = _read_npz(_read_bounded(handle, head, source), source)
                 if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
                     raise ArchitectureError(f"{source}: the architectures have {arrays[1].shape[2]} dimensions; "
                                             f"the space has {space.dims}")
@@ -465,7 +543,7 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
                 return
             archs: list[Architecture] = []
             first = 1
-            lines = itertools.chain([head + handle.readline()], handle) if head else iter(())
+            lines = bounded_lines(handle, source, first=head) if head else iter(())
             for number, raw in enumerate(lines, start=1):
                 try:
                     line = raw.decode("utf-8")
