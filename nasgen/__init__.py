@@ -26,6 +26,7 @@ from nasgen.space.tables import (
 )
 from nasgen.space.arrays_io import read_arrays, write_arrays
 from nasgen.common.version import __version__
+from nasgen.constraints.frames import costs, to_dataframe
 from nasgen.samplers.registry import SamplingConfig, draw, sample, sample_arrays
 
 
@@ -44,6 +45,7 @@ __all__ = [
     "check_membership",
     "conv_output_size",
     "count",
+    "costs",
     "count_by_layers",
     "draw",
     "encode",
@@ -55,6 +57,7 @@ __all__ = [
     "read_arrays",
     "sample",
     "sample_arrays",
+    "to_dataframe",
     "write_architectures",
     "write_arrays",
 ]

@@ -1,12 +1,14 @@
-"""Architectures on disk: JSON Lines and compressed numpy arrays, read and written as (layers, kernel, stride).
+"""Architectures on disk: JSON Lines, compressed numpy arrays and Parquet, read and written as (layers, kernel, stride).
 
-Two formats hold the same data:
+Three formats hold the same data:
 
 * JSON Lines (``.jsonl``, the default): one ``{"layers": L, "kernel": [[..]], "stride": [[..]]}`` per line,
   readable by anything;
 * compressed arrays (``.npz``): ``layers`` (M,), ``kernel`` and ``stride`` (M, N, K), in the smallest
   unsigned integer dtype that holds them; about 7 times smaller than JSON Lines and read back in a
-  fraction of the time.
+  fraction of the time;
+* Parquet (``.parquet``, with pyarrow): one flat row per architecture, ``layers``, ``k{l}_{d}``,
+  ``s{l}_{d}`` (see :mod:`nasgen.space.parquet`), for pandas, polars and DuckDB.
 
 :class:`ArchitectureWriter` writes either to a temporary file beside the target and renames it into
 place when the run ends (completed or interrupted), so a refused or killed run never leaves a
@@ -28,11 +30,14 @@ import numpy as np
 
 from nasgen.common.atomic import StagedFile, os_reason, signals_deferred, write_all
 from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space.definition import MAX_INT, Architecture, SearchSpace
+from nasgen.space.parquet import MAGIC as PARQUET_MAGIC
+from nasgen.space.parquet import ParquetSink, iter_parquet_arrays
 
 __all__ = ["FORMATS", "ArchitectureWriter", "format_for", "iter_arrays", "read_arrays", "write_arrays"]
 
-FORMATS = ("jsonl", "npz")
+FORMATS = ("jsonl", "npz", "parquet")
 
 
 def format_for(path: str | os.PathLike | None, fmt: str | None = None) -> str:
@@ -44,9 +49,10 @@ def format_for(path: str | os.PathLike | None, fmt: str | None = None) -> str:
     if fmt is not None and fmt not in FORMATS:
         raise NasgenError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt is None:
-        fmt = "npz" if path not in (None, "-") and str(path).endswith(".npz") else "jsonl"
-    if fmt == "npz" and path in (None, "-"):
-        raise NasgenError("npz output needs a file (-o F.npz); standard output takes JSON Lines")
+        name = "" if path in (None, "-") else str(path)
+        fmt = "npz" if name.endswith(".npz") else "parquet" if name.endswith(".parquet") else "jsonl"
+    if fmt != "jsonl" and path in (None, "-"):
+        raise NasgenError(f"{fmt} output needs a file (-o F.{fmt}); standard output takes JSON Lines")
     return fmt
 
 
@@ -121,6 +127,12 @@ class ArchitectureWriter:
             self._stdout_good = _stdout_offset()
             return
         self._file = StagedFile(self.path)
+        if self.format == "parquet":
+            try:
+                self._sink = ParquetSink(self._file.handle)
+            except BaseException:
+                self._file.discard()
+                raise
 
     @property
     def regular_file(self) -> bool:
@@ -139,6 +151,8 @@ class ArchitectureWriter:
             # kept in the smallest dtype until the end: an eighth of int64's memory for most spaces
             dtype = _smallest_dtype(layers, kernel, stride)
             self._chunks.append(tuple(np.asarray(a).astype(dtype) for a in (layers, kernel, stride)))
+        elif self.format == "parquet":
+            self._sink.write(layers, kernel, stride)
         elif self._file is not None:
             self._file.write(_jsonl_lines(layers, kernel, stride))
         else:
@@ -169,6 +183,8 @@ class ArchitectureWriter:
             return
         staged, self._file = self._file, None
         if not commit:
+            if self.format == "parquet":
+                self._sink.discard()
             staged.discard()
             return
         try:
@@ -179,7 +195,11 @@ class ArchitectureWriter:
                     arrays = [np.zeros(0, dtype=np.uint8), np.zeros((0, 0, 0), dtype=np.uint8),
                               np.zeros((0, 0, 0), dtype=np.uint8)]
                 staged.write(_npz_bytes(*arrays))
+            elif self.format == "parquet":
+                self._sink.close()
         except BaseException:
+            if self.format == "parquet":
+                self._sink.discard()
             staged.discard()
             raise
         staged.commit()
@@ -215,8 +235,6 @@ def _cut_stdout(offset: int | None) -> None:
 
 
 def _read_npz(data: bytes, source: str):
-    from nasgen.common.memory import human_bytes, memory_limit_bytes
-
     limit = memory_limit_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -289,8 +307,33 @@ def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str,
     return layers, kernel, stride
 
 
+def _parquet_chunks(handle, head: bytes, source: str, space: SearchSpace | None, check: bool, chunk: int):
+    """The chunks of a Parquet file (read a row group at a time; standard input is read whole first)."""
+    if handle.seekable():
+        handle.seek(0)
+    else:
+        limit = memory_limit_bytes()
+        data = head + handle.read(limit + 1)
+        if len(data) > limit:
+            raise NasgenError(f"{source}: a Parquet stream larger than the {human_bytes(limit)} memory limit: "
+                              "give it as a file, which is read a row group at a time")
+        handle = io.BytesIO(data)
+    from nasgen.space.tables import arrays_to_architectures
+
+    first = 1
+    for part in iter_parquet_arrays(handle, source, chunk):
+        if space is None:
+            yield part
+        else:
+            if part[1].shape[2] != space.dims:
+                raise ArchitectureError(f"{source}: the architectures have {part[1].shape[2]} dimensions; "
+                                        f"the space has {space.dims}")
+            yield _arrays_of(arrays_to_architectures(*part), space, check, source, first)
+        first += len(part[0])
+
+
 def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk: int = 4096, check: bool = True):
-    """Read architectures from a JSON Lines or ``.npz`` file (``"-"``: standard input) chunk by chunk.
+    """Read architectures from a JSON Lines, ``.npz`` or Parquet file (``"-"``: standard input) chunk by chunk.
 
     JSON Lines are read a line at a time, so memory stays proportional to
     ``chunk`` however large the file; an npz file is read whole (it is
@@ -314,6 +357,9 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
     try:
         try:
             head = handle.read(4)
+            if head == PARQUET_MAGIC:
+                yield from _parquet_chunks(handle, head, source, space, check, chunk)
+                return
             if head == b"PK\x03\x04":
                 arrays = _read_npz(head + handle.read(), source)
                 if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
@@ -356,9 +402,9 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
 
 
 def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
-    """Read architectures from a JSON Lines or ``.npz`` file (``"-"``: standard input) into arrays.
+    """Read architectures from a JSON Lines, ``.npz`` or Parquet file (``"-"``: standard input) into arrays.
 
-    The format is recognised from the content (an npz file is a zip archive).
+    The format is recognised from the content (an npz file is a zip archive, Parquet starts with ``PAR1``).
     With ``space``, every architecture is checked to belong to it and the arrays
     are shaped (M, N, K) for the space; without, N is the longest architecture.
 
