@@ -21,6 +21,7 @@ from nasgen.space.encoding import AdjTAccumulator, adj_t, encode, hamming_matrix
 from nasgen.space.arrays_io import read_architectures, read_arrays, write_architectures, write_arrays
 from nasgen.constraints.counting import count
 from nasgen.common.version import __version__
+from nasgen.constraints.frames import costs, to_dataframe
 from nasgen.samplers.registry import SamplingConfig, draw, sample, sample_arrays
 
 
@@ -39,6 +40,7 @@ __all__ = [
     "check_membership",
     "conv_output_size",
     "count",
+    "costs",
     "count_by_layers",
     "draw",
     "encode",
@@ -50,6 +52,7 @@ __all__ = [
     "read_arrays",
     "sample",
     "sample_arrays",
+    "to_dataframe",
     "write_architectures",
     "write_arrays",
 ]

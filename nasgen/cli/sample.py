@@ -1,4 +1,4 @@
-"""``nasgen sample``: draw architectures with any method, streamed to JSON Lines or npz."""
+"""``nasgen sample``: draw architectures with any method, streamed to JSON Lines, npz or Parquet."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ def register(subparsers) -> None:
     add_sampling_arguments(p)
     add_model_arguments(p)
     p.add_argument("-o", "--output-file", default=None,
-                   help="JSON Lines file, or F.npz for compressed arrays (default: JSON Lines on stdout)")
-    p.add_argument("--format", choices=("jsonl", "npz"), default=None, help="output format (default: from the name)")
+                   help="JSON Lines file, F.npz for compressed arrays or F.parquet for a table "
+                        "(default: JSON Lines on stdout)")
+    p.add_argument("--format", choices=("jsonl", "npz", "parquet"), default=None,
+                   help="output format (default: from the name)")
     p.set_defaults(handler=run)
 
 

@@ -1,12 +1,14 @@
-"""Architectures on disk: JSON Lines and compressed numpy arrays, read and written as (layers, kernel, stride).
+"""Architectures on disk: JSON Lines, compressed numpy arrays and Parquet, read and written as (layers, kernel, stride).
 
-Two formats hold the same data:
+Three formats hold the same data:
 
 * JSON Lines (``.jsonl``, the default): one ``{"layers": L, "kernel": [[..]], "stride": [[..]]}`` per line,
   readable by anything;
 * compressed arrays (``.npz``): ``layers`` (M,), ``kernel`` and ``stride`` (M, N, K), in the smallest
   unsigned integer dtype that holds them; about 7 times smaller than JSON Lines and read back in a
-  fraction of the time.
+  fraction of the time;
+* Parquet (``.parquet``, with pyarrow): one flat row per architecture, ``layers``, ``k{l}_{d}``,
+  ``s{l}_{d}`` (see :mod:`nasgen.space.parquet`), for pandas, polars and DuckDB.
 
 :class:`ArchitectureWriter` writes either to a temporary file beside the target and renames it into
 place when the run ends (completed or interrupted), so a refused or killed run never leaves a
@@ -31,13 +33,16 @@ import numpy as np
 
 from nasgen.common.atomic import StagedFile, os_reason, signals_deferred, write_all
 from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space.definition import MAX_INT, Architecture, SearchSpace, architectures_from_lines, check_membership
 from nasgen.space.encoding import arrays_to_architectures, empty_arrays, to_arrays
+from nasgen.space.parquet import MAGIC as PARQUET_MAGIC
+from nasgen.space.parquet import ParquetSink, iter_parquet_arrays
 
 __all__ = ["FORMATS", "ArchitectureWriter", "arrays_to_jsonl_lines", "format_for", "iter_arrays", "read_architectures",
            "read_arrays", "write_architectures", "write_arrays"]
 
-FORMATS = ("jsonl", "npz")
+FORMATS = ("jsonl", "npz", "parquet")
 
 
 def format_for(path: str | os.PathLike | None, fmt: str | None = None) -> str:
@@ -49,9 +54,10 @@ def format_for(path: str | os.PathLike | None, fmt: str | None = None) -> str:
     if fmt is not None and fmt not in FORMATS:
         raise NasgenError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt is None:
-        fmt = "npz" if path not in (None, "-") and str(path).endswith(".npz") else "jsonl"
-    if fmt == "npz" and path in (None, "-"):
-        raise NasgenError("npz output needs a file (-o F.npz); standard output takes JSON Lines")
+        name = "" if path in (None, "-") else str(path)
+        fmt = "npz" if name.endswith(".npz") else "parquet" if name.endswith(".parquet") else "jsonl"
+    if fmt != "jsonl" and path in (None, "-"):
+        raise NasgenError(f"{fmt} output needs a file (-o F.{fmt}); standard output takes JSON Lines")
     return fmt
 
 
@@ -243,6 +249,7 @@ class ArchitectureWriter:
         self.path = None if path in (None, "-") else Path(path)
         self.written = 0
         self._spill: _NpzSpill | None = None
+        self._sink: ParquetSink | None = None
         self._file: StagedFile | None = None
         self._stdout_good: int | None = None
         if self.path is None:
@@ -255,6 +262,12 @@ class ArchitectureWriter:
             except OSError as exc:
                 self._file.discard()
                 raise NasgenError(f"cannot write {self.path}: {os_reason(exc)}") from None
+        elif self.format == "parquet":
+            try:
+                self._sink = ParquetSink(self._file.handle)
+            except BaseException:
+                self._file.discard()
+                raise
 
     @property
     def regular_file(self) -> bool:
@@ -276,6 +289,8 @@ class ArchitectureWriter:
                 self._spill.add(np.asarray(layers), np.asarray(kernel), np.asarray(stride))
             except OSError as exc:
                 raise NasgenError(f"cannot write {self.path}: {os_reason(exc)}") from None
+        elif self.format == "parquet":
+            self._sink.write(layers, kernel, stride)
         elif self._file is not None:
             self._file.write(_jsonl_text(layers, kernel, stride))
         else:
@@ -306,17 +321,26 @@ class ArchitectureWriter:
             return
         staged, self._file = self._file, None
         spill, self._spill = self._spill, None
+        sink, self._sink = self._sink, None
         try:
             if not commit:
+                if sink is not None:
+                    sink.discard()
                 staged.discard()
                 return
             try:
                 if spill is not None:
                     spill.write_npz(staged.handle)
+                if sink is not None:
+                    sink.close()
             except OSError as exc:
+                if sink is not None:
+                    sink.discard()
                 staged.discard()
                 raise NasgenError(f"cannot write {self.path}: {os_reason(exc)}") from None
             except BaseException:
+                if sink is not None:
+                    sink.discard()
                 staged.discard()
                 raise
             staged.commit()
@@ -359,8 +383,6 @@ def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: s
 
     The header is read before any data: numpy would otherwise allocate what a 600-byte file declares.
     """
-    from nasgen.common.memory import human_bytes
-
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -384,7 +406,6 @@ def max_line_bytes() -> int:
     A line is read at most this long and refused past it, so a file without line ends
     (``/dev/zero``) ends in one line of error instead of a MemoryError.
     """
-    from nasgen.common.memory import memory_limit_bytes
 
     return max(1 << 16, memory_limit_bytes() // 64)
 
@@ -395,7 +416,6 @@ def bounded_lines(handle, source: str, first: bytes = b""):
     Raises:
         NasgenError: a line longer than that, named by its number.
     """
-    from nasgen.common.memory import human_bytes
 
     limit = max_line_bytes()
     number = 0
@@ -414,7 +434,6 @@ def bounded_lines(handle, source: str, first: bytes = b""):
 
 def _read_bounded(handle, head: bytes, source: str) -> bytes:
     """The rest of ``handle`` after ``head``, refused in one line if it is bigger than the memory limit."""
-    from nasgen.common.memory import human_bytes, memory_limit_bytes
 
     limit = memory_limit_bytes()
     try:
@@ -428,8 +447,6 @@ def _read_bounded(handle, head: bytes, source: str) -> bytes:
 
 
 def _read_npz(data: bytes, source: str):
-    from nasgen.common.memory import human_bytes, memory_limit_bytes
-
     limit = memory_limit_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -504,8 +521,31 @@ def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str,
     return layers, kernel, stride
 
 
+def _parquet_chunks(handle, head: bytes, source: str, space: SearchSpace | None, check: bool, chunk: int):
+    """The chunks of a Parquet file (read a row group at a time; standard input is read whole first)."""
+    if handle.seekable():
+        handle.seek(0)
+    else:
+        limit = memory_limit_bytes()
+        data = head + handle.read(limit + 1)
+        if len(data) > limit:
+            raise NasgenError(f"{source}: a Parquet stream larger than the {human_bytes(limit)} memory limit: "
+                              "give it as a file, which is read a row group at a time")
+        handle = io.BytesIO(data)
+    first = 1
+    for part in iter_parquet_arrays(handle, source, chunk):
+        if space is None:
+            yield part
+        else:
+            if part[1].shape[2] != space.dims:
+                raise ArchitectureError(f"{source}: the architectures have {part[1].shape[2]} dimensions; "
+                                        f"the space has {space.dims}")
+            yield _arrays_of(arrays_to_architectures(*part), space, check, source, first)
+        first += len(part[0])
+
+
 def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk: int = 4096, check: bool = True):
-    """Read architectures from a JSON Lines or ``.npz`` file (``"-"``: standard input) chunk by chunk.
+    """Read architectures from a JSON Lines, ``.npz`` or Parquet file (``"-"``: standard input) chunk by chunk.
 
     JSON Lines are read a line at a time, so memory stays proportional to
     ``chunk`` however large the file; an npz file is read whole (it is
@@ -529,6 +569,9 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
     try:
         try:
             head = handle.read(4)
+            if head == PARQUET_MAGIC:
+                yield from _parquet_chunks(handle, head, source, space, check, chunk)
+                return
             if head == b"PK\x03\x04":
                 arrays = _read_npz(_read_bounded(handle, head, source), source)
                 if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
@@ -569,9 +612,9 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
 
 
 def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
-    """Read architectures from a JSON Lines or ``.npz`` file (``"-"``: standard input) into arrays.
+    """Read architectures from a JSON Lines, ``.npz`` or Parquet file (``"-"``: standard input) into arrays.
 
-    The format is recognised from the content (an npz file is a zip archive).
+    The format is recognised from the content (an npz file is a zip archive, Parquet starts with ``PAR1``).
     With ``space``, every architecture is checked to belong to it and the arrays
     are shaped (M, N, K) for the space; without, N is the longest architecture.
 
