@@ -42,6 +42,7 @@ OPTIONAL_PACKAGES = {
     "tqdm": ("tqdm", "train"),
     "matplotlib": ("matplotlib", "train"),
     "sklearn": ("scikit-learn", "train"),
+    "optuna": ("optuna", "optuna"),
     "pyunigen": ("pyunigen", "samplers"),
     "pycmsgen": ("pycmsgen", "samplers"),
     "pyapproxmc": ("pyapproxmc", "samplers"),

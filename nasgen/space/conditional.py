@@ -440,11 +440,13 @@ class ConditionalSpace:
 
     def _draw_chunks(self, arch, plan, start, stop, seed, budget):
         state = _seed_state(seed)
-        done = 0
+        done, size = 0, 64
         while done < budget:
-            n = min(_CHUNK, budget - done)
+            # small first chunks: one draw (a trial's architecture) should not pay for 16,384 candidates
+            n = min(size, budget - done)
             arrays, state = self._draw(arch, plan, start, stop, n, state)
             done += n
+            size = min(4 * size, _CHUNK)
             yield arrays
 
     def _draw(self, arch: Architecture | None, plan, start: int, stop: int, samples: int, state: int):
