@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "nasgen.cli.cnf",
     "nasgen.cli.check",
     "nasgen.cli.bench",
+    "nasgen.cli.search",
 )
 
 
