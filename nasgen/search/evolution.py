@@ -73,7 +73,9 @@ def mutate(conditional: ConditionalSpace, parent: Architecture, config: Evolutio
     """A child of ``parent``: a uniform conditional draw over a random window, different from the parent if it can be.
 
     The window starts at a uniform position ``0..L`` (``L`` only when the space
-    allows more layers: the child grows) and is 1..``max_window`` wide. A draw
+    allows more layers: the child grows) and is 1..``max_window`` wide; a window
+    reaching the end first picks the child's number of layers uniformly among
+    those the window allows. A draw
     equal to the parent is redrawn with a fresh window, up to ``tries`` times,
     so the child is uniform among the architectures of its window that differ
     from the parent.
@@ -94,7 +96,11 @@ def mutate(conditional: ConditionalSpace, parent: Architecture, config: Evolutio
         start = int(rng.integers(0, L + 1 if L < N else L))
         stop = min(N, start + int(rng.integers(1, config.max_window + 1)))
         try:
-            child = conditional.sample(parent, start, stop, samples=1, seed=rng)[0]
+            # a window reaching the end picks the child's depth uniformly among those it allows, then a uniform
+            # member of that depth: uniform over all members would almost never leave the space's commonest depth
+            depths = conditional.feasible_layers(parent, start, stop)
+            depth = int(depths[int(rng.integers(0, len(depths)))])
+            child = conditional.sample(parent, start, stop, samples=1, seed=rng, layers=depth)[0]
         except RejectionBudgetError:
             continue  # the constraints leave (almost) nothing in this window: another window
         if child != parent:

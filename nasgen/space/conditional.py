@@ -184,7 +184,7 @@ class ConditionalSpace:
 
     # -- the plan of a conditional draw ------------------------------------------
 
-    def _plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool = False):
+    def _plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool = False, layers: int | None = None):
         """What a draw needs: ("fixed",) | ("end", values, weights, states) | ("middle", w, per-chain tables)."""
         self._check_window(arch, start, stop)
         t = self.tables
@@ -196,15 +196,15 @@ class ConditionalSpace:
             return ("fixed",)
         states = []
         for first_state, kd, dim0 in self._components:
-            layers = self._component_layers(arch, kd, dim0, 0, start)
-            state = None if layers is None else self._walk(first_state, layers)
+            prefix_layers = self._component_layers(arch, kd, dim0, 0, start)
+            state = None if prefix_layers is None else self._walk(first_state, prefix_layers)
             if state is None:
                 raise self._outside(arch, what)
             states.append(state)
         if stop >= L:
             values, weights = [], []
             for total_layers in range(max(start, self.space.min_layers), min(stop, self.space.max_layers) + 1):
-                if not t.by_layers.get(total_layers):
+                if not t.by_layers.get(total_layers) or (layers is not None and total_layers != layers):
                     continue
                 weight = 1
                 for state in states:
@@ -316,7 +316,8 @@ class ConditionalSpace:
                 found += int((agree & self.accept(layers, kernel, stride)).sum())
         return found
 
-    def sample_arrays(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0):
+    def sample_arrays(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
+                      layers: int | None = None):
         """Draw ``samples`` independent, exactly uniform members of the conditional set as arrays.
 
         Args:
@@ -324,6 +325,8 @@ class ConditionalSpace:
             start, stop: the window of positions ``start <= l < stop`` (``0 <= start < stop <= N``).
             samples: M, how many independent draws (repeats possible).
             seed: None, a non-negative int or a ``numpy.random.Generator``; same int, same draws.
+            layers: for a window that reaches the end, draw only among the members of this many
+                layers (uniformly among them); ignored for a window in the middle.
 
         Returns:
             ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays, rows past ``layers[i]`` zero.
@@ -340,12 +343,20 @@ class ConditionalSpace:
         (3, 2, 1)
         """
         samples = _check_samples(samples)
-        plan = self._plan(arch, start, stop)
+        plan = self._plan(arch, start, stop, layers=layers)
         return self._collect(arch, plan, start, stop, samples, seed)
 
-    def sample(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0) -> list[Architecture]:
+    def sample(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
+               layers: int | None = None) -> list[Architecture]:
         """Like :meth:`sample_arrays`, as a list of :class:`~nasgen.space.definition.Architecture`."""
-        return _architectures(*self.sample_arrays(arch, start, stop, samples, seed))
+        return _architectures(*self.sample_arrays(arch, start, stop, samples, seed, layers))
+
+    def feasible_layers(self, arch: Architecture, start: int, stop: int) -> list[int]:
+        """The numbers of layers the conditional set holds (more than one only for a window reaching the end)."""
+        plan = self._plan(arch, start, stop)
+        if plan[0] == "end":
+            return [start + v for v in plan[1]]
+        return [arch.layers]
 
     def complete(self, prefix: Architecture, samples: int = 1, seed=0) -> list[Architecture]:
         """Draw uniformly among the architectures of the space whose first layers are ``prefix``.
