@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "nasgen.cli.cnf",
     "nasgen.cli.check",
     "nasgen.cli.bench",
+    "nasgen.cli.search",
 )
 
 
@@ -42,6 +43,7 @@ OPTIONAL_PACKAGES = {
     "tqdm": ("tqdm", "train"),
     "matplotlib": ("matplotlib", "train"),
     "sklearn": ("scikit-learn", "train"),
+    "optuna": ("optuna", "optuna"),
     "pyunigen": ("pyunigen", "samplers"),
     "pycmsgen": ("pycmsgen", "samplers"),
     "pyapproxmc": ("pyapproxmc", "samplers"),

@@ -22,7 +22,7 @@ from nasgen.space import backend
 from nasgen.space.encoding import empty_arrays
 
 __all__ = ["SampleStream", "check_samples", "iter_uniform_arrays", "require_nonempty", "seed_sequence",
-           "uniform_arrays"]
+           "seed_state", "uniform_arrays"]
 
 
 def seed_sequence(seed) -> np.random.SeedSequence:
@@ -52,7 +52,12 @@ def seed_sequence(seed) -> np.random.SeedSequence:
     return np.random.SeedSequence(int(seed))
 
 
-def _seed_state(seed) -> int:
+def seed_state(seed) -> int:
+    """The kernel generator's 64-bit starting state for ``seed`` (as :func:`seed_sequence` takes it).
+
+    >>> seed_state(7) == seed_state(np.random.SeedSequence(7))
+    True
+    """
     return int(seed_sequence(seed).generate_state(1, np.uint64)[0])
 
 
@@ -115,7 +120,7 @@ class SampleStream:
 
     def __init__(self, tables: "SpaceTables", seed) -> None:
         self.tables = tables
-        self.state = _seed_state(seed)
+        self.state = seed_state(seed)
         self.values, self.cum, _ = tables.layer_tables()
 
     def draw(self, samples: int):

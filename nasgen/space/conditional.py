@@ -1,0 +1,516 @@
+"""Uniform conditional draws: the architectures of a space that agree with a given one outside a window.
+
+Given an architecture ``A`` of L layers and a window of layer positions
+``start <= l < stop`` (``0 <= start < stop <= N``), the *conditional set* is
+every architecture ``B`` of the space that agrees with ``A`` at every position
+outside the window: where ``A`` has a layer there, ``B`` has the same kernel
+and stride; where ``A`` has none, ``B`` has none. So
+
+* a window in the middle (``stop < L``) keeps the number of layers and the
+  layers after the window; the sizes inside the window may change, as long as
+  the fixed layers after it still lead to the output shape;
+* a window that reaches the end (``stop >= L``) lets the number of layers be
+  anything in ``[max(start, n), min(stop, N)]``: drawing it is completing the
+  prefix ``A[:start]`` (:meth:`ConditionalSpace.complete` is this case with
+  ``stop = N``);
+* ``A`` itself is always in its conditional set.
+
+For a fixed number of layers the chains of a non-square space's dimensions
+are independent, so the set factorises per chain (per dimension, or one joint
+chain for a square space). Each chain's window is a walk of ``w`` steps from
+the state the fixed prefix reaches to a state from which the fixed suffix
+reaches the output: a count table whose end states are those states (built
+by the kernel's ``count_table``, cached) gives exact counts, and the kernel's
+``sample_batch`` draws uniform chains from it. A window at the end uses the
+space's own tables. So draws are exactly uniform over the conditional set and
+run at the exact sampler's speed; constraints that the tables do not absorb
+(``--where`` atoms applied by rejection) filter the draws through ``accept``,
+which keeps them uniform on the constrained conditional set.
+
+>>> from nasgen import SearchSpace, SpaceTables, Architecture
+>>> tables = SpaceTables(SearchSpace((30,), (20,), 2, 3))
+>>> parent = Architecture(kernel=((5,), (7,)), stride=((1,), (1,)))
+>>> conditional = ConditionalSpace(tables)
+>>> conditional.count(parent, 0, 1)   # layer 0 must take 30 to 26 (layer 1 then gives 20): k=5 s=1 only
+1
+>>> [a.layers for a in conditional.sample(parent, 1, 3, samples=4, seed=0)]   # the end: 2 or 3 layers
+[3, 3, 3, 3]
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nasgen.common.errors import ArchitectureError, EmptySpaceError, NasgenError, RejectionBudgetError
+from nasgen.space import backend
+from nasgen.space.definition import Architecture, conv_output_size
+from nasgen.space.draws import check_samples, seed_state
+from nasgen.space.encoding import arrays_to_architectures
+from nasgen.space.tables import SpaceTables
+
+__all__ = ["ConditionalSpace", "DEFAULT_MAX_DRAWS", "ENUMERATE_LIMIT"]
+
+#: The largest restricted space :meth:`ConditionalSpace.count` enumerates when ``accept`` is given.
+ENUMERATE_LIMIT = 10**6
+#: Default budget of candidate draws when ``accept`` rejects some of them.
+DEFAULT_MAX_DRAWS = 10**6
+#: How many window count tables to keep (each is (w + 1) x states limbs plus the edge prefix weights).
+_CACHE_SIZE = 256
+_CHUNK = 1 << 14
+
+
+def _to_limbs(value: int, words: int) -> list[int]:
+    return [(value >> (64 * i)) & (2**64 - 1) for i in range(words)]
+
+
+def _from_limbs(limbs) -> int:
+    return sum(int(v) << (64 * i) for i, v in enumerate(limbs))
+
+
+def _words_for(value: int) -> int:
+    return max(1, (value.bit_length() + 63) // 64)
+
+
+class ConditionalSpace:
+    """Uniform draws among the architectures that agree with a given one outside a window of positions.
+
+    The object keeps per-state edge lookups and a cache of window count
+    tables, so a caller drawing many times (an evolutionary search) builds
+    each once.
+
+    Args:
+        tables: the exact tables of the space (or of a space restricted by
+            absorbed ``--where`` atoms: ``ConstrainedSpace(...).tables``).
+        accept: optional ``accept(layers, kernel, stride) -> (M,) bools`` for
+            constraints applied by rejection (``ConstrainedSpace(...).accept``).
+        max_draws: the budget of candidate draws per call when ``accept`` is given.
+
+    Raises:
+        NasgenError: ``tables`` is not a :class:`~nasgen.space.tables.SpaceTables`.
+
+    >>> from nasgen import SearchSpace, SpaceTables
+    >>> ConditionalSpace(SpaceTables(SearchSpace((30,), (20,), 2, 3))).space.max_layers
+    3
+    """
+
+    def __init__(self, tables: SpaceTables, accept: Callable | None = None,
+                 max_draws: int = DEFAULT_MAX_DRAWS) -> None:
+        if not isinstance(tables, SpaceTables):
+            raise NasgenError(f"ConditionalSpace takes SpaceTables, got {type(tables).__name__}")
+        self.tables = tables
+        self.space = tables.space
+        self.accept = accept
+        self.max_draws = max_draws
+        self._edges_by_conv: dict[int, dict[tuple, int]] = {}
+        self._pair_sets: dict[int, frozenset] = {}
+        self._window_tables: dict[tuple, tuple] = {}
+        comps = tables.components
+        self._components = [(int(s), int(k), int(d)) for s, k, d in zip(comps.start, comps.kd, comps.dim0)]
+
+    # -- walking an architecture through the chain graph ----------------------
+
+    def _edge_of(self, state: int, conv: tuple) -> int | None:
+        table = self._edges_by_conv.get(state)
+        if table is None:
+            graph = self.tables.graph
+            lo, hi = int(graph.edge_ptr[state]), int(graph.edge_ptr[state + 1])
+            table = {tuple(graph.edge_conv[e].tolist()): e for e in range(lo, hi)}
+            self._edges_by_conv[state] = table
+        return table.get(conv)
+
+    def _pair_on_edge(self, edge: int, kernel: int, stride: int) -> bool:
+        graph, rules = self.tables.graph, self.tables.rules
+        first = int(graph.edge_pairs[edge]) if len(graph.edge_pairs) else -1
+        if first < 0:  # the edge holds every pair the rules allow that gives its convolution size
+            if not (rules.kernel_min <= kernel <= rules.kernel_max and rules.stride_min <= stride <= rules.stride_max):
+                return False
+            return rules.relation == 2 or kernel > stride or (rules.relation == 1 and kernel == stride)
+        pairs = self._pair_sets.get(edge)
+        if pairs is None:
+            m = int(graph.edge_mult[edge])
+            pairs = frozenset(zip(graph.pair_kernel[first:first + m].tolist(),
+                                  graph.pair_stride[first:first + m].tolist()))
+            self._pair_sets[edge] = pairs
+        return (kernel, stride) in pairs
+
+    def _step(self, state: int, kernel: int, stride: int) -> int | None:
+        """The state after one layer of (kernel, stride) from ``state``, or None when the layer is not allowed."""
+        sizes = self.tables.graph.sizes[state].tolist()
+        conv = tuple(conv_output_size(int(x), kernel, stride, self.space.rounding) for x in sizes)
+        if None in conv:
+            return None
+        edge = self._edge_of(state, conv)
+        if edge is None or not self._pair_on_edge(edge, kernel, stride):
+            return None
+        return int(self.tables.graph.edge_dst[edge])
+
+    def _walk(self, state: int, layers: list[tuple[int, int]]) -> int | None:
+        for kernel, stride in layers:
+            state = self._step(state, kernel, stride)
+            if state is None:
+                return None
+        return state
+
+    @staticmethod
+    def _component_layers(arch: Architecture, kd: int, dim0: int, lo: int, hi: int) -> list[tuple[int, int]] | None:
+        """(kernel, stride) of one chain at positions lo..hi-1; None where a square chain's dimensions differ."""
+        out = []
+        for l in range(lo, hi):
+            ks, ss = set(arch.kernel[l][dim0:dim0 + kd]), set(arch.stride[l][dim0:dim0 + kd])
+            if len(ks) != 1 or len(ss) != 1:
+                return None
+            out.append((ks.pop(), ss.pop()))
+        return out
+
+    def _check_window(self, arch: Architecture, start: int, stop: int) -> None:
+        N = self.space.max_layers
+        for value, name in ((start, "start"), (stop, "stop")):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise NasgenError(f"the window {name} must be an integer, got {value!r}")
+        if not 0 <= start < stop <= N:
+            raise NasgenError(f"the window must satisfy 0 <= start < stop <= {N} (the space's most layers), "
+                              f"got start={start}, stop={stop}")
+        if not isinstance(arch, Architecture):
+            raise ArchitectureError(f"the conditional draw takes an Architecture, got {type(arch).__name__}")
+        if arch.dims != self.space.dims or arch.layers > N:
+            raise ArchitectureError(f"the architecture has {arch.layers} layers and {arch.dims} dimensions; the "
+                                    f"space {self.space.describe()} allows at most {N} layers of {self.space.dims}")
+
+    def _outside(self, arch: Architecture, what: str) -> ArchitectureError:
+        if what == "prefix":
+            return ArchitectureError(f"no architecture of the space {self.space.describe()} starts with the prefix "
+                                     f"{arch.to_json()}")
+        return ArchitectureError(f"the {what} {arch.to_json()} is not in the space {self.space.describe()}")
+
+    # -- the plan of a conditional draw ------------------------------------------
+
+    def _plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool = False, layers: int | None = None):
+        """What a draw needs: ("fixed",) | ("end", values, weights, states) | ("middle", w, per-chain tables)."""
+        self._check_window(arch, start, stop)
+        t = self.tables
+        L = arch.layers
+        what = "prefix" if prefix_only else "architecture"
+        if not prefix_only:
+            self._check_member(arch)
+        if start > L:  # positions L..start-1 are outside the window and empty: only arch itself agrees
+            return ("fixed",)
+        states = []
+        for first_state, kd, dim0 in self._components:
+            prefix_layers = self._component_layers(arch, kd, dim0, 0, start)
+            state = None if prefix_layers is None else self._walk(first_state, prefix_layers)
+            if state is None:
+                raise self._outside(arch, what)
+            states.append(state)
+        if stop >= L:
+            values, weights = [], []
+            for total_layers in range(max(start, self.space.min_layers), min(stop, self.space.max_layers) + 1):
+                if not t.by_layers.get(total_layers) or (layers is not None and total_layers != layers):
+                    continue
+                weight = 1
+                for state in states:
+                    weight *= _from_limbs(t.g[total_layers - start, state])
+                if weight:
+                    values.append(total_layers - start)
+                    weights.append(weight)
+            if not weights:
+                raise self._outside(arch, what)
+            return ("end", values, weights, states)
+        window = stop - start
+        chains = []
+        for c, (first_state, kd, dim0) in enumerate(self._components):
+            suffix = self._component_layers(arch, kd, dim0, stop, L)
+            g, cum = self._window_table(c, states[c], window, tuple(suffix))
+            chains.append((states[c], kd, dim0, g, cum))
+            if not g[window, states[c]].any():
+                raise self._outside(arch, what)
+        return ("middle", window, chains)
+
+    def _check_member(self, arch: Architecture) -> None:
+        """Raise unless ``arch`` is in the (restricted and accepted) space."""
+        t = self.tables
+        if not t.by_layers.get(arch.layers):
+            raise self._outside(arch, "architecture")
+        for first_state, kd, dim0 in self._components:
+            layers = self._component_layers(arch, kd, dim0, 0, arch.layers)
+            state = None if layers is None else self._walk(first_state, layers)
+            if state is None or not t.g[0, state].any():
+                raise self._outside(arch, "architecture")
+        if self.accept is not None and not bool(self.accept(*self._arrays([arch]))[0]):
+            raise self._outside(arch, "architecture (it fails the constraints)")
+
+    def _window_table(self, component: int, state: int, window: int, suffix: tuple):
+        """Counts of ``window``-step chains into the states from which ``suffix`` reaches the output (cached)."""
+        key = (component, state, window, suffix)
+        hit = self._window_tables.get(key)
+        if hit is not None:
+            return hit
+        graph, g = self.tables.graph, self.tables.g
+        # the states reachable from `state` in exactly `window` steps: only they can end the window
+        frontier = np.array([state], dtype=np.int64)
+        for _ in range(window):
+            lo, hi = graph.edge_ptr[frontier], graph.edge_ptr[frontier + 1]
+            edges = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())] or [np.zeros(0, int)])
+            frontier = np.unique(graph.edge_dst[edges.astype(np.int64)])
+        ends = []
+        for candidate in frontier.tolist():
+            last = self._walk(candidate, list(suffix))
+            if last is not None and g[0, last].any():
+                ends.append(candidate)
+        words = 1
+        while True:
+            counts, overflowed = backend.count_table(graph, np.array(ends, dtype=np.int64), window, words)
+            if not overflowed:
+                break
+            words *= 2
+        entry = (counts, backend.cumulative_weights(graph, counts))
+        if len(self._window_tables) >= _CACHE_SIZE:
+            self._window_tables.pop(next(iter(self._window_tables)))
+        self._window_tables[key] = entry
+        return entry
+
+    # -- counting and drawing ----------------------------------------------------
+
+    def restricted_count(self, arch: Architecture, start: int, stop: int) -> int:
+        """The size of the conditional set before ``accept`` (exact; equal to :meth:`count` without it)."""
+        plan = self._plan(arch, start, stop)
+        return self._plan_count(plan)
+
+    @staticmethod
+    def _plan_count(plan) -> int:
+        if plan[0] == "fixed":
+            return 1
+        if plan[0] == "end":
+            return sum(plan[2])
+        total = 1
+        for state, _, _, g, _ in plan[2]:
+            total *= _from_limbs(g[plan[1], state])
+        return total
+
+    def count(self, arch: Architecture, start: int, stop: int) -> int:
+        """The exact number of architectures of the space that agree with ``arch`` outside ``start..stop-1``.
+
+        Args:
+            arch: an architecture of the space.
+            start, stop: the window of positions ``start <= l < stop`` (``0 <= start < stop <= N``).
+
+        Returns:
+            The count (``arch`` included). With ``accept`` it counts by filtering the
+            enumerated set, so it is meant for small sets.
+
+        Raises:
+            ArchitectureError: ``arch`` is not in the space.
+            NasgenError: a window outside ``0 <= start < stop <= N``.
+        """
+        plan = self._plan(arch, start, stop)
+        total = self._plan_count(plan)
+        if self.accept is None:
+            return total
+        if self.tables.count > ENUMERATE_LIMIT:
+            raise NasgenError(f"counting under constraints applied by rejection enumerates the space, which has "
+                              f"{self.tables.count} members (more than {ENUMERATE_LIMIT}): use restricted_count")
+        found = 0
+        base_layers, base_kernel, base_stride = self._arrays([arch])
+        for layers, kernel, stride in self.tables.enumerate_arrays():
+            agree = _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start, stop)
+            if agree.any():
+                found += int((agree & self.accept(layers, kernel, stride)).sum())
+        return found
+
+    def sample_arrays(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
+                      layers: int | None = None):
+        """Draw ``samples`` independent, exactly uniform members of the conditional set as arrays.
+
+        Args:
+            arch: an architecture of the space (of its ``--where`` too, with ``accept``).
+            start, stop: the window of positions ``start <= l < stop`` (``0 <= start < stop <= N``).
+            samples: M, how many independent draws (repeats possible).
+            seed: None, a non-negative int or a ``numpy.random.Generator``; same int, same draws.
+            layers: for a window that reaches the end, draw only among the members of this many
+                layers (uniformly among them); ignored for a window in the middle.
+
+        Returns:
+            ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays, rows past ``layers[i]`` zero.
+
+        Raises:
+            ArchitectureError: ``arch`` is not in the space (or fails the constraints).
+            NasgenError: a bad window or sample count.
+            RejectionBudgetError: with ``accept``, the draw budget ran out first.
+
+        >>> from nasgen import SearchSpace, SpaceTables, Architecture
+        >>> conditional = ConditionalSpace(SpaceTables(SearchSpace((30,), (20,), 2, 2)))
+        >>> layers, kernel, stride = conditional.sample_arrays(Architecture(((5,), (7,)), ((1,), (1,))), 0, 2, 3)
+        >>> kernel.shape
+        (3, 2, 1)
+        """
+        samples = check_samples(samples)
+        plan = self._plan(arch, start, stop, layers=layers)
+        return self._collect(arch, plan, start, stop, samples, seed)
+
+    def sample(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
+               layers: int | None = None) -> list[Architecture]:
+        """Like :meth:`sample_arrays`, as a list of :class:`~nasgen.space.definition.Architecture`."""
+        return arrays_to_architectures(*self.sample_arrays(arch, start, stop, samples, seed, layers))
+
+    def feasible_layers(self, arch: Architecture, start: int, stop: int) -> list[int]:
+        """The numbers of layers the conditional set holds (more than one only for a window reaching the end)."""
+        plan = self._plan(arch, start, stop)
+        if plan[0] == "end":
+            return [start + v for v in plan[1]]
+        return [arch.layers]
+
+    def complete(self, prefix: Architecture, samples: int = 1, seed=0) -> list[Architecture]:
+        """Draw uniformly among the architectures of the space whose first layers are ``prefix``.
+
+        Args:
+            prefix: the first ``p`` layers (any number ``p <= N``, not itself an architecture of the space).
+            samples, seed: as :meth:`sample_arrays`.
+
+        Raises:
+            ArchitectureError: no architecture of the space starts with ``prefix``.
+
+        >>> from nasgen import SearchSpace, SpaceTables, Architecture
+        >>> conditional = ConditionalSpace(SpaceTables(SearchSpace((30,), (20,), 2, 3)))
+        >>> [a.kernel[0] for a in conditional.complete(Architecture(((3,),), ((1,),)), samples=2, seed=0)]
+        [(3,), (3,)]
+        """
+        samples = check_samples(samples)
+        start = prefix.layers if isinstance(prefix, Architecture) else 0
+        if start >= self.space.max_layers:
+            # the whole architecture is given: its only completion is itself
+            self._check_window(prefix, 0, self.space.max_layers)
+            self._check_member(prefix)
+            return [prefix] * samples
+        plan = self._plan(prefix, start, self.space.max_layers, prefix_only=True)
+        return arrays_to_architectures(*self._collect(prefix, plan, start, self.space.max_layers, samples, seed))
+
+    def sample_space_arrays(self, samples: int = 1, seed=0):
+        """Draw ``samples`` independent, exactly uniform architectures of the whole (constrained) space.
+
+        The same draw as a window covering every position (``0..N``), with no
+        architecture to agree with; constraints applied by rejection filter it
+        with ``accept`` (no enumeration, so it suits one draw per call).
+
+        Raises:
+            EmptySpaceError: the space is empty.
+            RejectionBudgetError: with ``accept``, the draw budget ran out first.
+
+        >>> from nasgen import SearchSpace, SpaceTables
+        >>> layers, _, _ = ConditionalSpace(SpaceTables(SearchSpace((30,), (20,), 2, 3))).sample_space_arrays(4, 0)
+        >>> set(layers.tolist()) <= {2, 3}
+        True
+        """
+        samples = check_samples(samples)
+        self.require_nonempty()
+        t = self.tables
+        values, weights = [], []
+        for total_layers, count in t.by_layers.items():
+            if count:
+                values.append(total_layers)
+                weights.append(count)
+        plan = ("end", values, weights, [c[0] for c in self._components])
+        return self._collect(None, plan, 0, self.space.max_layers, samples, seed)
+
+    def require_nonempty(self) -> None:
+        """Raise :class:`~nasgen.common.errors.EmptySpaceError` (one line) when the restricted space is empty."""
+        if self.tables.count == 0:
+            raise EmptySpaceError(f"the space {self.space.describe()} (with its constraints) is empty: "
+                                  "no architecture maps the input to the output")
+
+    # -- the draws -----------------------------------------------------------------
+
+    def _arrays(self, archs: list[Architecture]):
+        N, K = self.space.max_layers, self.space.dims
+        layers = np.array([a.layers for a in archs], dtype=np.int64)
+        kernel = np.zeros((len(archs), N, K), dtype=np.int64)
+        stride = np.zeros((len(archs), N, K), dtype=np.int64)
+        for i, a in enumerate(archs):
+            kernel[i, :a.layers] = a.kernel
+            stride[i, :a.layers] = a.stride
+        return layers, kernel, stride
+
+    def _collect(self, arch, plan, start, stop, samples, seed):
+        if self.accept is None:
+            state = seed_state(seed)
+            arrays, _ = self._draw(arch, plan, start, stop, samples, state)
+            return arrays
+        parts, found = [], 0
+        for layers, kernel, stride in self._draw_chunks(arch, plan, start, stop, seed, self.max_draws):
+            keep = np.flatnonzero(self.accept(layers, kernel, stride))[: samples - found]
+            if len(keep):
+                parts.append((layers[keep], kernel[keep], stride[keep]))
+                found += len(keep)
+            if found == samples:
+                break
+        if found < samples:
+            raise RejectionBudgetError(
+                f"{self.max_draws} candidate draws {'of the space' if arch is None else 'around ' + arch.to_json()} gave {found} of {samples} architectures "
+                "that satisfy the constraints: use a wider window or raise max_draws")
+        if not parts:
+            return self._arrays([])
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def _draw_chunks(self, arch, plan, start, stop, seed, budget):
+        state = seed_state(seed)
+        done, size = 0, 64
+        while done < budget:
+            # small first chunks: one draw (a trial's architecture) should not pay for 16,384 candidates
+            n = min(size, budget - done)
+            arrays, state = self._draw(arch, plan, start, stop, n, state)
+            done += n
+            size = min(4 * size, _CHUNK)
+            yield arrays
+
+    def _draw(self, arch: Architecture | None, plan, start: int, stop: int, samples: int, state: int):
+        """``samples`` uniform draws of the plan, as arrays, and the generator state after them."""
+        N, K = self.space.max_layers, self.space.dims
+        base_layers, base_kernel, base_stride = self._arrays([] if arch is None else [arch])
+        if arch is None:  # the whole space (start = 0): nothing of a base architecture is kept
+            base_layers, base_kernel, base_stride = np.zeros(1, np.int64), np.zeros((1, N, K), np.int64), \
+                np.zeros((1, N, K), np.int64)
+        layers = np.repeat(base_layers, samples)
+        kernel = np.repeat(base_kernel, samples, axis=0)
+        stride = np.repeat(base_stride, samples, axis=0)
+        if plan[0] == "fixed" or samples == 0:
+            return (layers, kernel, stride), state
+        t = self.tables
+        kernel[:, start:] = 0
+        stride[:, start:] = 0
+        if plan[0] == "end":
+            _, values, weights, states = plan
+            prefix, acc = [], 0
+            for w in weights:
+                acc += w
+                prefix.append(acc)
+            words = _words_for(acc)
+            layer_cum = np.array([_to_limbs(v, words) for v in prefix], dtype=np.uint64).reshape(len(prefix), words)
+            comps = backend.make_components(states, [c[1] for c in self._components], [c[2] for c in self._components])
+            drawn, k, s, state = backend.sample_batch(t.graph, t.rules, comps, t.cum, t.g, values, layer_cum, state,
+                                                      samples, N - start, K)
+            layers = drawn + start
+            kernel[:, start:] = k
+            stride[:, start:] = s
+            return (layers, kernel, stride), state
+        _, window, chains = plan
+        for chain_state, kd, dim0, g, cum in chains:
+            comps = backend.make_components([chain_state], [kd], [dim0])
+            layer_cum = np.ascontiguousarray(g[window, chain_state][None, :])
+            _, k, s, state = backend.sample_batch(t.graph, t.rules, comps, cum, g, [window], layer_cum, state,
+                                                  samples, window, K)
+            kernel[:, start:stop, dim0:dim0 + kd] = k[:, :, dim0:dim0 + kd]
+            stride[:, start:stop, dim0:dim0 + kd] = s[:, :, dim0:dim0 + kd]
+        kernel[:, stop:] = base_kernel[:, stop:]
+        stride[:, stop:] = base_stride[:, stop:]
+        return (layers, kernel, stride), state
+
+
+def _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start: int, stop: int) -> np.ndarray:
+    """(M,) bools: rows that agree with the base row at every position outside ``start..stop-1``."""
+    N = kernel.shape[1]
+    outside = np.ones(N, dtype=bool)
+    outside[start:stop] = False
+    present = np.arange(N)[None, :] < layers[:, None]
+    base_present = np.arange(N)[None, :] < base_layers[:, None]
+    same = (present == base_present) & (kernel == base_kernel).all(axis=2) & (stride == base_stride).all(axis=2)
+    return same[:, outside].all(axis=1)
