@@ -1,5 +1,13 @@
 """Seeded uniform draws from a space's exact tables: the streams behind :meth:`SpaceTables.sample_arrays`.
 
+Depth weights choose how the number of layers is drawn: ``"space"`` (the
+default) weighs each depth by how many architectures it holds, so every
+architecture is equally likely; ``"uniform"`` draws the depth uniformly among
+the non-empty ones, then an architecture uniformly within it (in the 224 -> 7
+space 99.6% of architectures have 5 layers: uniform depth weights give each
+depth a fifth of the draws). Both run at the kernel's full speed: the depth is
+drawn from a table of cumulative weights either way.
+
 Independent draws (``replace=True``) come from one seeded stream of the
 compiled kernel (:class:`SampleStream`), identical however it is chunked.
 Distinct draws (the default) are, when at least half the space is asked for, a
@@ -21,8 +29,12 @@ from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space import backend
 from nasgen.space.encoding import empty_arrays
 
-__all__ = ["SampleStream", "check_samples", "iter_uniform_arrays", "require_nonempty", "seed_sequence",
-           "seed_state", "uniform_arrays"]
+__all__ = ["DEPTH_WEIGHTS", "SampleStream", "check_depth_weights", "check_samples", "depth_probabilities",
+           "iter_uniform_arrays", "require_nonempty", "seed_sequence", "seed_state",
+           "uniform_arrays"]
+
+#: How the number of layers of a draw is weighted: by the architectures each depth holds, or equally.
+DEPTH_WEIGHTS = ("space", "uniform")
 
 
 def seed_sequence(seed) -> np.random.SeedSequence:
@@ -97,6 +109,41 @@ def check_samples(samples) -> int:
     return int(samples)
 
 
+def check_depth_weights(value) -> str:
+    """``value`` if it is one of :data:`DEPTH_WEIGHTS`.
+
+    Raises:
+        NasgenError: anything else, in one line naming the valid values.
+
+    >>> check_depth_weights("uniform")
+    'uniform'
+    """
+    if not isinstance(value, str) or value not in DEPTH_WEIGHTS:
+        raise NasgenError(f"unknown depth weights {str(value)[:40]!r}: use one of {', '.join(DEPTH_WEIGHTS)}")
+    return value
+
+
+def depth_probabilities(by_layers: dict[int, int], depth_weights: str = "space") -> dict[int, float]:
+    """The probability of each number of layers under ``depth_weights``, from the counts per depth.
+
+    Args:
+        by_layers: architectures per number of layers (zero counts allowed).
+        depth_weights: ``"space"`` (proportional to the counts) or ``"uniform"`` (equal over the non-empty depths).
+
+    Returns:
+        ``{L: probability}`` over the non-empty depths.
+
+    >>> depth_probabilities({1: 1, 2: 3, 3: 0}), depth_probabilities({1: 1, 2: 3, 3: 0}, "uniform")
+    ({1: 0.25, 2: 0.75}, {1: 0.5, 2: 0.5})
+    """
+    check_depth_weights(depth_weights)
+    nonempty = {L: c for L, c in by_layers.items() if c}
+    total = sum(nonempty.values())
+    if depth_weights == "uniform":
+        return {L: 1 / len(nonempty) for L in nonempty}
+    return {L: c / total for L, c in nonempty.items()}
+
+
 class SampleStream:
     """A seeded stream of independent, exactly uniform draws from a space's tables.
 
@@ -108,6 +155,8 @@ class SampleStream:
     Args:
         tables: the :class:`~nasgen.space.tables.SpaceTables` to draw from (non-empty).
         seed: as :func:`seed_sequence` takes it.
+        depth_weights: ``"space"`` (every architecture equally likely) or ``"uniform"``
+            (every non-empty depth equally likely, then uniform within it).
 
     >>> from nasgen.space.tables import SpaceTables
     >>> from nasgen.space.definition import SearchSpace
@@ -118,10 +167,13 @@ class SampleStream:
     True
     """
 
-    def __init__(self, tables: "SpaceTables", seed) -> None:
+    def __init__(self, tables: "SpaceTables", seed, depth_weights: str = "space") -> None:
         self.tables = tables
         self.state = seed_state(seed)
         self.values, self.cum, _ = tables.layer_tables()
+        if check_depth_weights(depth_weights) == "uniform":
+            # the kernel picks depth i when a uniform number below cum[-1] falls below cum[i]: equal steps
+            self.cum = np.arange(1, len(self.values) + 1, dtype=np.uint64).reshape(-1, 1)
 
     def draw(self, samples: int):
         """The next ``samples`` draws, as (layers (M,), kernel (M, N, K), stride (M, N, K)) int64 arrays."""
@@ -132,7 +184,8 @@ class SampleStream:
         return layers, kernel, stride
 
 
-def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, chunk: int = 65536):
+def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, chunk: int = 65536,
+                        depth_weights: str = "space"):
     """Yield (layers, kernel, stride) chunks of a uniform sample of ``tables``' space, lazily.
 
     A caller streaming them to disk keeps every completed chunk if interrupted.
@@ -145,6 +198,8 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
         replace: False for min(M, count) distinct architectures in uniformly random order,
             True for M independent draws.
         chunk: architectures per yielded chunk (at most).
+        depth_weights: ``"space"`` or ``"uniform"`` (see the module); distinct draws under uniform depth
+            weights are successive draws with repeats dropped.
 
     Yields:
         ``(layers (m,), kernel (m, N, K), stride (m, N, K))`` int64 arrays.
@@ -160,6 +215,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
     [4, 4, 1]
     """
     samples = check_samples(samples)
+    check_depth_weights(depth_weights)
     require_nonempty(tables)
     space = tables.space
     total = tables.count
@@ -174,14 +230,14 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
             f"more than the {human_bytes(limit)} limit: ask for fewer, or draw with replacement in a stream"
         )
     if replace:
-        stream = SampleStream(tables, seed)
+        stream = SampleStream(tables, seed, depth_weights)
         done = 0
         while done < samples:
             n = min(chunk, samples - done)
             yield stream.draw(n)
             done += n
         return
-    if 2 * samples >= total:
+    if 2 * samples >= total and depth_weights == "space":
         # Dense case: a uniformly ordered choice of distinct ranks.
         rng = np.random.default_rng(seed_sequence(seed))
         ranks = rng.permutation(total)[: min(samples, total)].tolist()
@@ -190,7 +246,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
         return
     # Sparse case: uniform draws, dropping repeats. Sequential rejection of repeats is
     # exactly sampling without replacement, in a uniformly random order.
-    stream = SampleStream(tables, seed)
+    stream = SampleStream(tables, seed, depth_weights)
     seen: set[bytes] = set()
     bits = space.bit_width
     while len(seen) < samples:
@@ -211,8 +267,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
             yield layers[idx], kernel[idx], stride[idx]
 
 
-
-def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False):
+def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, depth_weights: str = "space"):
     """Draw architectures of ``tables``' space exactly uniformly into numpy arrays, all at once.
 
     Args:
@@ -223,13 +278,14 @@ def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = 
         replace: False (the default) for min(M, count) distinct architectures
             in uniformly random order (all of them, shuffled, when M >= count);
             True for M independent draws.
+        depth_weights: ``"space"`` or ``"uniform"`` (see the module).
 
     Returns:
         ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
         rows past ``layers[i]`` are zero.
 
     Raises:
-        NasgenError: a bad M or seed, or arrays that would not fit in the memory limit
+        NasgenError: a bad M, seed or depth weights, or arrays that would not fit in the memory limit
             (then draw in chunks with :func:`iter_uniform_arrays`).
         EmptySpaceError: the space is empty.
 
@@ -249,7 +305,8 @@ def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = 
         )
     # One chunk for independent draws: the stream is the same however it is chunked.
     chunk = max(samples, 1) if replace else 65536
-    chunks = list(iter_uniform_arrays(tables, samples, seed=seed, replace=replace, chunk=chunk))
+    chunks = list(iter_uniform_arrays(tables, samples, seed=seed, replace=replace, chunk=chunk,
+                                      depth_weights=depth_weights))
     if not chunks:
         return empty_arrays(space)
     if len(chunks) == 1:  # draws with replacement come in one chunk: no copy

@@ -199,16 +199,18 @@ class SpaceTables:
 
     # -- sampling -------------------------------------------------------------
 
-    def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536):
+    def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536,
+                           depth_weights: str = "space"):
         """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`sample_arrays`.
 
         Chunks are produced lazily, so a caller streaming them to disk keeps
         every completed chunk if interrupted. The concatenated chunks do not
         depend on ``chunk``.
         """
-        return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk)
+        return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk,
+                                         depth_weights=depth_weights)
 
-    def sample_arrays(self, samples: int, seed=0, replace: bool = False):
+    def sample_arrays(self, samples: int, seed=0, replace: bool = False, depth_weights: str = "space"):
         """Draw architectures exactly uniformly into numpy arrays.
 
         Args:
@@ -218,6 +220,8 @@ class SpaceTables:
             replace: False (the default) for min(M, count) distinct architectures
                 in uniformly random order (all of them, shuffled, when M >= count);
                 True for M independent draws.
+            depth_weights: ``"space"`` (every architecture equally likely) or ``"uniform"``
+                (the number of layers uniform among the non-empty depths, then uniform within it).
 
         Returns:
             ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
@@ -226,11 +230,12 @@ class SpaceTables:
         Raises:
             NasgenError: the space is empty, or the arrays would not fit in memory.
         """
-        return draws.uniform_arrays(self, samples, seed=seed, replace=replace)
+        return draws.uniform_arrays(self, samples, seed=seed, replace=replace, depth_weights=depth_weights)
 
-    def sample(self, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
+    def sample(self, samples: int, seed=0, replace: bool = False, depth_weights: str = "space") -> list[Architecture]:
         """Draw ``samples`` architectures exactly uniformly (see :meth:`sample_arrays`)."""
-        return arrays_to_architectures(*self.sample_arrays(samples, seed=seed, replace=replace))
+        return arrays_to_architectures(*self.sample_arrays(samples, seed=seed, replace=replace,
+                                                           depth_weights=depth_weights))
 
     # -- ranks and enumeration -------------------------------------------------
 

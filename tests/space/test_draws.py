@@ -138,3 +138,38 @@ def test_memory_limit_units(monkeypatch):
     assert nasgen.count(space) > 10**18  # the tables fit in 4 MiB ...
     with pytest.raises(NasgenError, match="distinct architectures need about 5.8 MiB"):  # ... tracking 40000 does not
         nasgen.sample_arrays(space, 40000, seed=0)
+
+
+def test_uniform_depth_weights_draw_each_depth_equally_and_uniformly_within_it():
+    """Against enumeration: P(arch) = 1 / (non-empty depths) / (architectures of its depth)."""
+    space = SearchSpace((14, 9), (4, 3), 1, 3, pool=(2, 1), relation="ge")
+    members = list(nasgen.enumerate_architectures(space))
+    per_depth = {L: sum(a.layers == L for a in members) for L in (1, 2, 3)}
+    assert len(set(per_depth.values())) == 3 and min(per_depth.values()) > 0  # unequal depths: a real test
+    index = {a: i for i, a in enumerate(members)}
+    expected = np.array([1 / 3 / per_depth[a.layers] for a in members])
+    draws = 60 * len(members)
+    got = SpaceTables(space).sample(draws, seed=7, replace=True, depth_weights="uniform")
+    counts = np.bincount([index[a] for a in got], minlength=len(members))
+    assert stats.chisquare(counts, expected * draws).pvalue > 1e-3
+    depths = np.bincount([a.layers for a in got], minlength=4)[1:]
+    assert stats.chisquare(depths).pvalue > 1e-3
+    # power: the space's own weights are far from equal depths on the same statistic
+    plain = np.bincount([a.layers for a in SpaceTables(space).sample(draws, seed=7, replace=True)], minlength=4)[1:]
+    assert stats.chisquare(plain).pvalue < 1e-3
+
+
+def test_uniform_depth_weights_skip_empty_depths_and_keep_distinct_draws_distinct():
+    space = SearchSpace((8,), (1,), 1, 4, pool=(2, 1))   # 3, 6, 3 and 0 architectures of 1..4 layers
+    tables = SpaceTables(space)
+    assert tables.count_by_layers == {1: 3, 2: 6, 3: 3, 4: 0}
+    layers = tables.sample_arrays(3000, seed=1, replace=True, depth_weights="uniform")[0]
+    assert set(np.unique(layers)) == {L for L, c in tables.count_by_layers.items() if c}
+    distinct = tables.sample_arrays(tables.count, seed=2, depth_weights="uniform")
+    keys = {(int(L), k.tobytes(), s.tobytes()) for L, k, s in zip(*distinct)}
+    assert len(keys) == tables.count  # every architecture once, repeats dropped
+
+
+def test_depth_weights_are_checked_in_one_line():
+    with pytest.raises(NasgenError, match="unknown depth weights 'balanced': use one of space, uniform"):
+        SpaceTables(SearchSpace((30,), (20,), 2, 2)).sample_arrays(3, depth_weights="balanced")
