@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "nasgen.cli.cnf",
     "nasgen.cli.check",
     "nasgen.cli.bench",
+    "nasgen.cli.export",
 )
 
 
@@ -47,6 +48,8 @@ OPTIONAL_PACKAGES = {
     "pyapproxmc": ("pyapproxmc", "samplers"),
     "dask": ("dask[distributed]", "samplers"),
     "distributed": ("dask[distributed]", "samplers"),
+    "onnx": ("onnx", "export"),
+    "onnxruntime": ("onnxruntime", "export"),
 }
 
 
