@@ -445,3 +445,132 @@ def test_pickle_building_an_unexpected_array_type_is_refused(tmp_path, build):
 def test_load_dataset_names_the_valid_choices():
     with pytest.raises(DataError, match="valid: digits, mnist or a FILE.npz"):
         data.load_dataset("cifar")
+
+
+# -- files that would take more memory than they hold (issue 32) ----------------------------------------------
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_of(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    """An npz written member by member with zipfile, so that a member can hold any bytes."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for key, raw in members.items():
+            archive.writestr(key + ".npy", raw)
+    return path
+
+
+def _small_members(rng):
+    tx, ty, sx, sy = _fake_mnist(rng)
+    return {"x_train": _npy_bytes(tx), "y_train": _npy_bytes(ty), "x_test": _npy_bytes(sx), "y_test": _npy_bytes(sy)}
+
+
+def _peak_bytes_of(function) -> int:
+    """Peak of Python's and numpy's traced allocations while ``function`` runs (it must raise DataError)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as info:
+            function()
+        return tracemalloc.get_traced_memory()[1], str(info.value)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatch):
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "16M")
+    members = _small_members(np.random.default_rng(0))
+    members["x_train"] = _npy_bytes(np.zeros((64, 1024, 1024), np.uint8))  # 64 MiB of zeros
+    bomb = _npz_of(tmp_path / "bomb.npz", members)
+    assert bomb.stat().st_size < 1 << 20  # a small file
+    peak, message = _peak_bytes_of(lambda: data.load_npz_dataset(bomb))
+    assert "x_train decompresses to 64.0 MiB, over the memory limit of 16.0 MiB" in message
+    assert peak < 4 << 20  # nothing near the 64 MiB was allocated
+    # each member under the limit, together over it
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "100M")
+    members["x_train"] = members["x_test"] = _npy_bytes(np.zeros((60, 1024, 1024), np.uint8))
+    _npz_of(bomb, members)
+    with pytest.raises(DataError, match=r"holds 120\.0 MiB of arrays, over the memory limit of 100\.0 MiB"):
+        data.load_npz_dataset(bomb)
+    # the same file loads under a limit that holds it
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "1G")
+    members = _small_members(np.random.default_rng(0))
+    assert len(data.load_npz_dataset(_npz_of(tmp_path / "fine.npz", members)).train_labels) == 12
+
+
+def test_a_header_that_declares_more_than_the_file_holds_is_refused(tmp_path):
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    members = _small_members(np.random.default_rng(1))
+    members["x_test"] = header.getvalue() + b"\0" * 64
+    liar = _npz_of(tmp_path / "liar.npz", members)
+    peak, message = _peak_bytes_of(lambda: data.load_npz_dataset(liar))
+    assert "x_test's header declares shape (10000000000000,) of float64" in message and "holds 64 B of data" in message
+    assert peak < 1 << 20
+    # about 600 bytes: the four headers alone, one of them declaring 10**13 entries
+    tiny = {key: header.getvalue() if key == "x_train" else _npy_bytes(np.zeros(1, np.uint8)) for key in members}
+    tiny_path = _npz_of(tmp_path / "tiny.npz", tiny)
+    assert tiny_path.stat().st_size < 1000
+    with pytest.raises(DataError, match=r"x_train's header declares shape \(10000000000000,\)"):
+        data.load_mnist_npz(tiny_path)
+
+
+def test_a_npy_file_named_npz_and_other_non_npz_files_are_one_line(tmp_path):
+    single = tmp_path / "single.npz"
+    single.write_bytes(_npy_bytes(np.zeros((3, 8, 8), np.uint8)))
+    with pytest.raises(DataError, match="is a single .npy array, not an .npz holding x_train"):
+        data.load_npz_dataset(single)
+    garbled = _npz_of(tmp_path / "garbled.npz", {**_small_members(np.random.default_rng(2)), "x_train": b"junk"})
+    with pytest.raises(DataError, match="is not a readable .npz file"):
+        data.load_npz_dataset(garbled)
+    with pytest.raises(DataError, match="is a directory"):
+        data.load_npz_dataset(tmp_path)
+
+
+def test_nasgen_train_dataset_refuses_each_bad_file_in_one_line(tmp_path, monkeypatch):
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "16M")
+    single = tmp_path / "single.npz"
+    single.write_bytes(_npy_bytes(np.zeros((3, 8, 8), np.uint8)))
+    header = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    members = _small_members(np.random.default_rng(3))
+    liar = _npz_of(tmp_path / "liar.npz", {**members, "x_train": header.getvalue()})
+    bomb = _npz_of(tmp_path / "bomb.npz", {**members, "x_train": _npy_bytes(np.zeros((64, 1024, 1024), np.uint8))})
+    architectures = tmp_path / "archs.jsonl"
+    architectures.write_text('{"kernel": [[3, 3]], "stride": [[1, 1]]}\n')
+    for path, message in ((single, "single .npy array"), (liar, "header declares shape"),
+                          (bomb, "over the memory limit")):
+        code, out, err = run_cli("train", "--dataset", path, "--architectures", architectures,
+                                 "--output-dir", tmp_path / "run", "--epochs", "1")
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+        assert err.startswith("nasgen: error: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_gzip_bomb_is_refused_while_it_decompresses(tmp_path, monkeypatch):
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "16M")
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_idx_bytes(np.zeros((64, 1024, 1024), np.uint8))))
+    peak, message = _peak_bytes_of(lambda: data.read_idx(path))
+    assert "decompresses to more than the memory limit of 16.0 MiB" in message
+    # the limit's worth (and zlib's growing buffer), where decompressing it all would take 64 MiB
+    assert peak < 40 << 20
+    # two gzip members one after the other are one file, as gzip reads them
+    array = np.arange(12, dtype=np.uint8)
+    raw = _idx_bytes(array)
+    path.write_bytes(gzip.compress(raw[:7]) + gzip.compress(raw[7:]))
+    np.testing.assert_array_equal(data.read_idx(path), array)
+    path.write_bytes(gzip.compress(raw)[:-9])
+    with pytest.raises(DataError, match="corrupt gzip"):
+        data.read_idx(path)

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "nasgen.cli.check",
     "nasgen.cli.bench",
     "nasgen.cli.search",
+    "nasgen.cli.export",
 )
 
 
@@ -49,6 +50,10 @@ OPTIONAL_PACKAGES = {
     "pyapproxmc": ("pyapproxmc", "samplers"),
     "dask": ("dask[distributed]", "samplers"),
     "distributed": ("dask[distributed]", "samplers"),
+    "onnx": ("onnx", "export"),
+    "onnxruntime": ("onnxruntime", "export"),
+    "pyarrow": ("pyarrow", "tables"),
+    "pandas": ("pandas", "tables"),
 }
 
 

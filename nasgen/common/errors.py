@@ -10,6 +10,7 @@ __all__ = [
     "CnfError",
     "DataError",
     "EmptySpaceError",
+    "ExportError",
     "HashingError",
     "LogError",
     "NasgenError",
@@ -72,6 +73,10 @@ class HashingError(NasgenError):
 
 class DataError(NasgenError):
     """A data file that is missing, corrupt, of the wrong kind, or fails its checksum."""
+
+
+class ExportError(NasgenError):
+    """A network that cannot be exported to ONNX, or an input shape or network name that does not fit it."""
 
 
 class CheckpointError(NasgenError):

