@@ -47,7 +47,6 @@ class BenchRun:
 
 def run_one(run: BenchRun) -> dict:
     """Run one cell and return its row (never raises for a failed run: ``stop`` says ``error: ...``)."""
-
     from nasgen.space.tables import AdjTAccumulator
     from nasgen.samplers.registry import SamplingConfig, draw
 

@@ -597,8 +597,14 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
         raise NasgenError('nasgen check needs scipy, which is not installed: pip install "nasgen[samplers]"') from None
     if not 0 < level < 1:
         raise NasgenError(f"--level must be in (0, 1), got {level}")
-    constrained = ConstrainedSpace(space, where, model=model)
-    tables = constrained.tables
+    if where:
+        constrained = ConstrainedSpace(space, where, model=model)
+        tables = constrained.tables
+        all_absorbed = constrained.all_absorbed
+    else:  # no constraint: the space's own tables (nothing to split, whatever the depth)
+        from nasgen.space.tables import SpaceTables
+
+        constrained, tables, all_absorbed = None, SpaceTables(space), True
     skipped: list[str] = []
     try:
         cat = _Categories(space, tables)
@@ -630,7 +636,7 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
     # the expected side: exact tables, or the enumerated constrained members, or nothing
     expected, size = None, None
     members = None
-    if constrained.all_absorbed:
+    if all_absorbed:
         size = tables.count
         if size:
             expected = _dp_expected(space, tables, cat)
@@ -683,7 +689,17 @@ def _enumerated_expected(space, constrained, cat, where, model):
     size = members.draws
     if not size:
         return None, 0, None
-    expected = {test: {k: v / size for k, v in h.items()} for test, h in members.histograms.items()}
+    idle = np.cumsum(members.layers)  # members with L <= l: inactive at layer l
+    expected = {}
+    for test, histogram in members.histograms.items():
+        kind, l, c = test
+        histogram = dict(histogram)
+        if idle[l]:
+            kd, d0 = cat.components[c][1], cat.components[c][2]
+            key = 0 if kind != "size" else int(
+                cat.size_code(np.array([space.output_shape[d0:d0 + kd]], dtype=np.int64))[0])
+            histogram[key] = histogram.get(key, 0.0) + float(idle[l])
+        expected[test] = {k: v / size for k, v in histogram.items()}
     expected["layers"] = {L: n / size for L, n in enumerate(members.layers.tolist()) if n}
     return expected, size, np.sort(np.concatenate(kept_keys))
 
@@ -799,9 +815,15 @@ def iter_sample_file(path: str, space: SearchSpace, chunk: int = 1 << 16):
 
     rows = max(1, min(chunk, (1 << 22) // max(1, space.max_layers * space.dims)))
     if path != "-":
+        import os
+        import stat
+
+        regular = False
         try:
-            with open(path, "rb") as handle:
-                regular = handle.seekable() and handle.read(4) == b"PK\x03\x04"
+            # only a regular file is opened twice (to sniff, then to read): a pipe or FIFO is read once below
+            if stat.S_ISREG(os.stat(path).st_mode):
+                with open(path, "rb") as handle:
+                    regular = handle.read(4) == b"PK\x03\x04"
         except OSError:
             regular = False  # iter_arrays names the problem
         if regular:
