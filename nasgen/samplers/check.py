@@ -321,7 +321,7 @@ class _Counts:
         self.draws = 0
         self.violations = 0
         self.layers = np.zeros(space.max_layers + 1, dtype=np.int64)
-        self.histograms: dict[tuple, dict[int, float]] = {}
+        self._parts: dict[tuple, list] = {}
         self._keys: list[np.ndarray] = []
         self._key_counts: list[np.ndarray] = []
         self._pending = 0
@@ -330,9 +330,26 @@ class _Counts:
         if not len(keys):
             return
         values, counts = np.unique(keys, return_counts=True)
-        histogram = self.histograms.setdefault(test, {})
-        for value, n in zip(values.tolist(), counts.tolist()):
-            histogram[value] = histogram.get(value, 0.0) + n * weight
+        parts = self._parts.setdefault(test, [])
+        parts.append((values, counts * weight))
+        if len(parts) > 16:  # arrays, merged now and then: no Python loop over the keys of every chunk
+            self._parts[test] = [self._merged(parts)]
+
+    @staticmethod
+    def _merged(parts):
+        values = np.concatenate([v for v, _ in parts])
+        weights = np.concatenate([w for _, w in parts])
+        keys, inverse = np.unique(values, return_inverse=True)
+        return keys, np.bincount(inverse.ravel(), weights=weights, minlength=len(keys))
+
+    @property
+    def histograms(self) -> dict[tuple, dict[int, float]]:
+        """Every test's counts, ``{test: {category key: count}}``."""
+        out = {}
+        for test, parts in self._parts.items():
+            keys, weights = self._merged(parts)
+            out[test] = dict(zip(keys.tolist(), weights.tolist()))
+        return out
 
     def add(self, layers, kernel, stride, sizes, weight: float = 1.0, keep_keys: bool = True) -> None:
         """Count one chunk; ``sizes`` as :func:`validate_arrays` gives them (only the active layers read)."""
@@ -712,13 +729,14 @@ def _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skippe
     observed = {L: float(n) for L, n in enumerate(counts.layers.tolist()) if n}
     _add_test(tests, skipped, "layers", observed, layer_p, M)
     inactive_obs = np.cumsum(counts.layers)  # draws with L <= l: layer l inactive
+    histograms = counts.histograms
     for test in sorted(expected, key=lambda t: (t[1], t[0], t[2]) if t != "layers" else (-1, "", 0)):
         if test == "layers":
             continue
         kind, l, c = test
         kd, d0 = cat.components[c][1], cat.components[c][2]
         label = f"[layer {l}]" if kd > 1 else f"[layer {l}, dim {d0}]"
-        observed = dict(counts.histograms.get(test, {}))
+        observed = dict(histograms.get(test, {}))
         idle = float(inactive_obs[l]) if l < len(inactive_obs) else float(M)
         if kind == "pair":
             if idle:
