@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nasgen.common.errors import ArchitectureError, NasgenError
+from nasgen.samplers.sample_files import iter_sample_file
 from nasgen.space.definition import Architecture, SearchSpace, check_membership
 
-__all__ = ["CheckResult", "TestResult", "check_chunks", "check_uniformity", "iter_sample_file", "read_samples",
+__all__ = ["CheckResult", "TestResult", "check_chunks", "check_uniformity", "iter_sample_file",
            "validate_arrays",
            "MIN_EXPECTED", "WHOLE_SPACE_LIMIT"]
 
@@ -87,62 +88,6 @@ class CheckResult:
 
 
 # -- reading and validating samples ------------------------------------------------------
-
-
-def read_samples(path: str, space: SearchSpace):
-    """Read a JSON Lines file of architectures into (layers, kernel, stride) arrays, each checked.
-
-    Raises:
-        NasgenError: unreadable file, malformed line, or an architecture
-            outside ``space`` (naming the line and the first bad layer).
-    """
-    N, K = space.max_layers, space.dims
-    layers, kernel, stride, lines = [], [], [], []
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise NasgenError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                    k, s = data["kernel"], data["stride"]
-                    L = len(k)
-                    if not 1 <= L <= N or len(s) != L or any(len(r) != K for r in k) or any(len(r) != K for r in s):
-                        raise ValueError
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    # The slow path names exactly what is wrong.
-                    try:
-                        check_membership(space, Architecture.from_json(line))
-                    except ArchitectureError as exc:
-                        raise ArchitectureError(f"{path} line {number}: {exc}") from None
-                    raise ArchitectureError(f"{path} line {number}: not an architecture of this space") from None
-                layers.append(L)
-                kernel.append(k + [[0] * K] * (N - L))
-                stride.append(s + [[0] * K] * (N - L))
-                lines.append(number)
-        except UnicodeDecodeError:
-            raise NasgenError(f"{path} is not a UTF-8 JSON Lines file") from None
-    try:
-        arrays = (np.array(layers, dtype=np.int64).reshape(-1), np.array(kernel, dtype=np.int64).reshape(-1, N, K),
-                  np.array(stride, dtype=np.int64).reshape(-1, N, K))
-    except (ValueError, OverflowError):
-        raise ArchitectureError(f"{path}: kernels and strides must be integers") from None
-    bad = validate_arrays(space, *arrays)[1]
-    if bad is not None:
-        i = int(bad)
-        L = int(arrays[0][i])
-        arch_text = json.dumps({"kernel": arrays[1][i, :L].tolist(), "stride": arrays[2][i, :L].tolist()})
-        try:
-            check_membership(space, Architecture.from_json(arch_text))
-        except ArchitectureError as exc:
-            raise ArchitectureError(f"{path} line {lines[i]}: the architecture is not in the space "
-                                    f"{space.describe()}: {exc}") from None
-        raise ArchitectureError(f"{path} line {lines[i]}: the architecture is not in the space")  # pragma: no cover
-    return arrays
 
 
 def validate_arrays(space: SearchSpace, layers, kernel, stride):
@@ -606,7 +551,6 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
     (the first one outside it is named with its position in the stream).
     """
     from nasgen.constraints.constrained import ConstrainedSpace
-    from nasgen.common.errors import NasgenError as _Error  # noqa: F401 - documented above
 
     try:
         from scipy.stats import chi2  # noqa: F401 - the tests need it
@@ -814,94 +758,3 @@ def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, mem
         tests.append(TestResult("repeats (distinct draws: expected 0)", float(repeats), 0,
                                 1.0 if repeats == 0 else 0.0))
 
-
-# -- reading a samples file once, chunk by chunk ------------------------------------------------
-
-
-def iter_sample_file(path: str, space: SearchSpace, chunk: int = 1 << 16):
-    """(layers, kernel, stride) chunks of a JSON Lines or npz file (``"-"``: standard input), read once.
-
-    JSON Lines go through :func:`nasgen.space.arrays_io.iter_arrays` (the rows are
-    parsed and refused exactly as ``nasgen adj`` refuses them); an npz file on disk
-    is read member by member, ``chunk`` rows at a time, so memory stays bounded
-    by a chunk however many draws it holds; an npz on a pipe is read whole.
-
-    Raises:
-        NasgenError: an unreadable or malformed file, named.
-    """
-    from nasgen.space.arrays_io import iter_arrays
-
-    rows = max(1, min(chunk, (1 << 22) // max(1, space.max_layers * space.dims)))
-    if path != "-":
-        import os
-        import stat
-
-        regular = False
-        try:
-            # only a regular file is opened twice (to sniff, then to read): a pipe or FIFO is read once below
-            if stat.S_ISREG(os.stat(path).st_mode):
-                with open(path, "rb") as handle:
-                    regular = handle.read(4) == b"PK\x03\x04"
-        except OSError:
-            regular = False  # iter_arrays names the problem
-        if regular:
-            yield from _iter_npz(path, rows)
-            return
-    yield from iter_arrays(path, space=None, chunk=rows)
-
-
-def _iter_npz(path: str, rows: int):
-    import zipfile
-
-    from nasgen.space.definition import MAX_INT
-
-    names = ("layers", "kernel", "stride")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise NasgenError(f"{path} is not a readable npz file ({str(exc)[:200]})") from None
-    with archive:
-        members, headers = [], []
-        try:
-            for name in names:
-                if f"{name}.npy" not in archive.namelist():
-                    raise NasgenError(f"{path} is an npz file without the array {name!r} (nasgen writes layers, "
-                                      "kernel and stride)")
-                member = archive.open(f"{name}.npy")
-                members.append(member)
-                version = np.lib.format.read_magic(member)
-                shape, fortran, dtype = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
-                                         else np.lib.format.read_array_header_2_0(member))
-                if fortran or dtype.kind not in "iu" or dtype.hasobject:
-                    raise ValueError(f"array {name} is {dtype} {'Fortran-ordered' if fortran else ''}")
-                headers.append((shape, dtype))
-            (l_shape, l_type), (k_shape, k_type), (s_shape, s_type) = headers
-            if len(l_shape) != 1 or len(k_shape) != 3 or s_shape != k_shape or k_shape[0] != l_shape[0]:
-                raise NasgenError(f"{path}: layers must be (M,) and kernel, stride (M, N, K) integer arrays, got "
-                                  f"{l_shape}, {k_shape}, {s_shape}")
-            M, N, K = k_shape
-            if M and K < 1:
-                raise NasgenError(f"{path}: kernels and strides need at least one dimension")
-            for start in range(0, M, rows):
-                n = min(rows, M - start)
-                parts = []
-                for member, (shape, dtype), width in zip(members, headers, (1, N * K, N * K)):
-                    data = member.read(n * width * dtype.itemsize)
-                    if len(data) != n * width * dtype.itemsize:
-                        raise ValueError("the array data ends early")
-                    parts.append(np.frombuffer(data, dtype=dtype).astype(np.int64))
-                layers, kernel, stride = parts[0], parts[1].reshape(n, N, K), parts[2].reshape(n, N, K)
-                if int(layers.min()) < 1 or int(layers.max()) > N:
-                    raise NasgenError(f"{path}: a layer count is outside 1..{N}")
-                if kernel.size and (int(min(kernel.min(), stride.min())) < 0
-                                    or int(max(kernel.max(), stride.max())) > MAX_INT):
-                    raise NasgenError(f"{path}: kernels and strides must be integers in 0..{MAX_INT} (0 past an "
-                                      "architecture's last layer)")
-                yield layers, kernel, stride
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError) as exc:
-            if isinstance(exc, NasgenError):
-                raise
-            raise NasgenError(f"{path} is not a readable npz file ({str(exc)[:200]})") from None
-        finally:
-            for member in members:
-                member.close()
