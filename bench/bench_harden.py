@@ -9,6 +9,8 @@ same session) and writes it to bench/results/harden.md.
   seconds of the whole process (interpreter start included) against T + 2 = 7 s. A baseline run is
   killed at ``--cap`` seconds and shown as "> cap".
 * ``adj`` on a JSON Lines file of about 99 MB: seconds and peak resident memory (``/usr/bin/time``).
+* ``check`` of a 10^7-draw npz under ``NASGEN_MEMORY_LIMIT=1G``: seconds and peak resident memory.
+* ``--timeout 1`` on exact rejection sampling and on ``count --where`` (issue 32): seconds against T + 2 = 3 s.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+_REJECTED = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor", "--where",
+             "sum(k[0]) + sum(k[1]) == 3"]
+#: issue 32's deadlines: exact rejection sampling (default and a large draw budget) and count --where, --timeout 1
+TIMEOUT_CONSTRAINED = [["sample", *_REJECTED, "-M", "100", "--timeout", "1"],
+                       ["sample", *_REJECTED, "-M", "100", "--max-draws", "100000000", "--timeout", "1"],
+                       ["count", *_REJECTED, "--timeout", "1"]]
 TIMEOUT_ARGS = ["sample", "-I", "1000", "-O", "1", "-N", "3", "--rounding", "floor", "-M", "1", "--timeout", "5"]
 
 
@@ -54,6 +62,8 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=60.0)
     parser.add_argument("--adj-file", default=None, help="a ~99 MB JSON Lines file with its sidecar (made if absent)")
     parser.add_argument("--no-adj", action="store_true", help="only the --timeout rows")
+    parser.add_argument("--check-draws", type=int, default=10**7,
+                        help="draws of the npz that check reads under NASGEN_MEMORY_LIMIT=1G (0: skip)")
     options = parser.parse_args()
     here = str(Path(__file__).resolve().parents[1])
     rows = ["| case | this branch (median s) | baseline (median s) | T + 2 |", "| --- | --- | --- | --- |"]
@@ -86,6 +96,28 @@ def main() -> None:
         runs = [run_nasgen(["adj", adj_file], tree, 10 * options.cap, work) for _ in range(options.repeats)]
         rows.append(f"| {label} | {statistics.median(r[0] for r in runs):.1f} | "
                     f"{statistics.median(r[1] for r in runs) / 1024:.0f} |")
+    if options.check_draws:
+        # check of a large npz under NASGEN_MEMORY_LIMIT=1G: peak resident memory (issue 32: at most 1.5 GB)
+        check_file = os.path.join(work, "check.npz")
+        subprocess.run([sys.executable, "-m", "nasgen", "sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5",
+                        "--rounding", "floor", "--where", "k[0][0] <= 7", "-M", str(options.check_draws),
+                        "--with-replacement", "-o", check_file], check=True,
+                       env={**os.environ, "PYTHONPATH": here}, stderr=subprocess.DEVNULL)
+        rows += ["", f"| `check` of {options.check_draws} npz draws, NASGEN_MEMORY_LIMIT=1G | seconds | peak MB |",
+                 "| --- | --- | --- |"]
+        os.environ["NASGEN_MEMORY_LIMIT"] = "1G"
+        for label, tree in (("this branch", here), ("baseline", options.baseline)):
+            if tree is None:
+                continue
+            runs = [run_nasgen(["check", check_file], tree, 20 * options.cap, work) for _ in range(options.repeats)]
+            peaks = [r[1] for r in runs if r[1] is not None]
+            peak = f"{statistics.median(peaks) / 1024:.0f}" if peaks else "-"
+            rows.append(f"| {label} | {statistics.median(r[0] for r in runs):.1f} | {peak} |")
+        del os.environ["NASGEN_MEMORY_LIMIT"]
+    for args in TIMEOUT_CONSTRAINED:
+        # exact rejection sampling and constrained counting against --timeout 1: T + 2 = 3 s
+        ours = statistics.median(run_nasgen(args, here, options.cap, work)[0] for _ in range(options.repeats))
+        rows.append(f"| `{' '.join(args[-8:])}` | {ours:.2f} | - | {'yes' if ours <= 3 else 'NO'} |")
     table = "\n".join(rows)
     header = (f"# Deadlines and streaming (bench/bench_harden.py)\n\n{platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, Python {platform.python_version()}; median of {options.repeats} runs; "

@@ -127,3 +127,151 @@ def test_check_bad_input(tmp_path):
     for args in cases:
         code, out, err = cli(*args)
         assert code == 2 and err.startswith("nasgen: error:") and err.count("\n") == 1, (args, err)
+
+
+# -- constrained spaces, streams and rows (issue 32) ---------------------------------------------
+
+ABSORBED = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
+REJECTED_SPACE = SearchSpace((30, 30), (10, 10), 1, 3)
+REJECTED = ["sum(k[0]) + sum(k[1]) == 9"]
+
+
+@pytest.mark.parametrize("space, where", [
+    (SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1)), ["k[0][0] <= 3"]),          # absorbed
+    (SearchSpace((12, 12), (4, 4), 1, 3, square=True), ["size[0][0] >= 8"]),         # absorbed, square
+    (SearchSpace((30, 30), (20, 20), 2, 3, pool=(2, 1)), ["k[0][0] + k[1][1] <= 7"]),  # rejected
+])
+def test_constrained_marginals_match_enumeration(space, where):
+    """The constrained space enumerated by brute force (filter every member): every statistic is 0."""
+    from nasgen.constraints.language import evaluate_all_arrays, parse_where_all
+
+    members = []
+    for arrays in nasgen.space.tables.SpaceTables(space).enumerate_arrays(batch=100000):
+        keep = evaluate_all_arrays(parse_where_all(where), *arrays, space)
+        members.append(tuple(a[keep] for a in arrays))
+    arrays = tuple(np.concatenate(p) for p in zip(*members))
+    result = check_uniformity(space, arrays, replace=False, where=where)
+    assert len(result.tests) > 3
+    for test in result.tests:
+        assert test.statistic == pytest.approx(0.0, abs=1e-6), test
+    assert result.uniform
+
+
+def contaminate(space, where, arrays, fraction, seed):
+    """Replace ``fraction`` of the draws by copies of one architecture of the constrained space."""
+    rng = np.random.default_rng(seed)
+    M = len(arrays[0])
+    chosen = rng.choice(M, size=int(fraction * M), replace=False)
+    layers, kernel, stride = (a.copy() for a in arrays)
+    layers[chosen], kernel[chosen], stride[chosen] = layers[0], kernel[0], stride[0]
+    return layers, kernel, stride
+
+
+@pytest.mark.slow
+def test_constrained_sample_of_1e5_passes_and_3_percent_contamination_is_flagged():
+    """The issue's case: 10^5 exact draws under an absorbed atom pass at 0.001 (the old check said p = 0)."""
+    where = ["k[0][0] <= 7"]
+    arrays = sample_arrays(ABSORBED, 100000, seed=0, replace=True, where=where)
+    result = check_uniformity(ABSORBED, arrays, level=LEVEL, replace=True, where=where)
+    assert result.uniform, [t for t in result.tests if t.p_adjusted <= LEVEL]
+    bad = contaminate(ABSORBED, where, arrays, 0.03, seed=1)
+    result = check_uniformity(ABSORBED, bad, level=LEVEL, replace=True, where=where)
+    assert not result.uniform and result.overall_p < 1e-6
+    # the unconstrained space's marginals would reject the honest sample: the constraint matters
+    assert not check_uniformity(ABSORBED, arrays, level=LEVEL, replace=True).uniform
+
+
+def test_rejected_atoms_use_the_enumerated_restriction():
+    arrays = sample_arrays(REJECTED_SPACE, 20000, seed=2, replace=True, where=REJECTED)
+    result = check_uniformity(REJECTED_SPACE, arrays, level=LEVEL, replace=True, where=REJECTED)
+    assert result.uniform and any(t.name.startswith("whole space") for t in result.tests)
+    assert not check_uniformity(REJECTED_SPACE, contaminate(REJECTED_SPACE, REJECTED, arrays, 0.03, 3),
+                                level=LEVEL, replace=True, where=REJECTED).uniform
+    # draws that violate the constraint: flagged by name, p = 0
+    free = sample_arrays(REJECTED_SPACE, 2000, seed=4, replace=True)
+    result = check_uniformity(REJECTED_SPACE, free, level=LEVEL, replace=True, where=REJECTED)
+    assert not result.uniform and result.tests[0].name.startswith("--where holds") and result.tests[0].p_value == 0
+
+
+def test_rejected_atoms_on_a_large_restriction_say_what_is_skipped():
+    space = ABSORBED
+    where = ["k[0][0] + k[0][1] <= 40"]  # two chains at once: applied by rejection on 10^19 candidates
+    arrays = sample_arrays(space, 500, seed=0, replace=True, where=where)
+    result = check_uniformity(space, arrays, replace=True, where=where)
+    assert [t.name for t in result.tests] == ["--where holds (0 of 500 draws violate it)"]
+    assert "every marginal, repeats and whole-space test" in result.skipped[0]
+
+
+def test_deep_space_is_checked_in_linear_time():
+    """N = 100000 layers allowed, chains of at most 10: the tests stop at the deepest possible layer."""
+    space = SearchSpace((30,), (20,), 1, 100000)
+    arrays = sample_arrays(space, 400, seed=1, replace=True)
+    result = check_uniformity(space, arrays, replace=True)
+    names = [t.name for t in result.tests] + list(result.skipped)
+    assert result.uniform and max(int(n.split("layer ")[1].split(",")[0]) for n in names if n.startswith("pair")) == 9
+
+
+def test_check_reads_the_sidecar_constraints_and_its_input_once(tmp_path):
+    args = ["-I", "30,30", "-O", "10,10", "-n", "1", "-N", "3"]
+    code, _, err = cli("sample", *args, "--where", REJECTED[0], "-M", "3000", "--with-replacement", "--seed", "5",
+                       "-o", tmp_path / "c.jsonl")
+    assert code == 0, err
+    code, out, err = cli("check", tmp_path / "c.jsonl")
+    assert code == 0 and "uniform of the space under sum(k[0]) + sum(k[1]) == 9" in out, out + err
+    # without the constraint the same draws are far from uniform on the whole space
+    code, out, _ = cli("check", tmp_path / "c.jsonl", "--where", "layers >= 1")
+    assert code == 1 and "NOT uniform" in out
+    # standard input (one read): the same verdict
+    data = (tmp_path / "c.jsonl").read_bytes()
+    code, out, err = run_cli("check", "-", *args, "--where", REJECTED[0], "--json", stdin=data)
+    assert code == 0 and json.loads(out)["draws"] == 3000, err
+
+
+def test_check_reads_a_fifo(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["-I", "30", "-O", "20", "-n", "2", "-N", "3"]
+    code, _, _ = cli("sample", *args, "-M", "45", "-o", tmp_path / "a.jsonl")
+    assert code == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    checker = subprocess.Popen([sys.executable, "-m", "nasgen", "check", str(fifo), *args, "--distinct"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(fifo, "wb") as writer:
+        writer.write((tmp_path / "a.jsonl").read_bytes())
+    try:
+        out, err = checker.communicate(timeout=60)
+    finally:
+        if checker.poll() is None:
+            checker.kill()
+            checker.wait()
+    assert checker.returncode == 0 and "45 draws: uniform" in out, err
+
+
+def test_check_refuses_rows_as_adj_does(tmp_path):
+    args = ["-I", "30", "-O", "20", "-n", "1", "-N", "3"]
+    rows = ['{"kernel": [["8"]], "stride": [[1]]}', '{"kernel": [[8.9]], "stride": [[1]]}',
+            '{"layers": 2, "kernel": [[11]], "stride": [[1]]}', '{"kernel": [[11]], "stride": [[1]]}\n' * 3 + "[" * 5000]
+    for row in rows:
+        (tmp_path / "r.jsonl").write_text(row + "\n")
+        checked = cli("check", tmp_path / "r.jsonl", *args)
+        adj = cli("adj", tmp_path / "r.jsonl", *args)
+        assert checked[0] == adj[0] == 2 and checked[2] == adj[2] and checked[2].count("\n") == 1, (row, checked)
+    import zipfile
+
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, layers=np.zeros(0, np.uint8), kernel=np.zeros((0, 3, 1), np.uint8),
+             stride=np.zeros((0, 3, 1), np.uint8))
+    code, _, err = cli("check", empty, *args)
+    assert code == 2 and "holds no architectures" in err and err.count("\n") == 1
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        header = b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (10000000000000,), }"
+        archive.writestr("layers.npy", header.ljust(127) + b"\n")
+        archive.writestr("kernel.npy", header.ljust(127) + b"\n")
+        archive.writestr("stride.npy", header.ljust(127) + b"\n")
+    code, _, err = cli("check", tmp_path / "huge.npz", *args)
+    assert code == 2 and err.startswith("nasgen: error:") and err.count("\n") == 1, err

@@ -136,6 +136,18 @@ CORPUS = [
     (["adj", "/", *SPACE], "directory"),
     (["show", "--file", "/nonexistent.jsonl", *SPACE], "nonexistent"),
     (["sample", *SPACE, "-M", "3", "-o", "/nonexistent/dir/out.jsonl"], "No such file or directory"),
+    # issue 32: check, count --timeout, bench --scheduler
+    (["check", "/nonexistent/file.jsonl", *SPACE], "nonexistent"),
+    (["check", "/", *SPACE], "directory"),
+    (["check", "/dev/null", *SPACE], "holds no architectures"),
+    (["check", "/dev/null", *SPACE, "--where", "k[7][0] > 1"], "k[7]"),
+    (["check", "/dev/null", *SPACE, "--level", "nan"], "--level"),
+    (["count", *SPACE, "--where", "sum(k[0]) + sum(k[1]) == 9", "--timeout", "-1"], "--timeout"),
+    (["count", *SPACE, "--where", "sum(k[0]) + sum(k[1]) == 9", "--timeout", "nan"], "--timeout"),
+    (["bench", *SPACE, "--methods", "exact", "--scheduler", "ucx://127.0.0.1:1", "-o", "/nonexistent/rows.jsonl"],
+     "tcp://"),
+    (["bench", *SPACE, "--methods", "exact", "--scheduler", "tcp://127.0.0.1:x", "-o", "/nonexistent/rows.jsonl"],
+     "tcp://"),
 ]
 
 

@@ -88,7 +88,11 @@ def run(args) -> int:
         print(f"nasgen: {row['method']} on {row['space']} seed {row['seed']}: found {row['found']}, "
               f"stop {row['stop']}", file=sys.stderr, flush=True)
 
-    rows = run_sweep(runs, args.output_file, jobs=args.jobs, scheduler=args.scheduler, progress=progress)
+    def notice(text):
+        print(f"nasgen: {text}", file=sys.stderr, flush=True)
+
+    rows = run_sweep(runs, args.output_file, jobs=args.jobs, scheduler=args.scheduler, progress=progress,
+                     notice=notice)
     rows = [row for row in rows if row["key"] in keys]
     table = markdown_table(rows, baseline)
     print(table, end="")

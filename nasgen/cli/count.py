@@ -22,13 +22,20 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, default=0.2, help="approxmc: 1 - confidence (default 0.2)")
     p.add_argument("--draws", type=int, default=None, help="exact: draws for an estimate (default 10^6)")
     p.add_argument("--seed", type=int, default=0, help="exact or approxmc: seed of an estimate (default 0)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds, for z3 counting (--method all) or approxmc")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds: z3 counting (--method all), approxmc, or exact --where counting that must filter "
+                        "or draw (it stops at the deadline and prints the interval the work done proves)")
     add_model_arguments(p)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    import math
+    import time
+
     from nasgen.common.errors import NasgenError
+
+    started = time.monotonic()
 
     space = space_from_args(args)
     if args.method == "approxmc":
@@ -50,8 +57,14 @@ def run(args) -> int:
             raise NasgenError(f"--seed must be a non-negative integer, got {args.seed}")
         model = model_from_args(args)
         model = None if model is None else chain_spec(model_options(model))
+        deadline = None
+        if args.timeout is not None:
+            if not (math.isfinite(args.timeout) and args.timeout > 0):
+                raise NasgenError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
+            deadline = started + args.timeout
         constrained = ConstrainedSpace(space, args.where, model=model)
-        result = constrained.count(seed=args.seed, draws=DEFAULT_ESTIMATE_DRAWS if args.draws is None else args.draws)
+        result = constrained.count(seed=args.seed, draws=DEFAULT_ESTIMATE_DRAWS if args.draws is None else args.draws,
+                                   deadline=deadline)
         total, exact = result.count, result.exact
         if constrained.all_absorbed:
             by_layers = constrained.tables.count_by_layers
@@ -74,8 +87,13 @@ def run(args) -> int:
         lines.append(str(total))
     else:
         low, high = extra["interval"]
-        lines.append(f"{total} (estimate: 95% interval [{low}, {high}] from {extra['draws']} draws, "
-                     f"acceptance {extra['acceptance']:.3g})")
+        if extra.get("stop") == "timeout" and not extra["draws"]:
+            lines.append(f"{total} (not exact: stopped at the --timeout after filtering {extra['enumerated']} of "
+                         f"{result.restricted} candidates; the count is certainly in [{low}, {high}])")
+        else:
+            cut = " (stopped at the --timeout)" if extra.get("stop") == "timeout" else ""
+            lines.append(f"{total} (estimate: 95% interval [{low}, {high}] from {extra['draws']} draws{cut}, "
+                         f"acceptance {extra['acceptance']:.3g})")
     emit(lines)
     return 0
 

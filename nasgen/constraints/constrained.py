@@ -32,6 +32,7 @@ estimate with a 95% Wilson score interval from a seeded run of draws.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -374,6 +375,10 @@ class CountResult:
         draws: candidate draws of the estimate (0 when exact).
         acceptance: accepted / draws of the estimate (None when exact).
         restricted: the exact count of the space with only the absorbed atoms.
+        stop: ``"complete"``, or ``"timeout"`` when the deadline cut the count short: then
+            ``interval`` is what the work done proves (hard bounds after a cut enumeration,
+            a 95% Wilson interval from the draws made before the deadline).
+        enumerated: members of the restricted space filtered before a deadline cut the enumeration.
     """
 
     count: int
@@ -382,11 +387,15 @@ class CountResult:
     draws: int = 0
     acceptance: float | None = None
     restricted: int = 0
+    stop: str = "complete"
+    enumerated: int = 0
 
     def to_dict(self) -> dict:
         out = {"count": self.count, "exact": self.exact}
         if not self.exact:
             out.update(interval=list(self.interval), draws=self.draws, acceptance=self.acceptance)
+        if self.stop != "complete":
+            out.update(stop=self.stop, enumerated=self.enumerated)
         return out
 
 
@@ -429,29 +438,54 @@ class ConstrainedSpace:
         """(M,) bools: which draws satisfy the rejected atoms."""
         return evaluate_all_arrays(self.rejected, layers, kernel, stride, self.space, self.model)
 
-    def count(self, seed=0, draws: int = DEFAULT_ESTIMATE_DRAWS, enumerate_limit: int = ENUMERATE_LIMIT) -> CountResult:
+    def count(self, seed=0, draws: int = DEFAULT_ESTIMATE_DRAWS, enumerate_limit: int = ENUMERATE_LIMIT,
+              deadline: float | None = None) -> CountResult:
         """The number of architectures satisfying every constraint.
 
         Exact when every atom was absorbed, or when the restricted space has at
         most ``enumerate_limit`` members (they are enumerated and filtered);
         otherwise an estimate from ``draws`` seeded uniform draws with a 95%
         Wilson interval scaled by the restricted count.
+
+        Args:
+            seed: the seed of an estimate's draws.
+            draws: how many draws an estimate makes.
+            enumerate_limit: the largest restricted space enumerated and filtered.
+            deadline: a ``time.monotonic()`` time; work is checked against it after
+                every batch, and a count cut short ends with ``stop == "timeout"``
+                and an interval from the work done (see :class:`CountResult`).
+
+        >>> space = SearchSpace((30,), (20,), 1, 3)
+        >>> result = ConstrainedSpace(space, ["sum(k[0]) + sum(k[1]) == 7"]).count()
+        >>> result.count, result.exact, result.stop
+        (4, True, 'complete')
         """
         restricted = self.tables.count
         if self.all_absorbed or restricted == 0:
             return CountResult(restricted, True, restricted=restricted)
         if restricted <= enumerate_limit:
-            total = 0
-            for layers, kernel, stride in self.tables.enumerate_arrays():
+            total = enumerated = 0
+            for layers, kernel, stride in self.tables.enumerate_arrays(batch=_CHUNK):
                 total += int(self.accept(layers, kernel, stride).sum())
+                enumerated += len(layers)
+                if deadline is not None and time.monotonic() >= deadline and enumerated < restricted:
+                    # what was enumerated is exact; the rest may all pass or all fail
+                    low, high = total, total + restricted - enumerated
+                    return CountResult(count=round(restricted * total / enumerated), exact=False,
+                                       interval=(low, high), draws=0, acceptance=total / enumerated,
+                                       restricted=restricted, stop="timeout", enumerated=enumerated)
             return CountResult(total, True, restricted=restricted)
         _check_positive(draws, "draws")
         stream = SampleStream(self.tables, seed)
         accepted = done = 0
+        stop = "complete"
         while done < draws:
-            n = min(_CHUNK * 4, draws - done)
+            n = min(_CHUNK * 4 if deadline is None else _CHUNK, draws - done)
             accepted += int(self.accept(*stream.draw(n)).sum())
             done += n
+            if deadline is not None and time.monotonic() >= deadline and done < draws:
+                stop = "timeout"
+                break
         low, high = wilson_interval(accepted, done)
         return CountResult(
             count=round(restricted * accepted / done),
@@ -460,11 +494,12 @@ class ConstrainedSpace:
             draws=done,
             acceptance=accepted / done,
             restricted=restricted,
+            stop=stop,
         )
 
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = _CHUNK,
                            max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None,
-                           enumerate_limit: int = SMALL_SPACE):
+                           enumerate_limit: int = SMALL_SPACE, deadline: float | None = None):
         """Yield (layers, kernel, stride) chunks of a uniform sample of the constrained space.
 
         With every atom absorbed this is the exact sampler of the restricted
@@ -484,6 +519,9 @@ class ConstrainedSpace:
             statistics: a dict updated in place with ``draws``, ``accepted``
                 and ``acceptance`` as the run goes.
             enumerate_limit: the largest restricted space filtered in full.
+            deadline: a ``time.monotonic()`` time: checked after every batch of
+                candidates (or of enumerated members); past it the generator ends
+                early with what it has yielded, and ``statistics["stop"]`` is ``"timeout"``.
 
         Raises:
             NasgenError: the constrained space is empty, or a bad budget.
@@ -504,8 +542,13 @@ class ConstrainedSpace:
                 yield out
             return
         if restricted <= enumerate_limit:
-            members = [tuple(a[keep] for a in arrays) for arrays in self.tables.enumerate_arrays(batch=chunk)
-                       for keep in [self.accept(*arrays)]]
+            members = []
+            for arrays in self.tables.enumerate_arrays(batch=chunk):
+                keep = self.accept(*arrays)
+                members.append(tuple(a[keep] for a in arrays))
+                if _past(deadline):  # the members are not all known: no uniform draw is possible yet
+                    stats["stop"] = "timeout"
+                    return
             members = tuple(np.concatenate(parts) for parts in zip(*members))
             total = len(members[0])
             stats.update(draws=restricted, accepted=total, acceptance=total / restricted)
@@ -547,12 +590,20 @@ class ConstrainedSpace:
             if len(idx):
                 found += len(idx)
                 yield layers[idx], kernel[idx], stride[idx]
+            if found < samples and _past(deadline):
+                stats["stop"] = "timeout"
+                return
 
     def _require_nonempty(self, count: int) -> None:
         """Raise EmptySpaceError (one line) when ``count`` says the constrained space is empty."""
         if count == 0:
             raise EmptySpaceError(f"the constrained space is empty: no architecture of {self.space.describe()} "
                               f"satisfies {' and '.join(a.text for a in self.atoms)}")
+
+
+def _past(deadline: float | None) -> bool:
+    """Whether the ``time.monotonic()`` deadline (None: none) has passed."""
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _acceptance_text(stats: dict) -> str:

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import SearchSpace
 
-__all__ = ["BenchRun", "run_one", "run_sweep", "read_rows", "markdown_table", "plot_times"]
+__all__ = ["BenchRun", "connect_scheduler", "end_with_parent", "heal_rows_file", "run_one", "run_sweep", "read_rows", "markdown_table", "plot_times"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,6 @@ class BenchRun:
 
 def run_one(run: BenchRun) -> dict:
     """Run one cell and return its row (never raises for a failed run: ``stop`` says ``error: ...``)."""
-    import numpy as np
-
     from nasgen.space.encoding import AdjTAccumulator
     from nasgen.samplers.registry import SamplingConfig, draw
 
@@ -79,12 +77,12 @@ def run_one(run: BenchRun) -> dict:
         solve_s = (t2 - t0) - encode_s
     found = sum(len(c[0]) for c in chunks)
     check_p = None
-    if found >= 2 and not run.where:
-        from nasgen.samplers.check import check_uniformity
+    if found >= 2:
+        from nasgen.samplers.check import check_chunks
 
-        arrays = tuple(np.concatenate(p) for p in zip(*chunks))
         try:
-            check_p = check_uniformity(space, arrays, replace=run.replace).overall_p
+            # against the constrained space's exact marginals when --where is set
+            check_p = check_chunks(space, chunks, replace=run.replace, where=run.where).overall_p
         except NasgenError:
             check_p = None
     row.update(encode_s=encode_s, solve_s=solve_s, total_s=t2 - t0, found=found, stop=stop, adj_t=adj.value,
@@ -99,16 +97,32 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
 
     Raises:
         NasgenError: the file exists but is not JSON Lines of rows.
+
+    >>> import tempfile, pathlib
+    >>> rows_file = pathlib.Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = rows_file.write_text('{"key": "a"}\\n{"ke')
+    >>> [row["key"] for row in read_rows(rows_file)]
+    ['a']
     """
+    return _read_rows(path)[0]
+
+
+def _read_rows(path) -> tuple[list[dict], int | None]:
+    """(rows, the byte offset where a torn last line starts, or None when the file ends cleanly)."""
     if not os.path.exists(path):
-        return []
+        return [], None
     rows = []
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        with open(path, "rb") as handle:
+            data = handle.read()
+        lines = data.decode("utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise NasgenError(f"cannot read {path}: {exc}") from None
+    torn_at = None
+    offset = 0
+    complete = len(lines) - 1  # the text after the last newline is not a finished row
     for number, line in enumerate(lines, start=1):
+        start, offset = offset, offset + len(line.encode("utf-8")) + 1
         if not line.strip():
             continue
         try:
@@ -116,11 +130,52 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
             if not isinstance(row, dict) or "key" not in row:
                 raise ValueError
         except ValueError:
-            if number == len(lines):  # an interrupted write: that run is simply done again
+            if number >= complete:  # an interrupted write: that run is simply done again
+                torn_at = start
                 continue
             raise NasgenError(f"{path} line {number} is not a nasgen bench row; use another --output-file") from None
+        if number > complete:  # a whole row whose newline was not written: keep it, end its line
+            torn_at = len(data)
         rows.append(row)
-    return rows
+    return rows, torn_at
+
+
+def heal_rows_file(path: str | os.PathLike) -> str | None:
+    """Make ``path`` end at a line boundary before rows are appended; returns what was done, or None.
+
+    A run killed while writing a row leaves a torn last line; appending after it
+    would glue the next row onto it (and lose both). The torn line is cut off
+    (its run is done again); a complete row that lacks only its newline gets one.
+
+    Raises:
+        NasgenError: the file cannot be read or written, or is not JSON Lines of rows.
+
+    >>> import tempfile, pathlib
+    >>> rows_file = pathlib.Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = rows_file.write_text('{"key": "a"}\\n{"ke')
+    >>> heal_rows_file(rows_file)
+    'cut a torn last line (4 bytes) left by an interrupted run; that run is done again'
+    >>> rows_file.read_text()
+    '{"key": "a"}\\n'
+    """
+    rows, torn_at = _read_rows(path)
+    if torn_at is None:
+        return None
+    size = os.path.getsize(path)
+    try:
+        if torn_at >= size:
+            with open(path, "ab") as handle:
+                handle.write(b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return "ended its last row with the newline an interrupted run did not write"
+        with open(path, "r+b") as handle:
+            handle.truncate(torn_at)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise NasgenError(f"cannot repair {path}: {exc.strerror or exc}") from None
+    return f"cut a torn last line ({size - torn_at} bytes) left by an interrupted run; that run is done again"
 
 
 def _executor(jobs: int, scheduler: str | None):
@@ -129,22 +184,103 @@ def _executor(jobs: int, scheduler: str | None):
         import multiprocessing
 
         return concurrent.futures.ProcessPoolExecutor(max_workers=jobs,
-                                                      mp_context=multiprocessing.get_context("spawn"))
+                                                      mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=end_with_parent, initargs=(os.getpid(),))
     try:
         from dask.distributed import Client
     except ImportError:
         raise NasgenError('--scheduler needs dask.distributed, which is not installed: '
                           'pip install "nasgen[samplers]"') from None
+    return connect_scheduler(Client, scheduler)
+
+
+#: Seconds ``--scheduler`` may take to connect and hear the scheduler's handshake.
+SCHEDULER_CONNECT_S = 5.0
+
+
+def connect_scheduler(client_class, address: str, timeout_s: float = SCHEDULER_CONNECT_S):
+    """A ``client_class(address)`` (a Dask Client) connected within ``timeout_s`` seconds, or a one-line error.
+
+    Only ``tcp://`` and ``tls://`` addresses (or a bare ``HOST:PORT``), and the
+    ``inproc://`` address of a cluster in this process, are taken: other
+    protocols need packages nasgen does not install. The connection is made
+    in a daemon thread so that a listener that accepts and then never answers (or
+    answers garbage) cannot hold the command: the client's own timeout does not
+    cover the handshake.
+
+    Raises:
+        NasgenError: an address of another protocol, or a scheduler that cannot be
+            reached, does not answer in time, or does not speak Dask's protocol.
+
+    >>> connect_scheduler(object, "ucx://127.0.0.1:1")
+    Traceback (most recent call last):
+    ...
+    nasgen.common.errors.NasgenError: --scheduler 'ucx://127.0.0.1:1': use a tcp://HOST:PORT or tls://HOST:PORT address of a running Dask scheduler
+    """
+    import threading
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    host, colon, port = rest.rpartition(":")
+    in_process = scheme == "inproc"  # a LocalCluster(processes=False) in this very process
+    if not in_process and (scheme not in ("tcp", "tls") or not colon or not host or not port.isdigit()):
+        raise NasgenError(f"--scheduler {address!r:.80}: use a tcp://HOST:PORT or tls://HOST:PORT address of a "
+                          "running Dask scheduler")
+    outcome: dict = {}
+
+    def connect() -> None:
+        try:
+            outcome["client"] = client_class(address, timeout=max(1.0, timeout_s - 2.0))
+        except BaseException as exc:  # anything the client raises on a bad peer becomes the one line below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=connect, name="nasgen-scheduler-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "client" in outcome:
+        return outcome["client"]
+    error = outcome.get("error")
+    why = f"no answer in {timeout_s:g} s" if error is None else f"{type(error).__name__}: {str(error)[:120]}"
+    raise NasgenError(f"cannot reach the Dask scheduler at {address!r:.80} ({why}): give a running scheduler's "
+                      "address, e.g. tcp://127.0.0.1:8786")
+
+
+def end_with_parent(parent: int, poll_s: float = 0.2) -> None:
+    """Make this (worker) process end when ``parent`` does, even if the parent is killed with SIGKILL.
+
+    A killed ``nasgen bench`` cannot stop its workers itself, and a worker in the
+    middle of a long run would otherwise go on until the run ends. On Linux the
+    kernel sends SIGKILL at once (``PR_SET_PDEATHSIG``); everywhere a daemon thread
+    also checks every ``poll_s`` seconds that the parent is still ours.
+    """
+    import threading
+
     try:
-        return Client(scheduler, timeout=5)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise NasgenError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(exc).__name__}): "
-                          "give a running scheduler's address, e.g. tcp://127.0.0.1:8786") from None
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below does the job
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)  # no clean-up to do: the parent that wanted the rows is gone
+
+    threading.Thread(target=watch, name="nasgen-end-with-parent", daemon=True).start()
 
 
 def run_sweep(runs: Sequence[BenchRun], output: str | os.PathLike, jobs: int = 1, scheduler: str | None = None,
-              progress=None) -> list[dict]:
+              progress=None, notice=None) -> list[dict]:
     """Run every cell not already in ``output``, appending rows as they finish; returns all rows.
+
+    ``progress(row)`` is called as each row is written; ``notice(text)`` with
+    one line when the output had to be repaired first (a torn last line cut).
 
     Raises:
         NasgenError: an unreadable output, bad ``jobs`` or an unreachable scheduler.
@@ -152,6 +288,9 @@ def run_sweep(runs: Sequence[BenchRun], output: str | os.PathLike, jobs: int = 1
     if jobs < 1:
         raise NasgenError(f"--jobs must be >= 1, got {jobs}")
     done = read_rows(output)
+    repaired = heal_rows_file(output) if os.path.exists(output) else None
+    if repaired is not None and notice is not None:
+        notice(f"{output}: {repaired}")
     finished = {row["key"] for row in done}
     todo = [r for r in runs if r.key not in finished]
     if not todo:

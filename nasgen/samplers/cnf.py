@@ -44,7 +44,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator, Sequence
 
@@ -517,20 +516,15 @@ def write_dimacs(cnf: Cnf, target: str | os.PathLike | IO[str]) -> None:
     if hasattr(target, "write"):
         target.write(text)
         return
-    path = os.fspath(target)
-    folder = os.path.dirname(os.path.abspath(path))
+    from nasgen.common.atomic import write_atomic
+
+    # staged and renamed like every nasgen file: an existing CNF keeps its mode, a new one gets the umask's
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nasgen-", suffix=".cnf")
-    except OSError as exc:
-        raise CnfError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_atomic(target, text)
+    except CnfError:
         raise
+    except NasgenError as exc:
+        raise CnfError(str(exc)) from None
 
 
 def dimacs_text(cnf: Cnf) -> str:

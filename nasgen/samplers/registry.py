@@ -384,7 +384,8 @@ class ExactMethod(Method):
             samples = self.tables.count if config.samples is None else config.samples
             chunks = self.constrained.iter_sample_arrays(
                 samples, seed=config.seed, replace=config.replace, chunk=max(chunk, 65536),
-                max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics)
+                max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics,
+                deadline=self._deadline)
         try:
             for part in chunks:
                 yield part
@@ -392,7 +393,8 @@ class ExactMethod(Method):
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     self.stop_reason = "timeout"
                     return
-            self.stop_reason = "complete"
+            # rejection (or the enumeration before it) stops by itself at the deadline, between batches
+            self.stop_reason = self.statistics.pop("stop", "complete")
         except RejectionBudgetError as exc:
             self.stop_reason = "budget"
             self.statistics["message"] = str(exc)

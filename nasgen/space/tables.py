@@ -33,9 +33,7 @@ from nasgen.common.errors import ArchitectureError, NasgenError
 from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space import backend, draws
 from nasgen.space.definition import Architecture, SearchSpace, conv_output_size
-# ``encode`` is imported here only because nasgen/samplers/check.py (owned by the `check` work) still
-# imports it from this module; its home is nasgen.space.encoding, and this name goes when that line moves.
-from nasgen.space.encoding import arrays_to_architectures, encode, to_arrays  # noqa: F401
+from nasgen.space.encoding import arrays_to_architectures, to_arrays
 
 __all__ = [
     "ChainStructure",
