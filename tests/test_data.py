@@ -292,6 +292,16 @@ def test_pickle_streams_outside_a_numeric_array_pickle_are_one_line(stream, mess
     assert str(info.value).startswith("f.pkl") and "\n" not in str(info.value)
 
 
+def test_shared_values_are_read_once():
+    from nasgen.train.pickled_arrays import read_pickled_arrays
+
+    # 90 levels of t = (t, t), five bytes a level: 2**90 leaves if the memo's sharing were not kept
+    value = read_pickled_arrays(b"\x80\x02)" + b"q\x00h\x00\x86" * 90 + b".")
+    assert value[0] is value[1] and value[0][0] is value[1][1]
+    looped = read_pickled_arrays(b"\x80\x02]q\x00h\x00a.")  # a list that holds itself, as pickle allows
+    assert looped[0] is looped
+
+
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_every_truncation_of_a_pickle_is_one_line(tmp_path, protocol):
     from nasgen.train.pickled_arrays import read_pickled_arrays

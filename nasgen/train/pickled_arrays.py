@@ -580,8 +580,12 @@ class _Machine:
         return target
 
 
-def _finished(value, source: str, depth: int = 0):
-    """The value with every pending array and dtype replaced by what BUILD made of it."""
+def _finished(value, source: str, done: dict[int, object], depth: int = 0):
+    """The value with every pending array and dtype replaced by what BUILD made of it.
+
+    ``done`` maps each container already finished (by id) to its result, so a value the memo
+    shares many times is finished once: nested pairs ``t = (t, t)`` stay linear, not exponential.
+    """
     if depth > MAX_NESTING:
         raise DataError(f"{source}: containers nest deeper than {MAX_NESTING} levels")
     if isinstance(value, _PendingArray):
@@ -592,13 +596,20 @@ def _finished(value, source: str, depth: int = 0):
         return value.dtype
     if isinstance(value, _Global):
         raise DataError(f"{source}: the pickle holds the global {value.value} itself, not an array")
+    if type(value) not in (tuple, list, dict):
+        return value
+    if id(value) in done:
+        return done[id(value)]
     if type(value) is tuple:
-        return tuple(_finished(item, source, depth + 1) for item in value)
-    if type(value) is list:
-        return [_finished(item, source, depth + 1) for item in value]
-    if type(value) is dict:
-        return {key: _finished(item, source, depth + 1) for key, item in value.items()}
-    return value
+        result = tuple(_finished(item, source, done, depth + 1) for item in value)
+    elif type(value) is list:
+        result = done[id(value)] = []  # registered first: a list may hold itself
+        result.extend(_finished(item, source, done, depth + 1) for item in value)
+    else:
+        result = done[id(value)] = {}
+        result.update((key, _finished(item, source, done, depth + 1)) for key, item in value.items())
+    done[id(value)] = result
+    return result
 
 
 def read_pickled_arrays(data: bytes, *, source: str = "pickle"):
@@ -635,4 +646,4 @@ def read_pickled_arrays(data: bytes, *, source: str = "pickle"):
         raise DataError(f"{source} is not a readable pickle of numpy arrays: {exc}") from None
     except _Refused as exc:
         raise DataError(f"{source}: {exc}") from None
-    return _finished(value, source)
+    return _finished(value, source, {})
