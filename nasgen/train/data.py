@@ -15,9 +15,9 @@ Supported sources:
   :func:`load_mnist_idx`);
 * a Keras-style ``mnist.npz`` with ``x_train, y_train, x_test, y_test``, read
   with ``allow_pickle=False`` (:func:`load_mnist_npz`);
-* the classic ``mnist.pkl.gz`` (50k train / 10k validation / 10k test) through a
-  restricted unpickler that admits numpy array reconstruction and nothing else
-  (:func:`load_mnist_pickle`);
+* the classic ``mnist.pkl.gz`` (50k train / 10k validation / 10k test), whose
+  pickle opcodes are read as data, never unpickled: numeric numpy arrays and
+  nothing else (:func:`load_mnist_pickle`, :mod:`nasgen.train.pickled_arrays`);
 * scikit-learn's bundled 8x8 digits, which needs no download
   (:func:`load_digits`).
 
@@ -33,9 +33,7 @@ This module imports neither jax nor z3.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -457,52 +455,12 @@ def load_npz_dataset(path: str | os.PathLike, *, name: str | None = None) -> Dat
     )
 
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that can rebuild numpy arrays and nothing else.
-
-    A pickle can name any importable callable; this one resolves only the three
-    globals numpy's ndarray reduction uses, so a crafted file cannot run code.
-    """
-
-    # numpy 1.x pickles name numpy.core; numpy 2 moved it to numpy._core. Each
-    # name resolves to the same function, fetched without touching the
-    # deprecated alias. _codecs.encode is how Python 3 writes the bytes of an
-    # array at protocol <= 2 (it only turns a str into bytes); _frombuffer is
-    # numpy's protocol-5 path.
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(
-                f"global {module}.{name} is forbidden: only numpy array reconstruction is allowed"
-            )
-        if module == "_codecs":
-            import codecs
-
-            return codecs.encode
-        if module == "numpy":
-            return getattr(np, name)
-        try:
-            from numpy import _core as core  # numpy >= 2
-        except ImportError:  # numpy 1.x
-            from numpy import core
-        return getattr(core.multiarray if name == "_reconstruct" else core.numeric, name)
-
-
-def _restricted_loads(data: bytes):
-    return _ArrayOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-
-
 def load_mnist_pickle(path: str | os.PathLike, *, merge_validation: bool = True) -> Dataset:
-    """MNIST from the classic ``mnist.pkl.gz`` through a restricted unpickler.
+    """MNIST from the classic ``mnist.pkl.gz``, read as data: the file is never unpickled.
+
+    Its pickle opcodes are interpreted by :func:`nasgen.train.pickled_arrays.read_pickled_arrays`,
+    which builds numeric numpy arrays itself and refuses, in one line, any other opcode or global
+    (so nothing the file names is imported or called) and any array larger than the memory limit.
 
     The file holds ``((train_x, train_y), (valid_x, valid_y), (test_x, test_y))``
     with 50k/10k/10k rows of 784 floats in ``[0, 1]``.
@@ -513,25 +471,25 @@ def load_mnist_pickle(path: str | os.PathLike, *, merge_validation: bool = True)
             giving the standard 60k/10k MNIST split (the paper trains on 60k).
 
     Raises:
-        DataError: missing or corrupt file, an unexpected structure, or a
-            pickle that names anything but numpy array reconstruction.
+        DataError: missing or corrupt file, an unexpected structure, a pickle
+            that names anything but numpy array reconstruction, or arrays
+            larger than the memory limit.
     """
+    from nasgen.train.pickled_arrays import read_pickled_arrays
+
     path = Path(path)
-    raw = _read_maybe_gzip(path)
-    try:
-        obj = _restricted_loads(raw)
-    except pickle.UnpicklingError as exc:
-        raise DataError(f"{path} refused: {exc}") from None
-    except Exception as exc:  # a corrupt pickle can fail in many ways; all are a bad file
-        raise DataError(f"{path} is not a readable pickle ({type(exc).__name__}: {exc})") from None
+    obj = read_pickled_arrays(_read_maybe_gzip(path), source=str(path))
+    what = ("training images", "training labels", "validation images", "validation labels", "test images", "test labels")
     try:
         (tx, ty), (vx, vy), (sx, sy) = obj
-        parts = [np.asarray(a) for a in (tx, ty, vx, vy, sx, sy)]
+        parts = (tx, ty, vx, vy, sx, sy)
     except (TypeError, ValueError):
         raise DataError(f"{path} does not hold ((train_x, train_y), (valid_x, valid_y), (test_x, test_y))") from None
-    if any(p.dtype == object for p in parts):
-        raise DataError(f"{path} holds object arrays; expected numeric MNIST arrays")
-    what = ("training images", "training labels", "validation images", "validation labels", "test images", "test labels")
+    for part, name in zip(parts, what):
+        # Only arrays: a list would be stacked by np.asarray, and a list that repeats one
+        # memoized array a million times costs the file two bytes an entry.
+        if not isinstance(part, np.ndarray):
+            raise DataError(f"{path}: {name} are a {type(part).__name__}, not a numpy array")
     tx, ty, vx, vy, sx, sy = (_numeric(p, path, w) for p, w in zip(parts, what))
     if merge_validation:
         try:
