@@ -275,3 +275,49 @@ def test_check_refuses_rows_as_adj_does(tmp_path):
         archive.writestr("stride.npy", header.ljust(127) + b"\n")
     code, _, err = cli("check", tmp_path / "huge.npz", *args)
     assert code == 2 and err.startswith("nasgen: error:") and err.count("\n") == 1, err
+
+
+# -- depth weights -----------------------------------------------------------------------
+
+DEPTHS = SearchSpace((14, 9), (4, 3), 1, 3, pool=(2, 1), relation="ge")   # 3 depths of unequal sizes
+
+
+def test_depth_balanced_draws_pass_against_their_own_distribution_and_fail_against_the_space():
+    arrays = sample_arrays(DEPTHS, 20000, seed=3, replace=True, depth_weights="uniform")
+    own = check_uniformity(DEPTHS, arrays, depth_weights="uniform")
+    assert own.uniform and any(t.name.startswith("whole space") for t in own.tests)
+    assert any(t.name.startswith("repeats") for t in own.tests)
+    assert not check_uniformity(DEPTHS, arrays).uniform
+    plain = sample_arrays(DEPTHS, 20000, seed=3, replace=True)
+    assert check_uniformity(DEPTHS, plain).uniform and not check_uniformity(DEPTHS, plain, depth_weights="uniform").uniform
+
+
+def test_depth_balanced_draws_under_absorbed_constraints_pass():
+    where = ["k[0][0] % 2 == 1 or k[0][0] == 0"]
+    arrays = sample_arrays(DEPTHS, 20000, seed=5, replace=True, where=where, depth_weights="uniform")
+    assert check_uniformity(DEPTHS, arrays, where=where, depth_weights="uniform").uniform
+
+
+def test_the_sidecar_records_depth_weights_and_check_reads_them(tmp_path):
+    target = tmp_path / "d.npz"
+    space = ["-I", "14,9", "-O", "4,3", "-n", "1", "-N", "3", "--pool", "2,1", "--relation", "ge"]
+    code, _, err = cli("sample", *space, "-M", "20000", "--with-replacement", "--depth-weights", "uniform",
+                       "--seed", "8", "-o", str(target))
+    assert code == 0, err
+    assert json.loads((tmp_path / "d.npz.config.json").read_text())["sampling"]["options"]["depth_weights"] == "uniform"
+    code, out, _ = cli("check", str(target))
+    assert code == 0 and "with uniform depth weights" in out
+    code, out, _ = cli("check", str(target), "--depth-weights", "space")
+    assert code == 1 and "NOT uniform" in out
+
+
+def test_depth_weights_under_rejected_constraints_are_refused_in_one_line(tmp_path):
+    space = ["-I", "14,9", "-O", "4,3", "-n", "1", "-N", "3", "--pool", "2,1", "--relation", "ge"]
+    rejected = "sum(k[0]) + sum(k[1]) <= 12"
+    code, out, err = cli("sample", *space, "-M", "5", "--where", rejected, "--depth-weights", "uniform")
+    assert code == 2 and err.count("\n") == 1 and "applied by rejection" in err and out == ""
+    code, _, err = cli("sample", *space, "-M", "5", "--method", "uniwit", "--depth-weights", "uniform")
+    assert code == 2 and "--depth-weights does not apply to --method uniwit" in err
+    arrays = sample_arrays(DEPTHS, 500, seed=1, replace=True, where=[rejected])
+    with pytest.raises(nasgen.NasgenError, match="applied by rejection"):
+        check_uniformity(DEPTHS, arrays, where=[rejected], depth_weights="uniform")

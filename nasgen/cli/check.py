@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--where", action="append", default=None, metavar="EXPR",
                    help="the constraints the sample was drawn under (repeatable; default: the sidecar's): the tests "
                         "use the constrained space's exact marginals")
+    p.add_argument("--depth-weights", choices=("space", "uniform"), default=None,
+                   help="the distribution the sample was drawn from (default: the sidecar's, else space): uniform "
+                        "over the space, or every non-empty depth equally likely then uniform within it")
     p.add_argument("--level", type=float, default=0.001, help="significance level of the verdict (default 0.001)")
     draws = p.add_mutually_exclusive_group()
     draws.add_argument("--with-replacement", dest="replace", action="store_const", const=True, default=None,
@@ -53,9 +56,13 @@ def run(args) -> int:
         options = sampling.get("options") or {}
         model = options.get("model") if isinstance(options, dict) else None
     model = None if model is None else chain_spec(model_options(model))
+    depth_weights = args.depth_weights
+    if depth_weights is None:
+        options = sampling.get("options") or {}
+        depth_weights = options.get("depth_weights", "space") if isinstance(options, dict) else "space"
     source = "standard input" if args.file == "-" else args.file
     result = check_chunks(space, iter_sample_file(args.file, space), level=args.level, replace=replace,
-                          where=where, model=model, source=source)
+                          where=where, model=model, source=source, depth_weights=depth_weights)
     if args.json:
         print(json.dumps({**result.to_dict(), "where": list(where)}))
     else:
@@ -67,6 +74,8 @@ def run(args) -> int:
             print(f"skipped: {s}")
         verdict = "uniform" if result.uniform else "NOT uniform"
         constrained = f" of the space under {' and '.join(where)}" if where else ""
+        if depth_weights != "space":
+            constrained += f" with {depth_weights} depth weights"
         print(f"{result.draws} draws: {verdict}{constrained} at level {result.level:g} (overall p = "
               f"{result.overall_p:.3g}, {len(result.tests)} tests, Holm-corrected)")
     return 0 if result.uniform else 1

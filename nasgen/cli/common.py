@@ -167,6 +167,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pivot-k", type=float, default=None, help="uniwit: k in pivot = 2|V|^(1/k) (default 2)")
     g.add_argument("--start-xors", choices=("paper", "count"), default=None,
                    help="uniwit: start the XOR count as the paper does (default), or near log2(count/pivot)")
+    g.add_argument("--depth-weights", choices=("space", "uniform"), default=None,
+                   help="exact: how the number of layers is drawn: space (default; every architecture equally "
+                        "likely) or uniform (every non-empty depth equally likely, then uniform within it)")
     g.add_argument("--max-draws", type=int, default=None,
                    help="exact with --where atoms it cannot absorb: budget of candidate draws (default 10^7)")
     g.add_argument("--epsilon", type=float, default=None, help="unigen: tolerance epsilon (default 0.8)")
@@ -208,6 +211,7 @@ _METHOD_OPTIONS = {
     "epsilon": ("epsilon", lambda v: v),
     "delta": ("delta", lambda v: v),
     "round_size": ("round_size", lambda v: v),
+    "depth_weights": ("depth_weights", lambda v: v),
 }
 
 

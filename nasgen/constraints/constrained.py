@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen.space import backend
-from nasgen.space.draws import SampleStream, check_samples, seed_sequence
+from nasgen.space.draws import SampleStream, check_depth_weights, check_samples, seed_sequence
 from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
@@ -499,7 +499,8 @@ class ConstrainedSpace:
 
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = _CHUNK,
                            max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None,
-                           enumerate_limit: int = SMALL_SPACE, deadline: float | None = None):
+                           enumerate_limit: int = SMALL_SPACE, deadline: float | None = None,
+                           depth_weights: str = "space"):
         """Yield (layers, kernel, stride) chunks of a uniform sample of the constrained space.
 
         With every atom absorbed this is the exact sampler of the restricted
@@ -522,25 +523,38 @@ class ConstrainedSpace:
             deadline: a ``time.monotonic()`` time: checked after every batch of
                 candidates (or of enumerated members); past it the generator ends
                 early with what it has yielded, and ``statistics["stop"]`` is ``"timeout"``.
+            depth_weights: ``"space"`` (uniform over the constrained space) or ``"uniform"`` (every
+                non-empty depth equally likely, then uniform within it): with every atom absorbed; refused
+                when atoms are applied by rejection (the depths' shares of the constrained space are not
+                known in advance then).
 
         Raises:
-            NasgenError: the constrained space is empty, or a bad budget.
+            NasgenError: the constrained space is empty, a bad budget, or uniform depth weights under
+                rejection.
             RejectionBudgetError: the budget ran out first; its message says how
                 many were found, the acceptance measured, and which method to use.
         """
         _check_positive(max_draws, "max_draws")
         samples = check_samples(samples)
+        check_depth_weights(depth_weights)
         stats = statistics if statistics is not None else {}
         stats.update(draws=0, accepted=0, acceptance=None)
         restricted = self.tables.count
         if self.all_absorbed or restricted == 0:
             self._require_nonempty(restricted)
-            for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk):
+            for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk,
+                                                      depth_weights=depth_weights):
                 stats["draws"] += len(out[0])
                 stats["accepted"] += len(out[0])
                 stats["acceptance"] = 1.0
                 yield out
             return
+        if depth_weights != "space":
+            rejected = " and ".join(a.text for a in self.atoms if a.kind == "rejected")
+            raise NasgenError(
+                f"depth weights {depth_weights!r} need constraints the tables absorb: {rejected} is applied by "
+                "rejection, so the depths' shares of the constrained space are not known in advance; use depth "
+                "weights 'space' or an absorbed form of the constraint (see the README's Constraints)")
         if restricted <= enumerate_limit:
             members = []
             for arrays in self.tables.enumerate_arrays(batch=chunk):

@@ -32,59 +32,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from nasgen.common.errors import ArchitectureError, NasgenError
 from nasgen.samplers.sample_files import iter_sample_file
+from nasgen.samplers.verdicts import MIN_EXPECTED, CheckResult, TestResult, chi_square, holm
 from nasgen.space.definition import Architecture, SearchSpace, check_membership
+from nasgen.space.draws import check_depth_weights, depth_probabilities
 
 __all__ = ["CheckResult", "TestResult", "check_chunks", "check_uniformity", "iter_sample_file",
            "validate_arrays",
            "MIN_EXPECTED", "WHOLE_SPACE_LIMIT"]
 
-#: Categories expected to hold fewer draws than this are merged.
-MIN_EXPECTED = 5.0
 #: Spaces with at most this many architectures also get the whole-space test.
 WHOLE_SPACE_LIMIT = 1_000_000
 #: Adjacent-layer tests are skipped when one would need more transitions than this.
 ADJACENT_LIMIT = 200_000
-
-
-@dataclass(frozen=True)
-class TestResult:
-    """One test: name, chi-square statistic (or a count), degrees of freedom, p-value, Holm-adjusted p."""
-
-    __test__ = False  # not a pytest test class
-
-
-    name: str
-    statistic: float
-    df: int
-    p_value: float
-    p_adjusted: float = float("nan")
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "statistic": self.statistic, "df": self.df, "p_value": self.p_value,
-                "p_adjusted": self.p_adjusted}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The verdict: ``uniform`` at ``level`` iff every Holm-adjusted p-value is above it."""
-
-    uniform: bool
-    overall_p: float
-    draws: int
-    level: float
-    tests: tuple = ()
-    skipped: tuple = ()
-    notes: tuple = field(default=())
-
-    def to_dict(self) -> dict:
-        return {"uniform": self.uniform, "overall_p": self.overall_p, "draws": self.draws, "level": self.level,
-                "tests": [t.to_dict() for t in self.tests], "skipped": list(self.skipped)}
 
 
 # -- reading and validating samples ------------------------------------------------------
@@ -135,44 +99,6 @@ def validate_arrays(space: SearchSpace, layers, kernel, stride):
 
 
 # -- statistics -----------------------------------------------------------------------------------
-
-
-def _chi_square(name: str, observed: np.ndarray, probabilities: np.ndarray, draws: int) -> TestResult | None:
-    """Pearson's chi-square with sparse categories merged; None when fewer than two categories remain."""
-    from scipy.stats import chi2
-
-    expected = probabilities * draws
-    order = np.argsort(expected)
-    expected, observed = expected[order], observed[order]
-    small = expected < MIN_EXPECTED
-    cells_e = list(expected[~small])
-    cells_o = list(observed[~small])
-    if small.any():
-        rest_e, rest_o = float(expected[small].sum()), float(observed[small].sum())
-        if rest_e >= MIN_EXPECTED or not cells_e:
-            cells_e.append(rest_e)
-            cells_o.append(rest_o)
-        else:
-            cells_e[0] += rest_e
-            cells_o[0] += rest_o
-    cells_e, cells_o = np.array(cells_e), np.array(cells_o, dtype=np.float64)
-    cells_o, cells_e = cells_o[cells_e > 0], cells_e[cells_e > 0]
-    if len(cells_e) < 2:
-        return None
-    statistic = float(((cells_o - cells_e) ** 2 / cells_e).sum())
-    df = len(cells_e) - 1
-    return TestResult(name, statistic, df, float(chi2.sf(statistic, df)))
-
-
-def _holm(tests: list[TestResult]) -> list[TestResult]:
-    m = len(tests)
-    order = sorted(range(m), key=lambda i: tests[i].p_value)
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank_, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank_) * tests[i].p_value))
-        adjusted[i] = running
-    return [TestResult(t.name, t.statistic, t.df, t.p_value, a) for t, a in zip(tests, adjusted)]
 
 
 # -- categories -------------------------------------------------------------------------------
@@ -386,7 +312,8 @@ def _hash_multipliers(N: int, K: int) -> np.ndarray:
 # -- exact marginals --------------------------------------------------------------------------
 
 
-def _dp_expected(space: SearchSpace, tables, cat: _Categories) -> dict[tuple, dict[int, float]]:
+def _dp_expected(space: SearchSpace, tables, cat: _Categories, depth_weights: str = "space"
+                 ) -> dict[tuple, dict[int, float]]:
     """Exact marginal probabilities of every test from the (restricted) chain graph, by forward-backward.
 
     For component c, ``f[l][u]`` counts chains of l layers from its start to u and
@@ -401,8 +328,7 @@ def _dp_expected(space: SearchSpace, tables, cat: _Categories) -> dict[tuple, di
     dst, mult = graph.edge_dst, graph.edge_mult.astype(np.float64)
     is_end = np.zeros(S)
     is_end[tables.structure.ends] = 1.0
-    total = tables.count
-    p_layers = {L: c / total for L, c in tables.by_layers.items() if c}
+    p_layers = depth_probabilities(tables.by_layers, depth_weights)
     deepest = max(p_layers)
     expected: dict[tuple, dict[int, float]] = {}
     inactive = np.zeros(deepest + 2)
@@ -414,10 +340,12 @@ def _dp_expected(space: SearchSpace, tables, cat: _Categories) -> dict[tuple, di
     for c, kd, d0 in cat.components:
         start = int(tables.components.start[c])
         log_q = np.full(deepest + 2, -np.inf)
-        for L, count_L in tables.by_layers.items():
+        for L, p_L in p_layers.items():
             chains = tables.chains[c][L]
-            if count_L and chains:
-                log_q[L] = math.log(count_L) - math.log(total) - math.log(chains)
+            if chains and depth_weights == "space":
+                log_q[L] = math.log(tables.by_layers[L]) - math.log(tables.count) - math.log(chains)
+            elif chains:
+                log_q[L] = math.log(p_L) - math.log(chains)
         # forward, scaled
         f = np.zeros((deepest + 1, S))
         log_f = np.zeros(deepest + 1)
@@ -512,7 +440,8 @@ def _adjacent_joint(graph, src, f_l, log_f, back_next, log_back_next, log_q_next
 
 
 def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: bool = True,
-                     whole_space_limit: int = WHOLE_SPACE_LIMIT, where=(), model=None) -> CheckResult:
+                     whole_space_limit: int = WHOLE_SPACE_LIMIT, where=(), model=None,
+                     depth_weights: str = "space") -> CheckResult:
     """Test whether ``arrays`` (layers, kernel, stride) are uniform draws from ``space`` (under ``where``).
 
     Args:
@@ -525,6 +454,9 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
         where: ``--where`` constraints the draws were made under: the tests use the
             constrained space's exact marginals.
         model: the chain model's options for ``params``/``flops`` in ``where``.
+        depth_weights: the distribution the draws were meant to follow: ``"space"`` (uniform) or
+            ``"uniform"`` (every non-empty depth equally likely, then uniform within it; see
+            :mod:`nasgen.space.draws`).
 
     Returns:
         A :class:`CheckResult`.
@@ -539,12 +471,12 @@ def check_uniformity(space: SearchSpace, arrays, level: float = 0.001, replace: 
     True
     """
     return check_chunks(space, [arrays], level=level, replace=replace, whole_space_limit=whole_space_limit,
-                        where=where, model=model)
+                        where=where, model=model, depth_weights=depth_weights)
 
 
 def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool = True,
-                 whole_space_limit: int = WHOLE_SPACE_LIMIT, where=(), model=None, source: str = "the sample"
-                 ) -> CheckResult:
+                 whole_space_limit: int = WHOLE_SPACE_LIMIT, where=(), model=None, source: str = "the sample",
+                 depth_weights: str = "space") -> CheckResult:
     """:func:`check_uniformity` over an iterable of array chunks, read once, in memory bounded by a chunk.
 
     Each chunk's architectures are checked to belong to the space as they come
@@ -558,6 +490,7 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
         raise NasgenError('nasgen check needs scipy, which is not installed: pip install "nasgen[samplers]"') from None
     if not 0 < level < 1:
         raise NasgenError(f"--level must be in (0, 1), got {level}")
+    check_depth_weights(depth_weights)
     if where:
         constrained = ConstrainedSpace(space, where, model=model)
         tables = constrained.tables
@@ -597,10 +530,13 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
     # the expected side: exact tables, or the enumerated constrained members, or nothing
     expected, size = None, None
     members = None
+    if depth_weights != "space" and not all_absorbed:
+        raise NasgenError(f"depth weights {depth_weights!r} are checked only under constraints the tables absorb "
+                          f"(as the exact sampler draws them): {' and '.join(where)} is applied by rejection")
     if all_absorbed:
         size = tables.count
         if size:
-            expected = _dp_expected(space, tables, cat)
+            expected = _dp_expected(space, tables, cat, depth_weights)
     elif tables.count <= ENUMERATE_LIMIT:
         expected, size, members = _enumerated_expected(space, constrained, cat, where, model)
     else:
@@ -614,12 +550,13 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
     if size == 0:
         tests.append(TestResult("constrained space is empty, yet there are draws", float(M), 0, 0.0))
     if expected is not None:
-        _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped)
+        _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped, depth_weights)
         keys, key_counts = counts.distinct()
-        _space_tests(tables, keys, key_counts, M, size, replace, whole_space_limit, members, tests, skipped)
+        _space_tests(tables, keys, key_counts, M, size, replace, whole_space_limit, members, tests, skipped,
+                     depth_weights)
     if not tests:
         raise NasgenError(f"no test applies to {source}: " + "; ".join(skipped))
-    tests = _holm(tests)
+    tests = holm(tests)
     overall = min(t.p_adjusted for t in tests)
     return CheckResult(uniform=overall > level, overall_p=overall, draws=M, level=level, tests=tuple(tests),
                        skipped=tuple(skipped))
@@ -665,11 +602,11 @@ def _enumerated_expected(space, constrained, cat, where, model):
     return expected, size, np.sort(np.concatenate(kept_keys))
 
 
-def _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped):
+def _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped, depth_weights="space"):
     if "layers" in expected:
         layer_p = expected["layers"]
     else:
-        layer_p = {L: c / size for L, c in tables.by_layers.items() if c}
+        layer_p = depth_probabilities(tables.by_layers, depth_weights)
     observed = {L: float(n) for L, n in enumerate(counts.layers.tolist()) if n}
     _add_test(tests, skipped, "layers", observed, layer_p, M)
     inactive_obs = np.cumsum(counts.layers)  # draws with L <= l: layer l inactive
@@ -711,17 +648,21 @@ def _add_test(tests, skipped, name, observed: dict, probabilities: dict, M: int)
     if impossible > 0:  # draws in a category the space (under the constraints) cannot produce
         tests.append(TestResult(f"{name} ({int(impossible)} draws where none can be)", float(impossible), 0, 0.0))
         return
-    result = _chi_square(name, obs[prob > 0], prob[prob > 0], M)
+    result = chi_square(name, obs[prob > 0], prob[prob > 0], M)
     if result is None:
         skipped.append(f"{name} (one category)")
     else:
         tests.append(result)
 
 
-def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, members, tests, skipped):
+def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, members, tests, skipped,
+                 depth_weights="space"):
     """The whole-space test (small spaces) and the repeats test against the exact expectation."""
     from scipy.stats import norm, poisson
 
+    if depth_weights != "space":
+        _weighted_space_tests(tables, keys, key_counts, M, replace, whole_space_limit, tests, skipped, depth_weights)
+        return
     if C <= whole_space_limit:
         if members is None:
             members = np.sort(np.concatenate([_packed_keys(tables.space, *arrays)
@@ -733,7 +674,7 @@ def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, mem
         observed = np.bincount(ranks // width, weights=key_counts, minlength=bins).astype(np.float64)
         sizes = np.full(bins, width, dtype=np.float64)
         sizes[-1] = C - width * (bins - 1)
-        result = _chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, sizes / C, M)
+        result = chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, sizes / C, M)
         if result is None:
             skipped.append("whole space (one bin)")
         else:
@@ -758,3 +699,54 @@ def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, mem
         tests.append(TestResult("repeats (distinct draws: expected 0)", float(repeats), 0,
                                 1.0 if repeats == 0 else 0.0))
 
+
+def _weighted_space_tests(tables, keys, key_counts, M, replace, whole_space_limit, tests, skipped, depth_weights):
+    """The whole-space and repeats tests when an architecture of depth L has probability P(L) / count(L).
+
+    Whole space: members in key order, binned as in the uniform case, each bin's probability the sum of its
+    members'. Repeats: with n_L members of probability q_L = P(L) / n_L each, the expected number of unseen
+    architectures is sum_L n_L (1 - q_L)^M and its variance follows from the pairs' joint probabilities.
+    """
+    from scipy.stats import norm, poisson
+
+    p_layers = depth_probabilities(tables.by_layers, depth_weights)
+    C = tables.count
+    if C <= whole_space_limit:
+        parts = [(_packed_keys(tables.space, *arrays), arrays[0]) for arrays in tables.enumerate_arrays(batch=1 << 16)]
+        member_keys = np.concatenate([k for k, _ in parts])
+        member_p = np.concatenate([np.array([p_layers[L] / tables.by_layers[L] for L in layers.tolist()])
+                                   for _, layers in parts])
+        order = np.argsort(member_keys)
+        member_keys, member_p = member_keys[order], member_p[order]
+        ranks = np.searchsorted(member_keys, keys)
+        width = max(1, math.ceil(MIN_EXPECTED / max(M * float(member_p.min()), 1e-300)))
+        width = min(width, C)
+        bins = math.ceil(C / width)
+        observed = np.bincount(ranks // width, weights=key_counts, minlength=bins).astype(np.float64)
+        probabilities = np.add.reduceat(member_p, np.arange(0, C, width))
+        result = chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, probabilities, M)
+        if result is None:
+            skipped.append("whole space (one bin)")
+        else:
+            tests.append(result)
+    else:
+        skipped.append(f"whole space ({C} architectures, more than {whole_space_limit})")
+    repeats = M - len(keys)
+    if not replace:
+        tests.append(TestResult("repeats (distinct draws: expected 0)", float(repeats), 0, 1.0 if repeats == 0 else 0.0))
+        return
+    groups = [(tables.by_layers[L], p / tables.by_layers[L]) for L, p in p_layers.items()]
+    unseen = [n * math.exp(M * math.log1p(-q)) if q < 1 else 0.0 for n, q in groups]
+    expected_repeats = M - (C - sum(unseen))
+    if expected_repeats < 50:
+        p = float(poisson.sf(repeats - 1, expected_repeats)) if repeats > 0 else 1.0
+    else:
+        pairs = 0.0
+        for i, (n_i, q_i) in enumerate(groups):
+            for j, (n_j, q_j) in enumerate(groups):
+                both = n_i * (n_i - 1) if i == j else n_i * n_j
+                pairs += both * max(0.0, 1 - q_i - q_j) ** M
+        var = sum(unseen) + pairs - sum(unseen) ** 2
+        z = (repeats - expected_repeats) / math.sqrt(max(var, 1e-300))
+        p = float(2 * norm.sf(abs(z)))
+    tests.append(TestResult(f"repeats (expected {expected_repeats:.4g})", float(repeats), 0, p))

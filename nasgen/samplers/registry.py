@@ -333,11 +333,14 @@ class ExactMethod(Method):
     rest are applied by rejection on draws of the restricted tables, within
     the ``max_draws`` budget. ``statistics`` reports ``draws``, ``accepted``
     and ``acceptance``; a run that exhausts the budget ends with
-    ``stop_reason == "budget"`` and keeps what it found.
+    ``stop_reason == "budget"`` and keeps what it found. The option
+    ``depth_weights`` (``"space"``, the default, or ``"uniform"``: every
+    non-empty depth equally likely, then uniform within it; see
+    :mod:`nasgen.space.draws`) chooses how the number of layers is drawn.
     """
 
     help = "exactly uniform, by dynamic programming (default; about a million draws a second)"
-    option_names = ("chunk", "max_draws", "model")
+    option_names = ("chunk", "max_draws", "model", "depth_weights")
     supports_where = True
 
     @classmethod
@@ -350,6 +353,10 @@ class ExactMethod(Method):
             raise SamplingError(f"option max_draws (--max-draws) must be a positive integer, got {str(max_draws)[:60]!r}")
         if "model" in options:
             options = {**options, "model": dict(model_options(options["model"]))}
+        if "depth_weights" in options:
+            from nasgen.space.draws import check_depth_weights
+
+            check_depth_weights(options["depth_weights"])
         return {**options, "chunk": int(chunk)} if "chunk" in options else options
 
     def __init__(self, space: SearchSpace, config: SamplingConfig) -> None:
@@ -377,15 +384,17 @@ class ExactMethod(Method):
 
         config = self.config
         chunk = config.options.get("chunk", 16384)
+        depth_weights = config.options.get("depth_weights", "space")
         if self.constrained is None:
             samples = self.count if config.samples is None else config.samples
-            chunks = self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk)
+            chunks = self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk,
+                                                    depth_weights=depth_weights)
         else:
             samples = self.tables.count if config.samples is None else config.samples
             chunks = self.constrained.iter_sample_arrays(
                 samples, seed=config.seed, replace=config.replace, chunk=max(chunk, 65536),
                 max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics,
-                deadline=self._deadline)
+                deadline=self._deadline, depth_weights=depth_weights)
         try:
             for part in chunks:
                 yield part
