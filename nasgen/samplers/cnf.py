@@ -390,8 +390,13 @@ def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in
 # -- where constraints through z3 ---------------------------------------------------
 
 
-class _WhereFormula:
-    """The attributes nasgen.samplers.solver's where lowering reads, over the CNF's own variables."""
+class _CnfTerms:
+    """The CNF's own variables as the z3 terms a ``--where`` is lowered onto (a :class:`~nasgen.samplers.z3algebra.Z3Terms`).
+
+    Kernels and strides are sums of their bits' weights, sizes sums over the
+    one-hot size variables; every boolean is named ``v<variable>`` so that
+    the bit-blasted result maps back to CNF variables (:attr:`bools`).
+    """
 
     def __init__(self, cnf: Cnf, z3) -> None:
         space = cnf.space
@@ -426,18 +431,18 @@ def _add_wheres(cnf: Cnf, wheres) -> None:
     except ImportError:
         raise NasgenError('--where in a CNF needs z3, which is not installed: pip install "nasgen[solver]"') from None
 
-    from nasgen.samplers.solver import _Z3Algebra
+    from nasgen.samplers.z3algebra import lower_where
 
-    formula = _WhereFormula(cnf, z3)
-    goal = z3.Goal(ctx=formula.ctx)
+    terms = _CnfTerms(cnf, z3)
+    goal = z3.Goal(ctx=terms.ctx)
     for w in wheres:
-        goal.add(w.fold(_Z3Algebra(formula, w.magnitude(cnf.space)), cnf.space))
+        goal.add(lower_where(w, terms, cnf.space))
     # simplify + bit-blast only: solve-eqs / propagate-values could eliminate sampling variables.
-    tactic = z3.Then(z3.Tactic("simplify", ctx=formula.ctx), z3.Tactic("bit-blast", ctx=formula.ctx),
-                     z3.Tactic("simplify", ctx=formula.ctx))
+    tactic = z3.Then(z3.Tactic("simplify", ctx=terms.ctx), z3.Tactic("bit-blast", ctx=terms.ctx),
+                     z3.Tactic("simplify", ctx=terms.ctx))
     result = tactic(goal)
     assert len(result) == 1
-    names = {f"v{v}": v for v in formula.bools}
+    names = {f"v{v}": v for v in terms.bools}
     _tseitin(cnf, list(result[0]), names, z3)
 
 

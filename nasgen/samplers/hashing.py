@@ -399,6 +399,10 @@ class HashingSampler:
     ``where``, has fewer than M), ``"unsat"`` (no architecture at all) or
     ``"interrupted"``.
 
+    Attributes:
+        known_count: the exact number of architectures satisfying ``where``
+            when :func:`exact_count` knows it (always without ``where``), else None.
+
     Raises:
         HashingError: the package is missing, or a setting is invalid.
     """
@@ -440,11 +444,11 @@ class HashingSampler:
         self.stop_reason: str | None = None
         self.statistics = HashingStatistics()
         self._child: _Child | None = None
-        # The exact count, when the tables hold every --where: UniGen then starts from it instead of from
-        # ApproxMC's estimate, and distinct draws stop at it instead of waiting for stale rounds.
-        self._known_count = exact_count(space, self.where)
+        # UniGen starts from the exact count instead of from ApproxMC's estimate, and distinct draws stop
+        # at it instead of waiting for stale rounds.
+        self.known_count = exact_count(space, self.where)
         if method == "unigen":
-            self.options["count"] = self._known_count if exact_count_enabled else None
+            self.options["count"] = self.known_count if exact_count_enabled else None
             self.options["support"] = bool(independent_support_enabled)
 
     def __enter__(self) -> "HashingSampler":
@@ -522,7 +526,7 @@ class HashingSampler:
                     self.stop_reason = "samples"
                     child.send(0)
                     return
-                if not self.replace and self._known_count is not None and produced >= self._known_count:
+                if not self.replace and self.known_count is not None and produced >= self.known_count:
                     self.stop_reason = "exhausted"
                     child.send(0)
                     return
@@ -623,7 +627,7 @@ class _HashingMethod(Method):
         options = dict(config.options)
         self._sampler = HashingSampler(space, self.name, config.samples, seed=config.seed, replace=config.replace,
                                        timeout=config.timeout, where=config.where, **options)
-        self.count = self._sampler._known_count
+        self.count = self._sampler.known_count
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
