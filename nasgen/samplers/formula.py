@@ -152,34 +152,8 @@ class Formula:
         self.bits = space.bit_width
         # The arithmetic multiplies two sizes: 2B bits, plus a spare and a sign bit.
         self.width = 2 * self.bits + 2
-        N, K, B = space.max_layers, space.dims, self.bits
-        self.active = tuple(z3.Bool(f"x_{l}", ctx) for l in range(N))
-        self.kernel_bits = [[[z3.Bool(f"k_{l}_{d}_{i}", ctx) for i in range(B)] for d in range(K)] for l in range(N)]
-        self.stride_bits = [[[z3.Bool(f"s_{l}_{d}_{i}", ctx) for i in range(B)] for d in range(K)] for l in range(N)]
-        # The sampling set in canonical bit-vector order: per layer and
-        # dimension B kernel bits then B stride bits (LSB first); then the N
-        # activation bits. One model evaluation of `packed` decodes an
-        # architecture.
-        self.sampling: list = []
-        for l in range(N):
-            for d in range(K):
-                self.sampling += self.kernel_bits[l][d] + self.stride_bits[l][d]
-        self.sampling += list(self.active)
-        one_bit, zero_bit = z3.BitVecVal(1, 1, ctx), z3.BitVecVal(0, 1, ctx)
-        pieces = [z3.If(b, one_bit, zero_bit) for b in self.sampling]
-        self.packed = pieces[0] if len(pieces) == 1 else z3.Concat(pieces[::-1])
-        self._positive = [b.as_ast() for b in self.sampling]
-        self._negations = [z3.Not(b) for b in self.sampling]
-        self._negative = [b.as_ast() for b in self._negations]
-        self.kernel = tuple(tuple(self._number(self.kernel_bits[l][d]) for d in range(K)) for l in range(N))
-        self.stride = tuple(tuple(self._number(self.stride_bits[l][d]) for d in range(K)) for l in range(N))
-        bv = lambda name: z3.BitVec(name, self.width, ctx)  # noqa: E731
-        self.conv = tuple(tuple(bv(f"c_{l}_{d}") for d in range(K)) for l in range(N))
-        self.size = tuple(tuple(bv(f"y_{l}_{d}") for d in range(K)) for l in range(N))
-        one, zero = self.const(1), self.const(0)
-        self.layers = z3.Sum([z3.If(a, one, zero) for a in self.active])
-        self.variables = SolverVariables(self.kernel, self.stride, self.conv, self.size,
-                                         self.active, self.layers, self.width)
+        self._declare_sampling_set()
+        self._declare_terms()
         self.assertions: list = []
         self._pair_cache: dict[int, frozenset] = {}
         needs_sizes = bool(wheres) or constraint is not None
@@ -207,6 +181,42 @@ class Formula:
             self.assertions.append(lower_where(where, self, space))
         if constraint is not None:
             self.assertions.extend(_user_constraints(constraint, self.variables, ctx))
+
+    def _declare_sampling_set(self) -> None:
+        """The sampling set in canonical bit-vector order, and ``packed``, its one-term decoding.
+
+        Per layer and dimension B kernel bits then B stride bits (LSB first);
+        then the N activation bits. One model evaluation of ``packed`` decodes
+        an architecture.
+        """
+        N, K, B, ctx = self.space.max_layers, self.space.dims, self.bits, self.ctx
+        self.active = tuple(z3.Bool(f"x_{l}", ctx) for l in range(N))
+        self.kernel_bits = [[[z3.Bool(f"k_{l}_{d}_{i}", ctx) for i in range(B)] for d in range(K)] for l in range(N)]
+        self.stride_bits = [[[z3.Bool(f"s_{l}_{d}_{i}", ctx) for i in range(B)] for d in range(K)] for l in range(N)]
+        self.sampling: list = []
+        for l in range(N):
+            for d in range(K):
+                self.sampling += self.kernel_bits[l][d] + self.stride_bits[l][d]
+        self.sampling += list(self.active)
+        one_bit, zero_bit = z3.BitVecVal(1, 1, ctx), z3.BitVecVal(0, 1, ctx)
+        pieces = [z3.If(b, one_bit, zero_bit) for b in self.sampling]
+        self.packed = pieces[0] if len(pieces) == 1 else z3.Concat(pieces[::-1])
+        self._positive = [b.as_ast() for b in self.sampling]
+        self._negations = [z3.Not(b) for b in self.sampling]
+        self._negative = [b.as_ast() for b in self._negations]
+
+    def _declare_terms(self) -> None:
+        """Kernels and strides built from the sampling bits; sizes as bit-vector variables; ``layers``."""
+        N, K, ctx = self.space.max_layers, self.space.dims, self.ctx
+        self.kernel = tuple(tuple(self._number(self.kernel_bits[l][d]) for d in range(K)) for l in range(N))
+        self.stride = tuple(tuple(self._number(self.stride_bits[l][d]) for d in range(K)) for l in range(N))
+        bv = lambda name: z3.BitVec(name, self.width, ctx)  # noqa: E731
+        self.conv = tuple(tuple(bv(f"c_{l}_{d}") for d in range(K)) for l in range(N))
+        self.size = tuple(tuple(bv(f"y_{l}_{d}") for d in range(K)) for l in range(N))
+        one, zero = self.const(1), self.const(0)
+        self.layers = z3.Sum([z3.If(a, one, zero) for a in self.active])
+        self.variables = SolverVariables(self.kernel, self.stride, self.conv, self.size,
+                                         self.active, self.layers, self.width)
 
     def check_deadline(self) -> None:
         """Raise SolverStop("timeout") once the run's deadline has passed (building a big formula takes seconds)."""
@@ -320,63 +330,63 @@ class Formula:
         # Layer -1 is the input; an inactive layer keeps its input size.
         at = [[{space.input_shape[d]: z3.BoolVal(True, ctx)} for d in range(K)]]
         for l in range(N):
-            row_at = []
-            for d in range(K):
-                self.check_deadline()
-                domain = domains[l][d]
-                before = at[l][d]
-                after: dict[int, Any] = {}
-                rows = []
-                for size, size_var in sorted(before.items()):
-                    allowed = self._pairs_on(size)
-                    for kernel, stride in sorted(domain.pairs):
-                        if (kernel, stride) not in allowed:
-                            continue
-                        y = space.apply_layer(size, kernel, stride, d)
-                        if y is None or y not in domain.sizes_out:
-                            continue
-                        rows.append((size, size_var, kernel, stride, y))
-                        after.setdefault(y, None)
-                can_rest = l >= space.min_layers
-                if can_rest:
-                    for size in before:
-                        after.setdefault(size, None)
-                for v in after:
-                    after[v] = z3.Bool(f"at_{l}_{d}_{v}", ctx)
-                # At most one size per position, so consecutive tables agree.
-                values = list(after.values())
-                for i in range(len(values)):
-                    for j in range(i + 1, len(values)):
-                        add(z3.Or(z3.Not(values[i]), z3.Not(values[j])))
-                chosen = []
-                for r, (size, size_var, kernel, stride, y) in enumerate(rows):
-                    if r % 512 == 511:
-                        self.check_deadline()
-                    e = z3.Bool(f"t_{l}_{d}_{r}", ctx)
-                    chosen.append(e)
-                    add(z3.Implies(e, z3.And([self.active[l], size_var, after[y]]
-                                             + self._bits_equal(self.kernel_bits[l][d], kernel)
-                                             + self._bits_equal(self.stride_bits[l][d], stride))))
-                    if link_sizes:
-                        add(z3.Implies(e, z3.And(self.conv[l][d] == self.const(
-                            conv_output_size(size, kernel, stride, space.rounding)),
-                            self.size[l][d] == self.const(y))))
-                add(z3.Implies(self.active[l], z3.Or(chosen) if chosen else z3.BoolVal(False, ctx)))
-                if can_rest:
-                    for size, size_var in before.items():
-                        add(z3.Implies(z3.And(z3.Not(self.active[l]), size_var), after[size]))
-                        if link_sizes:
-                            add(z3.Implies(z3.And(z3.Not(self.active[l]), size_var), z3.And(
-                                self.conv[l][d] == self.const(size), self.size[l][d] == self.const(size))))
-                if space.square and d > 0:
-                    for a, b in zip(self.kernel_bits[l][d] + self.stride_bits[l][d],
-                                    self.kernel_bits[l][0] + self.stride_bits[l][0]):
-                        add(a == b)
-                row_at.append(after)
-            at.append(row_at)
+            at.append([self._encode_table_position(l, d, domains[l][d], at[l][d], link_sizes) for d in range(K)])
         for d in range(K):
             final = at[N][d].get(space.output_shape[d])
             add(final if final is not None else z3.BoolVal(False, ctx))
+
+    def _encode_table_position(self, l: int, d: int, domain: Any, before: dict, link_sizes: bool) -> dict:
+        """Layer l in dimension d as a table of transitions from the one-hot sizes ``before``; returns those after."""
+        space, add, ctx = self.space, self.assertions.append, self.ctx
+        self.check_deadline()
+        after: dict[int, Any] = {}
+        rows = []
+        for size, size_var in sorted(before.items()):
+            allowed = self._pairs_on(size)
+            for kernel, stride in sorted(domain.pairs):
+                if (kernel, stride) not in allowed:
+                    continue
+                y = space.apply_layer(size, kernel, stride, d)
+                if y is None or y not in domain.sizes_out:
+                    continue
+                rows.append((size, size_var, kernel, stride, y))
+                after.setdefault(y, None)
+        can_rest = l >= space.min_layers
+        if can_rest:
+            for size in before:
+                after.setdefault(size, None)
+        for v in after:
+            after[v] = z3.Bool(f"at_{l}_{d}_{v}", ctx)
+        # At most one size per position, so consecutive tables agree.
+        values = list(after.values())
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                add(z3.Or(z3.Not(values[i]), z3.Not(values[j])))
+        chosen = []
+        for r, (size, size_var, kernel, stride, y) in enumerate(rows):
+            if r % 512 == 511:
+                self.check_deadline()
+            e = z3.Bool(f"t_{l}_{d}_{r}", ctx)
+            chosen.append(e)
+            add(z3.Implies(e, z3.And([self.active[l], size_var, after[y]]
+                                     + self._bits_equal(self.kernel_bits[l][d], kernel)
+                                     + self._bits_equal(self.stride_bits[l][d], stride))))
+            if link_sizes:
+                add(z3.Implies(e, z3.And(self.conv[l][d] == self.const(
+                    conv_output_size(size, kernel, stride, space.rounding)),
+                    self.size[l][d] == self.const(y))))
+        add(z3.Implies(self.active[l], z3.Or(chosen) if chosen else z3.BoolVal(False, ctx)))
+        if can_rest:
+            for size, size_var in before.items():
+                add(z3.Implies(z3.And(z3.Not(self.active[l]), size_var), after[size]))
+                if link_sizes:
+                    add(z3.Implies(z3.And(z3.Not(self.active[l]), size_var), z3.And(
+                        self.conv[l][d] == self.const(size), self.size[l][d] == self.const(size))))
+        if space.square and d > 0:
+            for a, b in zip(self.kernel_bits[l][d] + self.stride_bits[l][d],
+                            self.kernel_bits[l][0] + self.stride_bits[l][0]):
+                add(a == b)
+        return after
 
     def _bits_equal(self, bits: list, value: int) -> list:
         return [b if value >> i & 1 else z3.Not(b) for i, b in enumerate(bits)]
