@@ -46,11 +46,11 @@ def z3_bitblast_seconds(space: SearchSpace) -> float:
     """The baseline: nasgen.samplers.solver's pruned formula through simplify, bit-blast, simplify, tseitin-cnf."""
     import z3
 
-    from nasgen.samplers.solver import _Formula
+    from nasgen.samplers.formula import Formula
 
     t0 = time.perf_counter()
     ctx = z3.Context()
-    formula = _Formula(space, True, [], None, ctx)
+    formula = Formula(space, True, [], None, ctx)
     goal = z3.Goal(ctx=ctx)
     goal.add(formula.assertions)
     tactic = z3.Then(*(z3.Tactic(name, ctx=ctx) for name in ("simplify", "bit-blast", "simplify", "tseitin-cnf")))

@@ -128,7 +128,7 @@ def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
     """
     import z3
 
-    from nasgen.samplers.solver import _Formula, clause
+    from nasgen.samplers.formula import Formula, clause
 
     ctx = z3.Context()
     solver = z3.SolverFor("QF_BV", ctx=ctx)
@@ -144,7 +144,7 @@ def _round_trip(space: SearchSpace | None, prune: bool) -> tuple[int, dict]:
         def block(v):  # as nasgen's blocking_clause does
             return clause(ctx, [(negations[i] if v >> i & 1 else b).as_ast() for i, b in enumerate(bits)])
     else:
-        formula = _Formula(space, prune, [], None, ctx)
+        formula = Formula(space, prune, [], None, ctx)
         packed, block = formula.packed, formula.blocking_clause
         solver.add(formula.assertions)
     phases = dict(check=0.0, model=0.0, decode=0.0, block=0.0)

@@ -372,7 +372,7 @@ def test_api_empty_space_is_one_error_for_every_method(method):
 
 
 def test_api_where_limits_and_solver_bounds():
-    from nasgen.samplers.solver import MAX_WHERE_BITS, check_where_cost
+    from nasgen.samplers.z3algebra import MAX_WHERE_BITS, check_where_cost
     from nasgen.common.errors import WhereError
     from nasgen.constraints.language import parse_where
 
@@ -391,7 +391,7 @@ def test_timeout_covers_formula_building(monkeypatch):
     """The deadline starts with the sampler: preparation that would take a minute stops with 'timeout'."""
     import time
 
-    from nasgen.samplers import solver
+    from nasgen.samplers import formula
 
     def slow_domains(space):  # pure Python, as the domain walk was: endless unless the deadline interrupts it
         started = time.monotonic()
@@ -399,7 +399,7 @@ def test_timeout_covers_formula_building(monkeypatch):
             time.sleep(0.01)
         raise AssertionError("the deadline did not interrupt the domain walk")
 
-    monkeypatch.setattr(solver, "_layer_domains", slow_domains)
+    monkeypatch.setattr(formula, "_layer_domains", slow_domains)
     space = SearchSpace((30,), (20,), 2, 2)
     with nasgen.samplers.registry.draw(space, nasgen.samplers.registry.SamplingConfig(method="uniwit", samples=1, timeout=1)) as run:
         chunks = list(run.draw())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nasgen.common.errors import NasgenError, SpaceError
+from nasgen.constraints.costs import MODEL_OPTIONS
 from nasgen.space.definition import SearchSpace
 
 #: the largest integer accepted in a shape, range or pool option (the kernel works in 64-bit integers)
@@ -189,12 +190,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pooling", choices=("max", "avg"), default=None, help="the space's pool kind (default max)")
 
 
-_MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
-
-
 def model_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     """The model options given on the command line (None when none was given)."""
-    given = {name: getattr(args, name, None) for name in _MODEL_OPTIONS}
+    given = {name: getattr(args, name, None) for name in MODEL_OPTIONS}
     given = {name: value for name, value in given.items() if value is not None}
     if "norm" in given and given["norm"] == "none":
         given["norm"] = None

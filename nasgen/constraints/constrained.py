@@ -43,7 +43,7 @@ from nasgen.space.draws import SampleStream, check_depth_weights, check_samples,
 from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
-from nasgen.constraints.language import Node, Where, _ArrayAlgebra, _fold, _walk, evaluate_all_arrays, parse_where_all
+from nasgen.constraints.language import ArrayAlgebra, Node, Where, evaluate_all_arrays, fold, parse_where_all, walk
 from nasgen.common.errors import RejectionBudgetError
 from nasgen.common.stats import wilson_interval
 
@@ -179,7 +179,7 @@ def split_atoms(wheres: Iterable[str | Where], space: SearchSpace, model: Any = 
         where.check_model(model)
         for tree in _conjuncts(where.tree, space.dims):
             positions, components, other = set(), set(), False
-            for node in _walk(tree):
+            for node in walk(tree):
                 if node[0] == "var":
                     positions.add(node[2])
                     components.add(component[node[3]])
@@ -189,7 +189,7 @@ def split_atoms(wheres: Iterable[str | Where], space: SearchSpace, model: Any = 
                 elif node[0] in ("layers", "model"):
                     other = True
             text = _render(tree)
-            if not positions and not any(n[0] == "model" for n in _walk(tree)):
+            if not positions and not any(n[0] == "model" for n in walk(tree)):
                 atoms.append(Atom(text, tree, "layers"))
             elif not other and len(positions) == 1 and len(components) == 1:
                 atoms.append(Atom(text, tree, "position", layer=positions.pop(), component=components.pop()))
@@ -201,7 +201,7 @@ def split_atoms(wheres: Iterable[str | Where], space: SearchSpace, model: Any = 
 # -- evaluating atoms on columns ---------------------------------------------
 
 
-class _ColumnAlgebra(_ArrayAlgebra):
+class _ColumnAlgebra(ArrayAlgebra):
     """Evaluates a position atom on candidate (pair, size) columns of one layer position."""
 
     def __init__(self, columns: dict, count: int, exact_ints: bool) -> None:
@@ -218,7 +218,7 @@ class _ColumnAlgebra(_ArrayAlgebra):
 
 def _evaluate_columns(atom: Atom, space: SearchSpace, columns: dict, count: int) -> np.ndarray:
     algebra = _ColumnAlgebra(columns, count, exact_ints=atom.where().magnitude(space) >= 2**62)
-    result = _fold(atom.tree, algebra, space.dims)
+    result = fold(atom.tree, algebra, space.dims)
     return np.broadcast_to(np.asarray(result, dtype=bool), (count,)).copy()
 
 
@@ -406,7 +406,7 @@ class ConstrainedSpace:
         space: the search space.
         where: expressions (strings or parsed), all of which must hold.
         model: the chain model's options, needed by ``params`` and ``flops``
-            (a ModelSpec or any object with ``nasgen.constraints.language.MODEL_OPTIONS``).
+            (a ModelSpec or any object with ``nasgen.constraints.costs.MODEL_OPTIONS``).
         base: the space's unrestricted :class:`~nasgen.space.tables.ChainStructure` (built when not given).
 
     Raises:

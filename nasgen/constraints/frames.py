@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nasgen.common.errors import NasgenError
-from nasgen.constraints.language import chain_costs, layer_sizes
+from nasgen.constraints.costs import chain_costs, layer_sizes
 from nasgen.space.definition import SearchSpace
 
 __all__ = ["costs", "to_dataframe"]

@@ -13,7 +13,7 @@ never passed to ``eval``. The names it may use:
   example) of the ``chain`` model built from the architecture, under model
   options given by the caller (``width``, ``in_channels``, ``num_classes``,
   ``norm``, ``head``, ``pooling``; the figures of ``nasgen show --model
-  chain``, computed analytically by :func:`chain_costs`).
+  chain``, computed analytically by :func:`nasgen.constraints.costs.chain_costs`).
 * ``k[l]``, ``s[l]``, ``size[l]`` (a whole layer, one value per dimension) only
   as the argument of ``sum``, ``prod``, ``max`` or ``min``.
 
@@ -45,15 +45,16 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NoReturn, Protocol, Sequence
+from typing import Any, Iterable, Mapping, NoReturn, Protocol, Sequence
 
 import numpy as np
 
-from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.common.errors import WhereError
+from nasgen.constraints.costs import MODEL_OPTIONS, chain_costs, cost_bound, layer_sizes, resolve_model
+from nasgen.space.definition import Architecture, SearchSpace
 
-__all__ = ["Where", "parse_where", "parse_where_all", "evaluate_all", "evaluate_all_arrays",
-           "chain_costs", "layer_sizes"]
+__all__ = ["Algebra", "ArrayAlgebra", "OperatorAlgebra", "Where", "evaluate_all", "evaluate_all_arrays", "fold",
+           "parse_where", "parse_where_all", "walk"]
 
 VARIABLES = ("k", "s", "size")
 #: Names that stand for a figure of the whole network (need model options).
@@ -63,8 +64,6 @@ _SEQUENCE_ONLY = ("sum", "prod")
 _COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
 _VALID = "names k[l][d], s[l][d], size[l][d], layers, params, flops; functions sum, prod, max, min, abs"
-#: Model options that ``params`` and ``flops`` read (a ModelSpec or any object with these attributes).
-MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
 
 #: Bounds on one expression, checked before and right after Python's parser (whose recursion
 #: 20,000 unary minuses or 3,000 terms would exhaust): characters, syntax-tree nodes, nesting depth.
@@ -142,7 +141,7 @@ class Where:
     def names(self) -> list[str]:
         """The variable names the expression uses, sorted."""
         found: set[str] = set()
-        for node in _walk(self.tree):
+        for node in walk(self.tree):
             if node[0] in ("var", "row"):
                 found.add(node[1])
             elif node[0] == "layers":
@@ -157,7 +156,7 @@ class Where:
         Raises:
             WhereError: a layer index >= N or a dimension index >= K.
         """
-        for node in _walk(self.tree):
+        for node in walk(self.tree):
             if node[0] not in ("var", "row"):
                 continue
             name, layer = node[1], node[2]
@@ -175,7 +174,7 @@ class Where:
     def fold(self, algebra: Algebra, space: SearchSpace) -> Any:
         """Evaluate the tree bottom-up with ``algebra``; rows expand to ``space.dims`` values."""
         self.check(space)
-        return _fold(self.tree, algebra, space.dims)
+        return fold(self.tree, algebra, space.dims)
 
     def evaluate(self, arch: Architecture, space: SearchSpace, model: Any = None) -> bool:
         """Whether ``arch`` (a member of ``space``) satisfies the expression.
@@ -223,7 +222,7 @@ class Where:
         """
         self.check(space)
         self.check_model(model)
-        algebra = _ArrayAlgebra(layers, kernel, stride, space, model, sizes,
+        algebra = ArrayAlgebra(layers, kernel, stride, space, model, sizes,
                                 exact_ints=self.magnitude(space, model) >= 2**62)
         result = self.fold(algebra, space)
         return np.broadcast_to(np.asarray(result, dtype=bool), (len(algebra.layers_),)).copy()
@@ -233,6 +232,8 @@ class Where:
         used = [n for n in self.names() if n in MODEL_NAMES]
         if not used:
             return
+        if isinstance(model, Mapping):
+            model = resolve_model(model)  # a dict of some options: the rest take the chain's defaults
         missing = [o for o in MODEL_OPTIONS if model is None or not hasattr(model, o)]
         if missing:
             raise WhereError(
@@ -496,23 +497,50 @@ def _describe(node: ast.AST) -> str:
     return type(node).__name__
 
 
-def _walk(node: Node) -> Iterable[Node]:
+def walk(node: Node) -> Iterable[Node]:
+    """Every node of a checked expression tree, ``node`` first, depth first (rows are leaves).
+
+    Args:
+        node: a checked tree (:attr:`Where.tree`) or any subtree of one.
+
+    Yields:
+        The nodes, each a tuple tagged by its first item (see the module source).
+
+    >>> [n[0] for n in walk(parse_where("k[0][0] > 2").tree)]
+    ['cmp', 'var', 'const']
+    """
     yield node
     tag = node[0]
     if tag in ("neg", "not"):
-        yield from _walk(node[1])
+        yield from walk(node[1])
     elif tag in ("arith", "cmp"):
-        yield from _walk(node[2])
-        yield from _walk(node[3])
+        yield from walk(node[2])
+        yield from walk(node[3])
     elif tag in ("and", "or"):
         for child in node[1]:
-            yield from _walk(child)
+            yield from walk(child)
     elif tag == "call":
         for child in node[2]:
-            yield from _walk(child)
+            yield from walk(child)
 
 
-def _fold(node: Node, alg: Algebra, dims: int) -> Any:
+def fold(node: Node, alg: Algebra, dims: int) -> Any:
+    """Evaluate a checked tree bottom-up with ``alg``: one :class:`Algebra` call per node.
+
+    Unlike :meth:`Where.fold` it checks no index against a space: callers
+    that fold a subtree of a checked :class:`Where` (an atom) use it.
+
+    Args:
+        node: a checked tree or subtree.
+        alg: the algebra that gives each node kind its value.
+        dims: K, the number of dimensions a whole-layer row (``k[l]``) expands to.
+
+    Returns:
+        Whatever ``alg`` returns for the root.
+
+    >>> fold(parse_where("2 + 3 * 4 == 14").tree, ArrayAlgebra([1], [[[0]]], [[[0]]], None, None, None), 1)
+    True
+    """
     tag = node[0]
     if tag == "const":
         return alg.const(node[1])
@@ -523,25 +551,25 @@ def _fold(node: Node, alg: Algebra, dims: int) -> Any:
     if tag == "var":
         return alg.var(node[1], node[2], node[3])
     if tag == "neg":
-        return alg.neg(_fold(node[1], alg, dims))
+        return alg.neg(fold(node[1], alg, dims))
     if tag == "arith":
-        return alg.arith(node[1], _fold(node[2], alg, dims), _fold(node[3], alg, dims))
+        return alg.arith(node[1], fold(node[2], alg, dims), fold(node[3], alg, dims))
     if tag == "call":
         args = []
         for child in node[2]:
             if child[0] == "row":
                 args.extend(alg.var(child[1], child[2], d) for d in range(dims))
             else:
-                args.append(_fold(child, alg, dims))
+                args.append(fold(child, alg, dims))
         return alg.call(node[1], args)
     if tag == "cmp":
-        return alg.compare(node[1], _fold(node[2], alg, dims), _fold(node[3], alg, dims))
+        return alg.compare(node[1], fold(node[2], alg, dims), fold(node[3], alg, dims))
     if tag == "and":
-        return alg.and_([_fold(c, alg, dims) for c in node[1]])
+        return alg.and_([fold(c, alg, dims) for c in node[1]])
     if tag == "or":
-        return alg.or_([_fold(c, alg, dims) for c in node[1]])
+        return alg.or_([fold(c, alg, dims) for c in node[1]])
     assert tag == "not", tag
-    return alg.not_(_fold(node[1], alg, dims))
+    return alg.not_(fold(node[1], alg, dims))
 
 
 def _magnitude(node: Node, space: SearchSpace, model: Any = None) -> int:
@@ -551,7 +579,7 @@ def _magnitude(node: Node, space: SearchSpace, model: Any = None) -> int:
     if tag == "layers":
         return space.max_layers
     if tag == "model":
-        return _cost_bound(space, model)
+        return cost_bound(space, model)
     if tag in ("var", "row"):
         return max(space.input_shape)
     if tag == "neg":
@@ -581,131 +609,6 @@ def _magnitude(node: Node, space: SearchSpace, model: Any = None) -> int:
     if tag in ("and", "or"):
         return max(_magnitude(c, space, model) for c in node[1])
     return _magnitude(node[1], space, model)
-
-
-def _cost_bound(space: SearchSpace, model: Any) -> int:
-    """A bound on the chain model's parameters and FLOPs over every architecture of ``space``."""
-    if model is None:
-        return 0
-    width, classes = int(model.width), int(model.num_classes)
-    channels = max(int(model.in_channels), width)
-    area = math.prod(p[0] for p in space.pool) if space.pool else 0
-    # y * k <= x * x per dimension for a valid window, and every size is at most the input's.
-    taps = math.prod(x * x for x in space.input_shape)
-    per_layer = 2 * taps * channels * width + (8 + area) * taps * width + 2 * width
-    head = 2 * math.prod(space.output_shape) * channels * classes + classes
-    return (space.max_layers + 1) * per_layer + head
-
-
-def layer_sizes(layers, kernel, stride, space: SearchSpace) -> np.ndarray:
-    """Sizes after each layer (conv, then pool), for zero-padded sample arrays of members of ``space``.
-
-    Args:
-        layers: (M,) active layer counts.
-        kernel, stride: (M, N, K) arrays, zero on inactive layers.
-        space: the search space they belong to.
-
-    Returns:
-        (M, N, K) int64: ``size[l][d]`` as the ``--where`` language defines
-        it (the output size on an inactive layer).
-    """
-    layers = np.asarray(layers, dtype=np.int64)
-    kernel = np.asarray(kernel, dtype=np.int64)
-    stride = np.asarray(stride, dtype=np.int64)
-    M, N, K = kernel.shape
-    sizes = np.empty((M, N, K), dtype=np.int64)
-    current = np.broadcast_to(np.array(space.input_shape, dtype=np.int64), (M, K))
-    output = np.array(space.output_shape, dtype=np.int64)
-    for l in range(N):
-        active = (layers > l)[:, None]
-        s = np.where(active, stride[:, l], 1)
-        # Members have k <= x, so floor division is also the exact-rounding size.
-        conv = (current - np.where(active, kernel[:, l], 0)) // s + 1
-        if space.pool is not None:
-            pool_k = np.array([p[0] for p in space.pool], dtype=np.int64)
-            pool_s = np.array([p[1] for p in space.pool], dtype=np.int64)
-            conv = (conv - pool_k) // pool_s + 1
-        current = np.where(active, conv, output)
-        sizes[:, l] = current
-    return sizes
-
-
-def chain_costs(layers, kernel, stride, space: SearchSpace, model: Any, exact_ints: bool = False):
-    """Trainable parameters and inference FLOPs of the ``chain`` model, per architecture.
-
-    The same figures as ``nasgen.nn.summary.model_stats(space, arch, model="chain", ...)``'s
-    total row (valid-padding convolutions, optional BatchNorm, the
-    activation, the space's pool after every layer, an optional linear head),
-    computed for a whole batch with numpy.
-
-    Args:
-        layers: (M,) active layer counts.
-        kernel, stride: (M, N, K) zero-padded arrays of members of ``space``.
-        space: their search space.
-        model: an object with the attributes ``MODEL_OPTIONS`` (width,
-            in_channels, num_classes, norm (``"batch"`` or None), head
-            (``"logits"`` or ``"features"``), pooling (``"max"`` or ``"avg"``)).
-        exact_ints: compute with Python integers (numpy object arrays, a
-            vectorised pass per layer) instead of int64 in the compiled
-            kernel; chosen anyway when the figures could pass 2**62.
-
-    Returns:
-        (params (M,), flops (M,)) integer arrays.
-    """
-    if not exact_ints and _cost_bound(space, model) < 2**62:
-        # The compiled loop: one pass per architecture, no (M, K) temporaries.
-        from nasgen.space import backend
-
-        K = space.dims
-        pool = space.pool or [(1, 1)] * K
-        area = math.prod(p[0] for p in pool)
-        pool_cost = -1 if space.pool is None else (area - 1 if model.pooling == "max" else area)
-        options = [int(model.width), int(model.in_channels), int(model.num_classes), int(model.norm == "batch"),
-                   int(model.head == "logits"), pool_cost, math.prod(space.output_shape)]
-        return backend.chain_costs(layers, kernel, stride, space.input_shape, [p[0] for p in pool],
-                                    [p[1] for p in pool], options)
-    dtype = object
-    layers = np.asarray(layers, dtype=np.int64)
-    kernel = np.asarray(kernel, dtype=np.int64).astype(dtype)
-    stride = np.asarray(stride, dtype=np.int64).astype(dtype)
-    M, N, K = kernel.shape
-    width, classes, in_channels = int(model.width), int(model.num_classes), int(model.in_channels)
-    batch_norm = model.norm == "batch"
-    params = np.zeros(M, dtype=dtype)
-    flops = np.zeros(M, dtype=dtype)
-    current = np.broadcast_to(np.array(space.input_shape, dtype=np.int64).astype(dtype), (M, K))
-    for l in range(N):
-        active = layers > l
-        channels = in_channels if l == 0 else width
-        k = np.where(active[:, None], kernel[:, l], 1)
-        s = np.where(active[:, None], stride[:, l], 1)
-        conv = (current - k) // s + 1
-        elements = np.prod(conv, axis=1) * width
-        layer_params = np.prod(k, axis=1) * channels * width
-        layer_flops = 2 * np.prod(conv * k, axis=1) * channels * width
-        if batch_norm:
-            # BatchNorm: 3 per element and 2 per channel; the activation: 1 per element.
-            layer_params = layer_params + 2 * width
-            layer_flops = layer_flops + 4 * elements + 2 * width
-        else:
-            # A bias, then the activation: 1 per element each.
-            layer_params = layer_params + width
-            layer_flops = layer_flops + 2 * elements
-        if space.pool is not None:
-            pool_k = np.array([p[0] for p in space.pool], dtype=np.int64)
-            pool_s = np.array([p[1] for p in space.pool], dtype=np.int64)
-            conv = (conv - pool_k) // pool_s + 1
-            area = int(np.prod(pool_k))
-            per_output = area - 1 if model.pooling == "max" else area
-            layer_flops = layer_flops + per_output * np.prod(conv, axis=1) * width
-        params = params + np.where(active, layer_params, 0)
-        flops = flops + np.where(active, layer_flops, 0)
-        current = np.where(active[:, None], conv, current)
-    if model.head == "logits":
-        features = math.prod(space.output_shape) * np.where(layers > 0, width, in_channels).astype(dtype)
-        params = params + features * classes + classes
-        flops = flops + 2 * features * classes + classes
-    return params, flops
 
 
 def floor_div(a: int, b: int) -> int:
@@ -772,15 +675,33 @@ class _PythonAlgebra(OperatorAlgebra):
 _REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
-class _ArrayAlgebra(OperatorAlgebra):
+class ArrayAlgebra(OperatorAlgebra):
     """Evaluates on a batch of sample arrays: the reference semantics, one numpy operation per node.
 
     Values are (M,) integer arrays (int64, or Python ints in object arrays
     when the expression's magnitude could pass 2**62) or plain Python ints for
-    constants; conditions are (M,) bool arrays.
+    constants; conditions are (M,) bool arrays. :meth:`Where.evaluate_arrays`
+    folds a whole expression with it; a subclass that overrides :meth:`var`
+    (and :meth:`layers`) evaluates on other columns, such as the candidate
+    (kernel, stride, size) columns of one layer position.
+
+    Args:
+        layers: (M,) active layer counts.
+        kernel, stride: (M, N, K) zero-padded sample arrays.
+        space: their search space (read by ``size`` and the costs).
+        model: the model options ``params`` and ``flops`` read (see
+            :func:`nasgen.constraints.costs.resolve_model`), or None.
+        sizes: (M, N, K) sizes from :func:`~nasgen.constraints.costs.layer_sizes`, or None
+            (computed on the first read of ``size``).
+        exact_ints: compute in Python integers (object arrays) rather than int64.
+
+    >>> algebra = ArrayAlgebra([2, 1], [[[5], [3]], [[7], [0]]], [[[1], [1]], [[2], [0]]], None, None, None)
+    >>> algebra.var("k", 1, 0).tolist()   # layer 1 is inactive in the second architecture
+    [3, 0]
     """
 
-    def __init__(self, layers, kernel, stride, space: SearchSpace, model: Any, sizes, exact_ints: bool) -> None:
+    def __init__(self, layers, kernel, stride, space: SearchSpace, model: Any, sizes,
+                 exact_ints: bool = False) -> None:
         self.layers_ = np.asarray(layers, dtype=np.int64)
         self.dtype = object if exact_ints else np.int64
         self.values = {}

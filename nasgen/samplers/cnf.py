@@ -50,7 +50,7 @@ from typing import IO, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen.common.errors import ArchitectureError, NasgenError
-from nasgen.space.definition import Architecture, SearchSpace, check_membership
+from nasgen.space.definition import Architecture, SearchSpace, check_membership, conv_output_size
 from nasgen.common.errors import CnfError
 
 __all__ = ["Cnf", "encode_space", "write_dimacs", "read_dimacs", "parse_solutions",
@@ -175,17 +175,7 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
     cnf.num_vars = N * K * 2 * B + N
     cnf.sampling = list(range(1, cnf.num_vars + 1))
     domains = tables.layer_domains()
-    # Activations: the first n layers are on; x_l implies x_{l-1}; inactive layers are k = s = 0.
-    for l in range(N):
-        a = cnf.active_var(l)
-        if l < space.min_layers:
-            cnf.add([a])
-        if l > 0:
-            cnf.add([-a, cnf.active_var(l - 1)])
-        for d in range(K):
-            for b in range(B):
-                cnf.add([-cnf.kernel_var(l, d, b), a])
-                cnf.add([-cnf.stride_var(l, d, b), a])
+    _encode_activations(cnf, space)
     atoms, rest = _split_atoms(wheres)
     _encode_layer_atoms(cnf, space, atoms.get(("layers",), []))
     TRUE = cnf.new_var()
@@ -197,11 +187,7 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
             allowed = {name: atoms.get((name, l, d), []) for name in ("k", "s", "size")}
             row.append(_encode_position(cnf, space, l, d, domains[l][d], at[d], TRUE, allowed))
             if space.square and d > 0:
-                for b in range(B):
-                    for var in (cnf.kernel_var, cnf.stride_var):
-                        x, y = var(l, d, b), var(l, 0, b)
-                        cnf.add([x, -y])
-                        cnf.add([-x, y])
+                _tie_to_first_dimension(cnf, l, d)
         at = row
         cnf.sizes.append(row)
     for d in range(K):
@@ -211,6 +197,29 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
     if rest:
         _add_wheres(cnf, rest)
     return cnf
+
+
+def _encode_activations(cnf: Cnf, space: SearchSpace) -> None:
+    """The first n layers are on; x_l implies x_{l-1}; inactive layers are k = s = 0."""
+    for l in range(space.max_layers):
+        a = cnf.active_var(l)
+        if l < space.min_layers:
+            cnf.add([a])
+        if l > 0:
+            cnf.add([-a, cnf.active_var(l - 1)])
+        for d in range(space.dims):
+            for b in range(space.bit_width):
+                cnf.add([-cnf.kernel_var(l, d, b), a])
+                cnf.add([-cnf.stride_var(l, d, b), a])
+
+
+def _tie_to_first_dimension(cnf: Cnf, l: int, d: int) -> None:
+    """A square space: layer l's kernel and stride bits in dimension d equal those in dimension 0."""
+    for b in range(cnf.space.bit_width):
+        for var in (cnf.kernel_var, cnf.stride_var):
+            x, y = var(l, d, b), var(l, 0, b)
+            cnf.add([x, -y])
+            cnf.add([-x, y])
 
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -279,104 +288,18 @@ def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in
 
     ``allowed`` maps "k", "s" and "size" to predicates from ``--where`` atoms
     on this position; an inactive layer (k = s = 0, size = the output size)
-    that fails one is ruled out.
+    that fails one is ruled out. The circuit is built in stages, each adding
+    its variables and clauses in turn (the order fixes the CNF's numbering).
     """
-    B = space.bit_width
     active = cnf.active_var(l)
-    kbits = [cnf.kernel_var(l, d, b) for b in range(B)]
-    sbits = [cnf.stride_var(l, d, b) for b in range(B)]
     if not (_holds(allowed["k"], 0) and _holds(allowed["s"], 0) and _holds(allowed["size"], space.output_shape[d])):
         cnf.add([active])
-    pairs = domain.pairs
-    kernels = sorted({k for k, _ in pairs if _holds(allowed["k"], k)})
-    strides = sorted({s for _, s in pairs if _holds(allowed["s"], s)})
-    kval = {k: cnf.define_and(_bits_lits(kbits, k)) for k in kernels}
-    sval = {s: cnf.define_and(_bits_lits(sbits, s)) for s in strides}
-    # sge[i]: s >= strides[i]; a stride above every domain value is impossible.
-    sge = [0] * len(strides)
-    nxt = None
-    for i in range(len(strides) - 1, -1, -1):
-        lits = [sval[strides[i]]] + ([nxt] if nxt is not None else [])
-        sge[i] = cnf.define_or(lits)
-        nxt = sge[i]
-
-    def s_at_least(v: int) -> int | None:
-        """Literal for s >= v (None: always true over the domain, 0: never)."""
-        i = int(np.searchsorted(strides, v))
-        if i == 0:
-            return None
-        return 0 if i == len(strides) else sge[i]
-
-    # Kernel/stride relation and ranges (ranges are already inside the domain).
-    for k in kernels:
-        bound = k if space.relation == "gt" else k + 1 if space.relation == "ge" else None
-        if bound is not None:
-            lit = s_at_least(bound)
-            if lit is None:
-                cnf.add([-kval[k]])
-            elif lit:
-                cnf.add([-kval[k], -lit])
-    # w = x - k: one row per (x, k) with k <= x, x a size that can enter the layer here.
-    sizes_in = sorted(x for x in at_in if x in domain.sizes_in)
-    wrows: dict[int, list[int]] = {}
-    for x in sizes_in:
-        # A stride must not exceed the size it applies to.
-        lit = s_at_least(x + 1)
-        if lit is None:
-            cnf.add([-at_in[x], -active])
-        elif lit:
-            cnf.add([-at_in[x], -active, -lit])
-        for k in kernels:
-            if k > x:
-                break
-            lits = [active, kval[k]] + ([] if at_in[x] == TRUE else [at_in[x]])
-            wrows.setdefault(x - k, []).append(cnf.define_and(lits))
-    ws = sorted(wrows)
-    wval = {w: cnf.define_or(wrows[w]) for w in ws}
-    wge: dict[int, int] = {}
-    nxt = None
-    for w in reversed(ws):
-        wge[w] = cnf.define_or([wval[w]] + ([nxt] if nxt is not None else []))
-        nxt = wge[w]
-
-    def w_at_least(v: int) -> int:
-        """Literal for "w is defined and w >= v" (0: never)."""
-        i = int(np.searchsorted(ws, v))
-        return 0 if i == len(ws) else wge[ws[i]]
-
-    # c = w // s + 1 (floor) or w = (c - 1) * s (exact), only for c in the domain.
-    crows: dict[int, list[int]] = {}
-    max_w = ws[-1] if ws else -1
-    for s in strides:
-        for c in range(1, max_w // s + 2):
-            if c not in domain.sizes_conv:
-                continue
-            lo, hi = (c - 1) * s, c * s  # floor: lo <= w < hi
-            if space.rounding == "exact":
-                if lo not in wval:
-                    continue
-                lits = [sval[s], wval[lo]]
-            else:
-                low, high = w_at_least(lo), w_at_least(hi)
-                if low == 0 or low == high:
-                    continue
-                lits = [sval[s], low] + ([-high] if high else [])
-            crows.setdefault(c, []).append(cnf.define_and(lits))
-    cval = {c: cnf.define_or(rows) for c, rows in sorted(crows.items())}
-    # The pool maps c to y; c values the pool rejects, or outside the domain, are ruled out.
-    yrows: dict[int, list[int]] = {}
-    for c, var in cval.items():
-        y = c
-        if space.pool is not None:
-            pk, ps = space.pool[d]
-            from nasgen.space.definition import conv_output_size
-
-            y = conv_output_size(c, pk, ps, space.rounding)
-        if y is None or y not in domain.sizes_out or not _holds(allowed["size"], y):
-            cnf.add([-var])
-            continue
-        yrows.setdefault(y, []).append(var)
-    after_lits: dict[int, list[int]] = {y: [cnf.define_or(v)] if len(v) > 1 else list(v) for y, v in yrows.items()}
+    values = _PositionValues(cnf, space, l, d, domain, allowed)
+    values.add_relation_clauses()
+    # w = x - k, then c from w and s, then y from c through the pool.
+    difference = _Difference(cnf, values, active, sorted(x for x in at_in if x in domain.sizes_in), at_in, TRUE)
+    cval = _encode_conv(cnf, space, domain, values, difference)
+    after_lits = _encode_pool(cnf, space, d, domain, cval, allowed)
     yvals = [v[0] for v in after_lits.values()]
     cnf.add([-active] + yvals)
     if l >= space.min_layers:
@@ -386,11 +309,126 @@ def _encode_position(cnf: Cnf, space: SearchSpace, l: int, d: int, domain, at_in
     return {y: (lits[0] if len(lits) == 1 else cnf.define_or(lits)) for y, lits in sorted(after_lits.items())}
 
 
+class _PositionValues:
+    """One position's kernel and stride values in the domain: ``kval[k]``, ``sval[s]`` and the order ``s >= v``."""
+
+    def __init__(self, cnf: Cnf, space: SearchSpace, l: int, d: int, domain, allowed: dict) -> None:
+        B = space.bit_width
+        self.cnf, self.space = cnf, space
+        kbits = [cnf.kernel_var(l, d, b) for b in range(B)]
+        sbits = [cnf.stride_var(l, d, b) for b in range(B)]
+        pairs = domain.pairs
+        self.kernels = sorted({k for k, _ in pairs if _holds(allowed["k"], k)})
+        self.strides = sorted({s for _, s in pairs if _holds(allowed["s"], s)})
+        self.kval = {k: cnf.define_and(_bits_lits(kbits, k)) for k in self.kernels}
+        self.sval = {s: cnf.define_and(_bits_lits(sbits, s)) for s in self.strides}
+        # sge[i]: s >= strides[i]; a stride above every domain value is impossible.
+        self.sge = [0] * len(self.strides)
+        nxt = None
+        for i in range(len(self.strides) - 1, -1, -1):
+            lits = [self.sval[self.strides[i]]] + ([nxt] if nxt is not None else [])
+            self.sge[i] = cnf.define_or(lits)
+            nxt = self.sge[i]
+
+    def s_at_least(self, v: int) -> int | None:
+        """Literal for s >= v (None: always true over the domain, 0: never)."""
+        i = int(np.searchsorted(self.strides, v))
+        if i == 0:
+            return None
+        return 0 if i == len(self.strides) else self.sge[i]
+
+    def add_relation_clauses(self) -> None:
+        """The kernel/stride relation (the ranges are already inside the domain)."""
+        relation = self.space.relation
+        for k in self.kernels:
+            bound = k if relation == "gt" else k + 1 if relation == "ge" else None
+            if bound is not None:
+                lit = self.s_at_least(bound)
+                if lit is None:
+                    self.cnf.add([-self.kval[k]])
+                elif lit:
+                    self.cnf.add([-self.kval[k], -lit])
+
+
+class _Difference:
+    """``wval[w]`` (w = x - k) and the order ``wge[w]`` (w >= v), one row per (x, k) with k <= x."""
+
+    def __init__(self, cnf: Cnf, values: _PositionValues, active: int, sizes_in: list, at_in: dict,
+                 TRUE: int) -> None:
+        wrows: dict[int, list[int]] = {}
+        for x in sizes_in:
+            # A stride must not exceed the size it applies to.
+            lit = values.s_at_least(x + 1)
+            if lit is None:
+                cnf.add([-at_in[x], -active])
+            elif lit:
+                cnf.add([-at_in[x], -active, -lit])
+            for k in values.kernels:
+                if k > x:
+                    break
+                lits = [active, values.kval[k]] + ([] if at_in[x] == TRUE else [at_in[x]])
+                wrows.setdefault(x - k, []).append(cnf.define_and(lits))
+        self.ws = sorted(wrows)
+        self.wval = {w: cnf.define_or(wrows[w]) for w in self.ws}
+        self.wge: dict[int, int] = {}
+        nxt = None
+        for w in reversed(self.ws):
+            self.wge[w] = cnf.define_or([self.wval[w]] + ([nxt] if nxt is not None else []))
+            nxt = self.wge[w]
+
+    def at_least(self, v: int) -> int:
+        """Literal for "w is defined and w >= v" (0: never)."""
+        i = int(np.searchsorted(self.ws, v))
+        return 0 if i == len(self.ws) else self.wge[self.ws[i]]
+
+
+def _encode_conv(cnf: Cnf, space: SearchSpace, domain, values: _PositionValues, difference: _Difference) -> dict:
+    """``cval[c]``: c = w // s + 1 (floor) or w = (c - 1) * s (exact), only for c in the domain."""
+    crows: dict[int, list[int]] = {}
+    max_w = difference.ws[-1] if difference.ws else -1
+    for s in values.strides:
+        for c in range(1, max_w // s + 2):
+            if c not in domain.sizes_conv:
+                continue
+            lo, hi = (c - 1) * s, c * s  # floor: lo <= w < hi
+            if space.rounding == "exact":
+                if lo not in difference.wval:
+                    continue
+                lits = [values.sval[s], difference.wval[lo]]
+            else:
+                low, high = difference.at_least(lo), difference.at_least(hi)
+                if low == 0 or low == high:
+                    continue
+                lits = [values.sval[s], low] + ([-high] if high else [])
+            crows.setdefault(c, []).append(cnf.define_and(lits))
+    return {c: cnf.define_or(rows) for c, rows in sorted(crows.items())}
+
+
+def _encode_pool(cnf: Cnf, space: SearchSpace, d: int, domain, cval: dict, allowed: dict) -> dict:
+    """The pool maps c to y: {y: [literal]}; c values the pool rejects, or outside the domain, are ruled out."""
+    yrows: dict[int, list[int]] = {}
+    for c, var in cval.items():
+        y = c
+        if space.pool is not None:
+            pk, ps = space.pool[d]
+            y = conv_output_size(c, pk, ps, space.rounding)
+        if y is None or y not in domain.sizes_out or not _holds(allowed["size"], y):
+            cnf.add([-var])
+            continue
+        yrows.setdefault(y, []).append(var)
+    return {y: [cnf.define_or(v)] if len(v) > 1 else list(v) for y, v in yrows.items()}
+
+
 # -- where constraints through z3 ---------------------------------------------------
 
 
-class _WhereFormula:
-    """The attributes nasgen.samplers.solver's where lowering reads, over the CNF's own variables."""
+class _CnfTerms:
+    """The CNF's own variables as the z3 terms a ``--where`` is lowered onto (a :class:`~nasgen.samplers.z3algebra.Z3Terms`).
+
+    Kernels and strides are sums of their bits' weights, sizes sums over the
+    one-hot size variables; every boolean is named ``v<variable>`` so that
+    the bit-blasted result maps back to CNF variables (:attr:`bools`).
+    """
 
     def __init__(self, cnf: Cnf, z3) -> None:
         space = cnf.space
@@ -425,18 +463,18 @@ def _add_wheres(cnf: Cnf, wheres) -> None:
     except ImportError:
         raise NasgenError('--where in a CNF needs z3, which is not installed: pip install "nasgen[solver]"') from None
 
-    from nasgen.samplers.solver import _Z3Algebra
+    from nasgen.samplers.z3algebra import lower_where
 
-    formula = _WhereFormula(cnf, z3)
-    goal = z3.Goal(ctx=formula.ctx)
+    terms = _CnfTerms(cnf, z3)
+    goal = z3.Goal(ctx=terms.ctx)
     for w in wheres:
-        goal.add(w.fold(_Z3Algebra(formula, w.magnitude(cnf.space)), cnf.space))
+        goal.add(lower_where(w, terms, cnf.space))
     # simplify + bit-blast only: solve-eqs / propagate-values could eliminate sampling variables.
-    tactic = z3.Then(z3.Tactic("simplify", ctx=formula.ctx), z3.Tactic("bit-blast", ctx=formula.ctx),
-                     z3.Tactic("simplify", ctx=formula.ctx))
+    tactic = z3.Then(z3.Tactic("simplify", ctx=terms.ctx), z3.Tactic("bit-blast", ctx=terms.ctx),
+                     z3.Tactic("simplify", ctx=terms.ctx))
     result = tactic(goal)
     assert len(result) == 1
-    names = {f"v{v}": v for v in formula.bools}
+    names = {f"v{v}": v for v in terms.bools}
     _tseitin(cnf, list(result[0]), names, z3)
 
 

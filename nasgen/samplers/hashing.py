@@ -185,66 +185,13 @@ def _child(conn, method: str, space_dict: dict, where: list, seed: int, samples:
         space = SearchSpace.from_dict(space_dict)
         t0 = time.perf_counter()
         cnf = encode_space(space, where)
-        V = len(cnf.sampling)
         conn.send(("encoded", time.perf_counter() - t0, cnf.num_vars, len(cnf.clauses)))
         if method == "approxmc":
-            import pyapproxmc
-
-            counter = pyapproxmc.Counter(seed=seed, epsilon=options["epsilon"], delta=options["delta"])
-            counter.add_clauses(cnf.clauses)
-            cell, hashes = counter.count(cnf.sampling)
-            conn.send(("done", {"cell": cell, "hashes": hashes}))
+            _child_approxmc(conn, cnf, seed, options)
         elif method == "unigen":
-            import pyunigen
-
-            t0 = time.perf_counter()
-            support = independent_support(cnf) if options.get("support", True) else list(cnf.sampling)
-            completer = _Completer(cnf, support)
-            conn.send(("support", time.perf_counter() - t0, len(support)))
-            exact = options.get("count")
-            if exact == 0:
-                # UniGen exits the process on an unsatisfiable formula: say so here instead.
-                conn.send(("done", {}))
-                return
-            cell_hash = cell_hash_of(exact) if exact is not None else None
-            round_ = 0
-            while True:
-                want = min(samples, options["round"])
-                sampler = pyunigen.Sampler(seed=seed + round_, epsilon=options["epsilon"], delta=options["delta"])
-                for clause in cnf.clauses:
-                    sampler.add_clause(clause)
-                kwargs = {"cell_hash_count": cell_hash} if cell_hash is not None else {}
-                cell, hashes, models = sampler.sample(num=want, sampling_set=support, **kwargs)
-                cell_hash = (cell, hashes)
-                del sampler
-                payload = b"".join(completer.bits(m) for m in models)
-                conn.send(("chunk", payload, len(models), {"cell": cell, "hashes": hashes, "round": round_}))
-                round_ += 1
-                # The parent says how many more it needs (0: stop).
-                samples = conn.recv()
-                if not samples:
-                    break
-            conn.send(("done", {}))
+            _child_unigen(conn, cnf, seed, samples, options)
         elif method == "cmsgen":
-            import pycmsgen
-
-            solver = pycmsgen.Solver(seed=seed)
-            solver.add_clauses(cnf.clauses)
-            while True:
-                buffer, n = [], 0
-                for _ in range(samples):
-                    sat, solution = solver.solve()
-                    if not sat:
-                        break
-                    buffer.append(bytes(1 if solution[v] else 0 for v in range(1, V + 1)))
-                    n += 1
-                conn.send(("chunk", b"".join(buffer), n, {}))
-                if n == 0:
-                    break
-                samples = conn.recv()
-                if not samples:
-                    break
-            conn.send(("done", {}))
+            _child_cmsgen(conn, cnf, seed, samples)
         else:  # pragma: no cover - the parent validates the method
             raise AssertionError(method)
     except NasgenError as exc:
@@ -253,6 +200,74 @@ def _child(conn, method: str, space_dict: dict, where: list, seed: int, samples:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+def _child_approxmc(conn, cnf, seed: int, options: dict) -> None:
+    """Count once and send ("done", {"cell", "hashes"})."""
+    import pyapproxmc
+
+    counter = pyapproxmc.Counter(seed=seed, epsilon=options["epsilon"], delta=options["delta"])
+    counter.add_clauses(cnf.clauses)
+    cell, hashes = counter.count(cnf.sampling)
+    conn.send(("done", {"cell": cell, "hashes": hashes}))
+
+
+def _child_unigen(conn, cnf, seed: int, samples: int, options: dict) -> None:
+    """UniGen rounds, each its own Sampler and seed, until the parent asks for no more."""
+    import pyunigen
+
+    t0 = time.perf_counter()
+    support = independent_support(cnf) if options.get("support", True) else list(cnf.sampling)
+    completer = _Completer(cnf, support)
+    conn.send(("support", time.perf_counter() - t0, len(support)))
+    exact = options.get("count")
+    if exact == 0:
+        # UniGen exits the process on an unsatisfiable formula: say so here instead.
+        conn.send(("done", {}))
+        return
+    cell_hash = cell_hash_of(exact) if exact is not None else None
+    round_ = 0
+    while True:
+        want = min(samples, options["round"])
+        sampler = pyunigen.Sampler(seed=seed + round_, epsilon=options["epsilon"], delta=options["delta"])
+        for clause in cnf.clauses:
+            sampler.add_clause(clause)
+        kwargs = {"cell_hash_count": cell_hash} if cell_hash is not None else {}
+        cell, hashes, models = sampler.sample(num=want, sampling_set=support, **kwargs)
+        cell_hash = (cell, hashes)
+        del sampler
+        payload = b"".join(completer.bits(m) for m in models)
+        conn.send(("chunk", payload, len(models), {"cell": cell, "hashes": hashes, "round": round_}))
+        round_ += 1
+        # The parent says how many more it needs (0: stop).
+        samples = conn.recv()
+        if not samples:
+            break
+    conn.send(("done", {}))
+
+
+def _child_cmsgen(conn, cnf, seed: int, samples: int) -> None:
+    """CMSGen models in chunks, until the formula runs dry or the parent asks for no more."""
+    import pycmsgen
+
+    V = len(cnf.sampling)
+    solver = pycmsgen.Solver(seed=seed)
+    solver.add_clauses(cnf.clauses)
+    while True:
+        buffer, n = [], 0
+        for _ in range(samples):
+            sat, solution = solver.solve()
+            if not sat:
+                break
+            buffer.append(bytes(1 if solution[v] else 0 for v in range(1, V + 1)))
+            n += 1
+        conn.send(("chunk", b"".join(buffer), n, {}))
+        if n == 0:
+            break
+        samples = conn.recv()
+        if not samples:
+            break
+    conn.send(("done", {}))
 
 
 _CONTEXT = None
@@ -384,6 +399,10 @@ class HashingSampler:
     ``where``, has fewer than M), ``"unsat"`` (no architecture at all) or
     ``"interrupted"``.
 
+    Attributes:
+        known_count: the exact number of architectures satisfying ``where``
+            when :func:`exact_count` knows it (always without ``where``), else None.
+
     Raises:
         HashingError: the package is missing, or a setting is invalid.
     """
@@ -425,11 +444,11 @@ class HashingSampler:
         self.stop_reason: str | None = None
         self.statistics = HashingStatistics()
         self._child: _Child | None = None
-        # The exact count, when the tables hold every --where: UniGen then starts from it instead of from
-        # ApproxMC's estimate, and distinct draws stop at it instead of waiting for stale rounds.
-        self._known_count = exact_count(space, self.where)
+        # UniGen starts from the exact count instead of from ApproxMC's estimate, and distinct draws stop
+        # at it instead of waiting for stale rounds.
+        self.known_count = exact_count(space, self.where)
         if method == "unigen":
-            self.options["count"] = self._known_count if exact_count_enabled else None
+            self.options["count"] = self.known_count if exact_count_enabled else None
             self.options["support"] = bool(independent_support_enabled)
 
     def __enter__(self) -> "HashingSampler":
@@ -463,59 +482,27 @@ class HashingSampler:
                 if message is None:
                     self.stop_reason = "timeout"
                     return
-                kind = message[0]
-                if kind == "encoded":
-                    _, seconds, nvars, nclauses = message
-                    self.statistics.encode_s, self.statistics.variables = seconds, nvars
-                    self.statistics.clauses = nclauses
+                if self._record_progress(message):
                     continue
-                if kind == "support":
-                    _, seconds, size = message
-                    self.statistics.support_s, self.statistics.support = seconds, size
-                    self.statistics.count_source = "approxmc" if self.options["count"] is None else "exact"
-                    continue
-                if kind == "done":
+                if message[0] == "done":
                     self.stop_reason = self.stop_reason or ("unsat" if produced == 0 else "exhausted")
                     return
                 _, payload, n, info = message
-                self.statistics.rounds += 1
-                self.statistics.draws += n
-                if "cell" in info:
-                    self.statistics.cell = info["cell"]
-                    self.statistics.xors.append(info["hashes"])
+                self._record_round(n, info)
                 if n == 0:
                     child.send(0)
                     continue
                 rows = np.frombuffer(payload, dtype=np.uint8).reshape(n, V)
-                keep = []
-                for i in range(n):
-                    if produced + len(keep) >= self.samples:
-                        break
-                    if not self.replace:
-                        key = rows[i].tobytes()
-                        if key in seen:
-                            self.statistics.repeats_dropped += 1
-                            continue
-                        seen.add(key)
-                    keep.append(i)
+                keep = self._new_rows(rows, produced, seen)
                 stale_rounds = stale_rounds + 1 if not keep else 0
                 if keep:
                     produced += len(keep)
                     yield decode_bits(self.space, rows[keep])
+                self.stop_reason = self._stop_reason_after(produced, stale_rounds)
+                if self.stop_reason is not None:
+                    child.send(0)
+                    return
                 missing = self.samples - produced
-                if missing <= 0:
-                    self.stop_reason = "samples"
-                    child.send(0)
-                    return
-                if not self.replace and self._known_count is not None and produced >= self._known_count:
-                    self.stop_reason = "exhausted"
-                    child.send(0)
-                    return
-                if stale_rounds >= 50:
-                    # Fifty rounds in a row with nothing new: the space has no more distinct architectures.
-                    self.stop_reason = "exhausted"
-                    child.send(0)
-                    return
                 child.send(max(missing, 1) if self.method == "unigen" else min(max(missing, 16), 256))
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
@@ -524,6 +511,53 @@ class HashingSampler:
             if self.stop_reason is None:
                 self.stop_reason = "stopped"
             self.close()
+
+    def _record_progress(self, message: tuple) -> bool:
+        """Record an "encoded" or "support" message in ``statistics``; False for any other message."""
+        if message[0] == "encoded":
+            _, seconds, nvars, nclauses = message
+            self.statistics.encode_s, self.statistics.variables = seconds, nvars
+            self.statistics.clauses = nclauses
+            return True
+        if message[0] == "support":
+            _, seconds, size = message
+            self.statistics.support_s, self.statistics.support = seconds, size
+            self.statistics.count_source = "approxmc" if self.options["count"] is None else "exact"
+            return True
+        return False
+
+    def _record_round(self, n: int, info: dict) -> None:
+        self.statistics.rounds += 1
+        self.statistics.draws += n
+        if "cell" in info:
+            self.statistics.cell = info["cell"]
+            self.statistics.xors.append(info["hashes"])
+
+    def _new_rows(self, rows: np.ndarray, produced: int, seen: set) -> list[int]:
+        """Indices of the rows to yield: up to the samples still missing, repeats dropped unless ``replace``."""
+        keep = []
+        for i in range(len(rows)):
+            if produced + len(keep) >= self.samples:
+                break
+            if not self.replace:
+                key = rows[i].tobytes()
+                if key in seen:
+                    self.statistics.repeats_dropped += 1
+                    continue
+                seen.add(key)
+            keep.append(i)
+        return keep
+
+    def _stop_reason_after(self, produced: int, stale_rounds: int) -> str | None:
+        """Why the run ends after a chunk ("samples" or "exhausted"), or None to ask for more."""
+        if self.samples - produced <= 0:
+            return "samples"
+        if not self.replace and self.known_count is not None and produced >= self.known_count:
+            return "exhausted"
+        if stale_rounds >= 50:
+            # Fifty rounds in a row with nothing new: the space has no more distinct architectures.
+            return "exhausted"
+        return None
 
 
 @dataclass(frozen=True)
@@ -608,7 +642,7 @@ class _HashingMethod(Method):
         options = dict(config.options)
         self._sampler = HashingSampler(space, self.name, config.samples, seed=config.seed, replace=config.replace,
                                        timeout=config.timeout, where=config.where, **options)
-        self.count = self._sampler._known_count
+        self.count = self._sampler.known_count
 
     @classmethod
     def check_options(cls, options: dict) -> dict:

@@ -32,14 +32,15 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
-from nasgen.common.errors import EmptySpaceError
-from nasgen.space.definition import SearchSpace
 from nasgen.common.errors import SamplingError
+from nasgen.constraints.costs import MODEL_OPTIONS, resolve_model
+from nasgen.space.definition import SearchSpace
 
 __all__ = [
     "Method",
     "SamplingConfig",
     "draw",
+    "is_integer",
     "method_class",
     "method_names",
     "register_method",
@@ -51,9 +52,9 @@ __all__ = [
 #: Methods whose class lives in a module imported on first use: name -> module.
 _LAZY_METHODS: dict[str, str] = {
     "exact": "nasgen.samplers.registry",
-    "all": "nasgen.samplers.registry",
-    "limited": "nasgen.samplers.registry",
-    "uniwit": "nasgen.samplers.registry",
+    "all": "nasgen.samplers.solver",
+    "limited": "nasgen.samplers.solver",
+    "uniwit": "nasgen.samplers.solver",
     "unigen": "nasgen.samplers.hashing",
     "cmsgen": "nasgen.samplers.hashing",
 }
@@ -103,7 +104,12 @@ def method_class(name: str) -> type["Method"]:
     return _METHODS[name]
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is a Python or numpy integer (a bool is not), for checking method options.
+
+    >>> is_integer(3), is_integer(np.int64(3)), is_integer(True), is_integer(3.0)
+    (True, True, False, False)
+    """
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -137,11 +143,11 @@ class SamplingConfig:
         if not isinstance(self.method, str):
             raise SamplingError(f"method must be a name, got {self.method!r:.60}")
         cls = method_class(self.method)
-        if self.samples is not None and not (_is_int(self.samples) and self.samples >= 0):
+        if self.samples is not None and not (is_integer(self.samples) and self.samples >= 0):
             raise SamplingError(f"samples (--samples) must be an integer >= 0, got {str(self.samples)[:60]!r}")
         if self.samples is None and cls.needs_samples:
             raise SamplingError(f"method {self.method!r} needs a number of samples (--samples M)")
-        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+        if self.seed is not None and not (is_integer(self.seed) and 0 <= self.seed < 2**63):
             raise SamplingError(f"seed (--seed) must be an integer in 0..2**63-1 (or None), got {str(self.seed)[:60]!r}")
         if not isinstance(self.replace, (bool, np.bool_)):
             raise SamplingError(f"replace must be True or False, got {self.replace!r:.60}")
@@ -346,10 +352,10 @@ class ExactMethod(Method):
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         chunk = options.get("chunk", 16384)
-        if not (_is_int(chunk) and chunk >= 1):
+        if not (is_integer(chunk) and chunk >= 1):
             raise SamplingError(f"option chunk must be a positive integer, got {chunk!r:.60}")
         max_draws = options.get("max_draws", 1)
-        if not (_is_int(max_draws) and max_draws >= 1):
+        if not (is_integer(max_draws) and max_draws >= 1):
             raise SamplingError(f"option max_draws (--max-draws) must be a positive integer, got {str(max_draws)[:60]!r}")
         if "model" in options:
             options = {**options, "model": dict(model_options(options["model"]))}
@@ -409,10 +415,6 @@ class ExactMethod(Method):
             self.statistics["message"] = str(exc)
 
 
-#: The chain model's options that ``params`` and ``flops`` read (fields of :class:`nasgen.nn.spec.ModelSpec`).
-MODEL_OPTIONS = ("width", "in_channels", "num_classes", "norm", "head", "pooling")
-
-
 def model_options(given: Mapping[str, Any]) -> dict[str, Any]:
     """Check the chain model's options for ``params``/``flops`` (defaults are :class:`ModelSpec`'s).
 
@@ -431,77 +433,4 @@ def model_options(given: Mapping[str, Any]) -> dict[str, Any]:
 
 def chain_spec(given: Mapping[str, Any]):
     """The :class:`~nasgen.nn.spec.ModelSpec` of a chain with the ``given`` options (validated)."""
-    from nasgen.nn.spec import ModelSpec
-
-    return ModelSpec.from_options("chain", **dict(given))
-
-
-class _SolverMethod(Method):
-    """The paper's z3 modes through :class:`nasgen.samplers.solver.SolverSampler`, one architecture per chunk."""
-
-    option_names = ("prune", "query_rlimit")
-    supports_where = True
-    supports_replacement = False
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        if "prune" in options and not isinstance(options["prune"], bool):
-            raise SamplingError(f"option prune must be true or false, got {options['prune']!r:.60}")
-        rlimit = options.get("query_rlimit")
-        if rlimit is not None and not (_is_int(rlimit) and rlimit >= 1):
-            raise SamplingError(f"option query_rlimit must be a positive integer, got {str(rlimit)[:60]!r}")
-        pivot_k = options.get("pivot_k", 2.0)
-        if isinstance(pivot_k, bool) or not isinstance(pivot_k, (int, float)) or not (
-                math.isfinite(pivot_k) and 0.1 <= pivot_k <= 1e6):
-            raise SamplingError(f"option pivot_k must be a number in 0.1..1e6, got {str(pivot_k)[:60]!r}")
-        start = options.get("start_xors", "paper")
-        if start not in ("paper", "count"):
-            raise SamplingError(f"option start_xors must be 'paper' or 'count', got {start!r:.60}")
-        return options
-
-    def __init__(self, space: SearchSpace, config: SamplingConfig) -> None:
-        from nasgen.samplers.solver import SolverSampler
-
-        super().__init__(space, config)
-        options = dict(config.options)
-        self._sampler = SolverSampler(
-            space, method=config.method, seed=config.seed % 2**63, where=list(config.where),
-            prune=options.pop("prune", True), timeout=config.timeout, with_replacement=config.replace,
-            **options)
-
-    def draw(self):
-        from nasgen.space.encoding import to_arrays
-
-        try:
-            for arch in self._sampler.solutions(self.config.samples):
-                yield to_arrays(self.space, [arch])
-        finally:
-            self.stop_reason = self._sampler.stop_reason
-            stats = self._sampler.statistics
-            self.statistics = {"queries": stats.queries, "failures": stats.failures, "xors": list(stats.xors)}
-        if self.stop_reason == "unsat":
-            # the same error, and so the same exit code, as the exact method's on an empty space
-            constrained = " with the --where constraints" if self.config.where else ""
-            raise EmptySpaceError(f"the space {self.space.describe()}{constrained} is empty: no architecture "
-                                  "satisfies it; widen the layer bounds, ranges, relation or constraints")
-
-    def close(self) -> None:
-        self._sampler.close()
-
-
-@register_method("all")
-class AllMethod(_SolverMethod):
-    help = "every architecture in z3's order (the paper's All)"
-    needs_samples = False
-
-
-@register_method("limited")
-class LimitedMethod(_SolverMethod):
-    help = "the first M architectures in z3's order (the paper's biased Limited-M)"
-
-
-@register_method("uniwit")
-class UniWitMethod(_SolverMethod):
-    help = "near-uniform by z3 and XOR hashing (the paper's Limited_Uniform-M, UniWit)"
-    option_names = ("prune", "query_rlimit", "pivot_k", "start_xors")
-    supports_replacement = True
+    return resolve_model(dict(given))

@@ -87,7 +87,9 @@ def test_all_equals_exact_enumeration(seed, prune):
 def test_pruned_arithmetic_encoding_equals_exact_enumeration(monkeypatch):
     # Large spaces keep the arithmetic and add the domains as disjunctions;
     # force that encoding on small ones to check it against the exact set.
-    monkeypatch.setattr(solver, "_TABLE_ROW_LIMIT", -1)
+    from nasgen.samplers import formula
+
+    monkeypatch.setattr(formula, "_TABLE_ROW_LIMIT", -1)
     for space in random_spaces(5, 12):
         with SolverSampler(space, method="all") as sampler:
             assert sampler.encoding == "arithmetic"

@@ -15,7 +15,7 @@ from nasgen.samplers.registry import sample_arrays
 from nasgen.space.definition import SearchSpace, check_membership
 from nasgen.constraints.language import evaluate_all, parse_where_all
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 LEVEL = 0.001
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.common.errors import WhereError
 from nasgen.constraints.language import evaluate_all, floor_div, floor_mod, parse_where
+from nasgen.space.tables import SpaceTables, to_arrays
+
+from tests.conftest import brute_force_space, small_spaces
 
 SPACE = SearchSpace((30, 30), (20, 20), min_layers=1, max_layers=3, pool=(2, 1))
 # Two active layers of three. Dimension 0: 30 -k4-> 27 -pool-> 26 -k3-> 24 -pool-> 23;
@@ -134,3 +140,71 @@ def test_importing_where_does_not_import_z3_or_jax():
     code = "import nasgen.constraints.language, sys; print('z3' in sys.modules, 'jax' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+# -- the vectorised evaluator ---------------------------------------------------------------
+
+
+def _brute(space: SearchSpace, limit: int = 4000):
+    # The exact count only bounds the brute force's cost; the brute force is the oracle.
+    assume(0 < SpaceTables(space).count <= limit)
+    return sorted(brute_force_space(space), key=lambda a: (a.kernel, a.stride))
+
+
+@st.composite
+def expressions(draw, space, depth=2):
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.one_of(
+            st.integers(-5, 40).map(str),
+            st.just("layers"),
+            st.just("params"),
+            st.just("flops"),
+            st.builds(lambda n, l, d: f"{n}[{l}][{d}]", st.sampled_from(["k", "s", "size"]),
+                      st.integers(0, space.max_layers - 1), st.integers(0, space.dims - 1)),
+        ))
+    form = draw(st.integers(0, 5))
+    a, b = draw(expressions(space, depth - 1)), draw(expressions(space, depth - 1))
+    if form == 0:
+        return f"({a} {draw(st.sampled_from(['+', '-', '*', '//', '%']))} {b})"
+    if form == 1:
+        return f"{draw(st.sampled_from(['sum', 'prod', 'max', 'min']))}([{a}, {b}])"
+    if form == 2:
+        layer = draw(st.integers(0, space.max_layers - 1))
+        return f"{draw(st.sampled_from(['sum', 'prod', 'max', 'min']))}({draw(st.sampled_from(['k', 's', 'size']))}[{layer}])"
+    if form == 3:
+        return f"abs({a})"
+    if form == 4:
+        return f"-{a}"
+    return f"max({a}, {b})"
+
+
+@st.composite
+def conditions(draw, space):
+    a, b = draw(expressions(space)), draw(expressions(space))
+    text = f"{a} {draw(st.sampled_from(['<', '<=', '>', '>=', '==', '!=']))} {b}"
+    if draw(st.booleans()):
+        c, d = draw(expressions(space, 1)), draw(expressions(space, 1))
+        text = f"not ({text}) {draw(st.sampled_from(['and', 'or']))} {c} < {d}"
+    return text
+
+
+@given(st.data(), small_spaces(max_size=12))
+@settings(max_examples=60)
+def test_evaluate_arrays_equals_evaluate(data, space):
+    archs = _brute(space)[:200]
+    where = parse_where(data.draw(conditions(space)))
+    model = types.SimpleNamespace(width=data.draw(st.integers(1, 9)), in_channels=data.draw(st.integers(1, 4)),
+                                  num_classes=data.draw(st.integers(1, 11)),
+                                  norm=data.draw(st.sampled_from(["batch", None])),
+                                  head=data.draw(st.sampled_from(["logits", "features"])),
+                                  pooling=data.draw(st.sampled_from(["max", "avg"])))
+    got = where.evaluate_arrays(*to_arrays(space, archs), space, model)
+    assert got.tolist() == [where.evaluate(a, space, model) for a in archs]
+
+
+def test_evaluate_arrays_with_huge_values_uses_exact_integers():
+    space = SearchSpace((30,), (20,), 2, 2)
+    archs = sorted(brute_force_space(space), key=lambda a: a.kernel)
+    where = parse_where(f"k[0][0] * {10**30} - {10**31} > {-5 * 10**30}")
+    got = where.evaluate_arrays(*to_arrays(space, archs), space)
+    assert got.tolist() == [where.evaluate(a, space) for a in archs] and any(got) and not all(got)

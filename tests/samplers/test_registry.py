@@ -1,7 +1,4 @@
-"""The public sampler interface (nasgen.samplers.registry): SamplingConfig, the method registry, seeds.
-
-The space tier's own draws, ranks and files are tested in tests/space/.
-"""
+"""The sampling registry: one frozen config validated in one place, every method behind draw(), seeds recorded."""
 
 from __future__ import annotations
 
@@ -9,11 +6,11 @@ import numpy as np
 import pytest
 
 import nasgen
-from nasgen.samplers import registry as sampling
 from nasgen.common.errors import NasgenError
+from nasgen.samplers import registry as sampling
 from nasgen.space.definition import SearchSpace
 
-from .conftest import brute_force_space
+from tests.conftest import brute_force_space
 
 
 def test_api_and_cli_agree_on_distinct_by_default():
@@ -75,5 +72,3 @@ def test_draw_records_the_seed_it_chose():
         seed = run.config.seed
     again = nasgen.sample_arrays(space, 5, seed=seed)[1]
     np.testing.assert_array_equal(first, again)
-
-

@@ -27,7 +27,7 @@ from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.constraints.language import evaluate_all, parse_where_all
 from tests.conftest import small_spaces
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 def cnf_models(cnf, project=True, limit=5000):

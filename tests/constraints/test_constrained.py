@@ -20,9 +20,10 @@ from nasgen.nn.spec import ModelSpec
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.common.errors import WhereError
-from nasgen.constraints.language import chain_costs, parse_where
+from nasgen.constraints.costs import chain_costs
+from nasgen.constraints.language import parse_where
 
-from .conftest import brute_force_space, small_spaces
+from tests.conftest import brute_force_space, small_spaces
 
 MODEL = types.SimpleNamespace(width=4, in_channels=3, num_classes=5, norm="batch", head="logits", pooling="max")
 
@@ -236,87 +237,6 @@ def test_wilson_interval_equals_scipy(accepted, draws):
     np.testing.assert_allclose(wilson_interval(accepted, draws), (want.low, want.high), rtol=1e-9, atol=1e-15)
 
 
-# -- the vectorised evaluator and the model figures ---------------------------------
-
-
-@st.composite
-def expressions(draw, space, depth=2):
-    if depth == 0 or draw(st.integers(0, 3)) == 0:
-        return draw(st.one_of(
-            st.integers(-5, 40).map(str),
-            st.just("layers"),
-            st.just("params"),
-            st.just("flops"),
-            st.builds(lambda n, l, d: f"{n}[{l}][{d}]", st.sampled_from(["k", "s", "size"]),
-                      st.integers(0, space.max_layers - 1), st.integers(0, space.dims - 1)),
-        ))
-    form = draw(st.integers(0, 5))
-    a, b = draw(expressions(space, depth - 1)), draw(expressions(space, depth - 1))
-    if form == 0:
-        return f"({a} {draw(st.sampled_from(['+', '-', '*', '//', '%']))} {b})"
-    if form == 1:
-        return f"{draw(st.sampled_from(['sum', 'prod', 'max', 'min']))}([{a}, {b}])"
-    if form == 2:
-        layer = draw(st.integers(0, space.max_layers - 1))
-        return f"{draw(st.sampled_from(['sum', 'prod', 'max', 'min']))}({draw(st.sampled_from(['k', 's', 'size']))}[{layer}])"
-    if form == 3:
-        return f"abs({a})"
-    if form == 4:
-        return f"-{a}"
-    return f"max({a}, {b})"
-
-
-@st.composite
-def conditions(draw, space):
-    a, b = draw(expressions(space)), draw(expressions(space))
-    text = f"{a} {draw(st.sampled_from(['<', '<=', '>', '>=', '==', '!=']))} {b}"
-    if draw(st.booleans()):
-        c, d = draw(expressions(space, 1)), draw(expressions(space, 1))
-        text = f"not ({text}) {draw(st.sampled_from(['and', 'or']))} {c} < {d}"
-    return text
-
-
-@given(st.data(), small_spaces(max_size=12))
-@settings(max_examples=60)
-def test_evaluate_arrays_equals_evaluate(data, space):
-    archs = _brute(space)[:200]
-    where = parse_where(data.draw(conditions(space)))
-    model = types.SimpleNamespace(width=data.draw(st.integers(1, 9)), in_channels=data.draw(st.integers(1, 4)),
-                                  num_classes=data.draw(st.integers(1, 11)),
-                                  norm=data.draw(st.sampled_from(["batch", None])),
-                                  head=data.draw(st.sampled_from(["logits", "features"])),
-                                  pooling=data.draw(st.sampled_from(["max", "avg"])))
-    got = where.evaluate_arrays(*to_arrays(space, archs), space, model)
-    assert got.tolist() == [where.evaluate(a, space, model) for a in archs]
-
-
-def test_evaluate_arrays_with_huge_values_uses_exact_integers():
-    space = SearchSpace((30,), (20,), 2, 2)
-    archs = sorted(brute_force_space(space), key=lambda a: a.kernel)
-    where = parse_where(f"k[0][0] * {10**30} - {10**31} > {-5 * 10**30}")
-    got = where.evaluate_arrays(*to_arrays(space, archs), space)
-    assert got.tolist() == [where.evaluate(a, space) for a in archs] and any(got) and not all(got)
-
-
-@given(small_spaces(max_size=12, max_dims=2), st.integers(1, 12), st.integers(1, 4), st.integers(1, 10),
-       st.sampled_from(["batch", None]), st.sampled_from(["logits", "features"]), st.sampled_from(["max", "avg"]))
-@settings(max_examples=40)
-def test_chain_costs_equal_model_stats(space, width, in_channels, classes, norm, head, pooling):
-    from nasgen.nn.summary import model_stats
-
-    archs = _brute(space)[:40]
-    model = types.SimpleNamespace(width=width, in_channels=in_channels, num_classes=classes, norm=norm, head=head,
-                                  pooling=pooling)
-    spec = ModelSpec.from_options("chain", width=width, in_channels=in_channels, num_classes=classes, norm=norm,
-                                  head=head, pooling=pooling)
-    params, flops = chain_costs(*to_arrays(space, archs), space, spec)
-    exact = chain_costs(*to_arrays(space, archs), space, model, exact_ints=True)
-    assert params.tolist() == exact[0].tolist() and flops.tolist() == exact[1].tolist()
-    for a, p, f in zip(archs, params.tolist(), flops.tolist()):
-        total = model_stats(spec, space, a)[-1]
-        assert (p, f) == (total["params"], total["flops"])
-
-
 def test_model_names_need_options():
     space = SearchSpace((30,), (20,), 2, 2)
     with pytest.raises(WhereError, match="needs the chain model.s options"):
@@ -339,7 +259,7 @@ BIG = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"
 
 
 def test_cli_count_where_exact_and_estimated():
-    from .test_cli import run
+    from tests.test_cli import run
 
     out = run("count", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--kernel", "1:11", "--where", "layers == 3")
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "44944"
@@ -355,7 +275,7 @@ def test_cli_count_where_exact_and_estimated():
 
 
 def test_cli_sample_where_absorbed_and_rejected(tmp_path):
-    from .test_cli import run
+    from tests.test_cli import run
 
     target = tmp_path / "a.jsonl"
     out = run("sample", *BIG, "--where", "k[0][0] <= 7", "-M", "20", "--seed", "4", "-o", str(target))
@@ -375,7 +295,7 @@ def test_cli_sample_where_absorbed_and_rejected(tmp_path):
 
 
 def test_cli_sample_budget_keeps_what_it_found(tmp_path):
-    from .test_cli import run
+    from tests.test_cli import run
 
     target = tmp_path / "b.jsonl"
     out = run("sample", *BIG, "--where", "sum(k[0]) + sum(k[1]) + sum(k[2]) <= 9", "-M", "50", "--max-draws",
@@ -398,7 +318,7 @@ def test_cli_sample_budget_keeps_what_it_found(tmp_path):
     (["--method", "uniwit", "--where", "params > 3"], "cannot express params"),
 ])
 def test_cli_bad_where_input(tmp_path, args, message):
-    from .test_cli import run
+    from tests.test_cli import run
 
     target = tmp_path / "g.jsonl"
     target.write_text("keep\n")
