@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen.space import backend
-from nasgen.space.draws import SampleStream, check_samples, seed_sequence
+from nasgen.space.draws import SampleStream, check_samples, check_threads, seed_sequence
 from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
@@ -464,7 +464,7 @@ class ConstrainedSpace:
 
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = _CHUNK,
                            max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None,
-                           enumerate_limit: int = SMALL_SPACE):
+                           enumerate_limit: int = SMALL_SPACE, threads: int | None = None):
         """Yield (layers, kernel, stride) chunks of a uniform sample of the constrained space.
 
         With every atom absorbed this is the exact sampler of the restricted
@@ -484,6 +484,8 @@ class ConstrainedSpace:
             statistics: a dict updated in place with ``draws``, ``accepted``
                 and ``acceptance`` as the run goes.
             enumerate_limit: the largest restricted space filtered in full.
+            threads: threads drawing (and enumerating) each batch, 1..1024 (None: the cores this
+                process may use); the sample does not depend on it.
 
         Raises:
             NasgenError: the constrained space is empty, or a bad budget.
@@ -492,19 +494,20 @@ class ConstrainedSpace:
         """
         _check_positive(max_draws, "max_draws")
         samples = check_samples(samples)
+        threads = check_threads(threads)
         stats = statistics if statistics is not None else {}
         stats.update(draws=0, accepted=0, acceptance=None)
         restricted = self.tables.count
         if self.all_absorbed or restricted == 0:
             self._require_nonempty(restricted)
-            for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk):
+            for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk, threads=threads):
                 stats["draws"] += len(out[0])
                 stats["accepted"] += len(out[0])
                 stats["acceptance"] = 1.0
                 yield out
             return
         if restricted <= enumerate_limit:
-            members = [tuple(a[keep] for a in arrays) for arrays in self.tables.enumerate_arrays(batch=chunk)
+            members = [tuple(a[keep] for a in arrays) for arrays in self.tables.enumerate_arrays(batch=chunk, threads=threads)
                        for keep in [self.accept(*arrays)]]
             members = tuple(np.concatenate(parts) for parts in zip(*members))
             total = len(members[0])
@@ -528,7 +531,7 @@ class ConstrainedSpace:
                     "--method unigen"
                 )
             n = min(chunk, max_draws - stats["draws"])
-            layers, kernel, stride = stream.draw(n)
+            layers, kernel, stride = stream.draw(n, threads)
             keep = self.accept(layers, kernel, stride)
             stats["draws"] += n
             stats["accepted"] += int(keep.sum())

@@ -337,7 +337,7 @@ class ExactMethod(Method):
     """
 
     help = "exactly uniform, by dynamic programming (default; about a million draws a second)"
-    option_names = ("chunk", "max_draws", "model")
+    option_names = ("chunk", "max_draws", "model", "threads")
     supports_where = True
 
     @classmethod
@@ -350,6 +350,10 @@ class ExactMethod(Method):
             raise SamplingError(f"option max_draws (--max-draws) must be a positive integer, got {str(max_draws)[:60]!r}")
         if "model" in options:
             options = {**options, "model": dict(model_options(options["model"]))}
+        if options.get("threads") is not None:  # None: the cores this process may use; the draws do not depend on it
+            from nasgen.space.draws import check_threads
+
+            options = {**options, "threads": check_threads(options["threads"])}
         return {**options, "chunk": int(chunk)} if "chunk" in options else options
 
     def __init__(self, space: SearchSpace, config: SamplingConfig) -> None:
@@ -379,12 +383,14 @@ class ExactMethod(Method):
         chunk = config.options.get("chunk", 16384)
         if self.constrained is None:
             samples = self.count if config.samples is None else config.samples
-            chunks = self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk)
+            chunks = self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk,
+                                                    threads=config.options.get("threads"))
         else:
             samples = self.tables.count if config.samples is None else config.samples
             chunks = self.constrained.iter_sample_arrays(
                 samples, seed=config.seed, replace=config.replace, chunk=max(chunk, 65536),
-                max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics)
+                max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics,
+                threads=config.options.get("threads"))
         try:
             for part in chunks:
                 yield part

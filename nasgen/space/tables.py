@@ -199,16 +199,17 @@ class SpaceTables:
 
     # -- sampling -------------------------------------------------------------
 
-    def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536):
+    def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536,
+                           threads: int | None = None):
         """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`sample_arrays`.
 
         Chunks are produced lazily, so a caller streaming them to disk keeps
-        every completed chunk if interrupted. The concatenated chunks do not
-        depend on ``chunk``.
+        every completed chunk if interrupted. The concatenated chunks depend on
+        neither ``chunk`` nor ``threads``.
         """
-        return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk)
+        return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk, threads=threads)
 
-    def sample_arrays(self, samples: int, seed=0, replace: bool = False):
+    def sample_arrays(self, samples: int, seed=0, replace: bool = False, threads: int | None = None):
         """Draw architectures exactly uniformly into numpy arrays.
 
         Args:
@@ -218,15 +219,17 @@ class SpaceTables:
             replace: False (the default) for min(M, count) distinct architectures
                 in uniformly random order (all of them, shuffled, when M >= count);
                 True for M independent draws.
+            threads: threads drawing, 1..1024, or None for the cores this process may use;
+                the draws are the same for every value (draw i depends on the seed and i only).
 
         Returns:
             ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
             rows past ``layers[i]`` are zero.
 
         Raises:
-            NasgenError: the space is empty, or the arrays would not fit in memory.
+            NasgenError: the space is empty, a bad thread count, or the arrays would not fit in memory.
         """
-        return draws.uniform_arrays(self, samples, seed=seed, replace=replace)
+        return draws.uniform_arrays(self, samples, seed=seed, replace=replace, threads=threads)
 
     def sample(self, samples: int, seed=0, replace: bool = False) -> list[Architecture]:
         """Draw ``samples`` architectures exactly uniformly (see :meth:`sample_arrays`)."""
@@ -234,8 +237,8 @@ class SpaceTables:
 
     # -- ranks and enumeration -------------------------------------------------
 
-    def unrank(self, ranks: Sequence[int]):
-        """Positions in the enumeration order -> (layers, kernel, stride) arrays.
+    def unrank(self, ranks: Sequence[int], threads: int = 1):
+        """Positions in the enumeration order -> (layers, kernel, stride) arrays (``threads`` unrank in parallel).
 
         Raises:
             NasgenError: a rank outside 0..count-1.
@@ -245,7 +248,7 @@ class SpaceTables:
         for r in ranks:
             if not 0 <= r < total:
                 raise NasgenError(f"rank {r} is outside 0..{total - 1}")
-        return _unrank(self, ranks)
+        return _unrank(self, ranks, threads)
 
     def rank(self, layers, kernel, stride) -> list[int]:
         """Positions in the enumeration order of architectures given as arrays: the inverse of :meth:`unrank`.
@@ -259,11 +262,11 @@ class SpaceTables:
         """The architecture at position ``rank`` of the enumeration order."""
         return arrays_to_architectures(*self.unrank([rank]))[0]
 
-    def enumerate_arrays(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Every architecture in the documented order, as (layers, kernel, stride) batches."""
+    def enumerate_arrays(self, batch: int = 4096, threads: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every architecture in the documented order, as (layers, kernel, stride) batches (unranked by ``threads``)."""
         total = self.count
         for start in range(0, total, batch):
-            yield _unrank(self, range(start, min(total, start + batch)))
+            yield _unrank(self, range(start, min(total, start + batch)), threads)
 
     def layer_domains(self) -> list[list["LayerDomain"]]:
         """Pruned domains per layer position and dimension; see :func:`layer_domains`."""
@@ -378,7 +381,7 @@ def count_by_layers(space: SearchSpace) -> dict[int, int]:
     return SpaceTables(space).count_by_layers
 
 
-def _unrank(tables: SpaceTables, ranks: Sequence[int]):
+def _unrank(tables: SpaceTables, ranks: Sequence[int], threads: int = 1):
     """Global ranks -> (layers, kernel, stride) arrays, in the documented enumeration order."""
     space = tables.space
     values, _, prefix = tables.layer_tables()
@@ -396,7 +399,7 @@ def _unrank(tables: SpaceTables, ranks: Sequence[int]):
             rest, digit = divmod(rest, tables.chains[c][L])
             digits[i, c] = _limbs(digit, W)
     kernel, stride = backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, layers, digits,
-                                           space.max_layers, space.dims)
+                                           space.max_layers, space.dims, threads=threads)
     return layers, kernel, stride
 
 
