@@ -38,6 +38,9 @@ SPACES = {
 }
 
 
+ADJ_SPACE = ["-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -68,6 +71,7 @@ def main() -> None:
                 times[threads].append(timed(lambda: draw_all(tables, options.draws, threads)))
         one, two = statistics.median(times[1]), statistics.median(times[2])
         rows.append(f"| {name} | {one:.2f} | {two:.2f} | {one / two:.2f}x | {'yes' if same else 'NO'} |")
+        print(rows[-1], flush=True)
     space = next(iter(SPACES.values()))
     tables = SpaceTables(space)
     work = tempfile.mkdtemp(prefix="bench_threads_")
@@ -87,7 +91,7 @@ def main() -> None:
     rank_rows = tuple(a[:100_000] for a in arrays)
     rank_s = statistics.median(timed(lambda: tables.rank(*rank_rows)) for _ in range(1))
     env = {**os.environ, "PYTHONPATH": here}
-    adj = statistics.median(timed(lambda: subprocess.run([sys.executable, "-m", "nasgen", "adj", path], env=env,
+    adj = statistics.median(timed(lambda: subprocess.run([sys.executable, "-m", "nasgen", "adj", path, *ADJ_SPACE], env=env,
                                                          check=True, stdout=subprocess.DEVNULL))
                             for _ in range(options.repeats))
     os.remove(path)
