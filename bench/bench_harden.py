@@ -68,6 +68,7 @@ def memory_section(here: str, rows: int, cap: float, work: str) -> str:
     written = re.search(r"nasgen: (\d+) architectures", err)
     out.append(f"| `sample ... -M 1000000000 --with-replacement -o F.npz --timeout 20` | {seconds:.1f} | "
                f"{peak / 1024:.0f} | exit {code}, {int(written.group(1)) if written else '?':,} rows written |")
+    print(out[-1], flush=True)
     for fmt in ("npz", "jsonl"):
         for count in (rows // 10, rows):
             path = os.path.join(work, f"adj{count}.{fmt}")
@@ -77,6 +78,7 @@ def memory_section(here: str, rows: int, cap: float, work: str) -> str:
             seconds, peak, code = run_nasgen(["adj", path], here, 20 * cap, work, limit)
             out.append(f"| `adj` of {count:,} rows ({fmt}, {os.path.getsize(path) / 1e6:.0f} MB) | {seconds:.1f} | "
                        f"{peak / 1024:.0f} | exit {code} |")
+            print(out[-1], flush=True)  # row by row: a run stopped early still shows what it measured
             os.remove(path)
     return "\n".join(out)
 
