@@ -11,13 +11,20 @@ same session) and writes it to bench/results/harden.md.
 * ``adj`` on a JSON Lines file of about 99 MB: seconds and peak resident memory (``/usr/bin/time``).
 * ``check`` of a 10^7-draw npz under ``NASGEN_MEMORY_LIMIT=1G``: seconds and peak resident memory.
 * ``--timeout 1`` on exact rejection sampling and on ``count --where`` (issue 32): seconds against T + 2 = 3 s.
+* Peak memory under ``NASGEN_MEMORY_LIMIT=1G`` (issue 32): ``sample -M 1000000000 --with-replacement -o F.npz``
+  stopped by ``--timeout 20`` (with the rows it wrote), and ``adj`` of ``--memory-rows`` rows (10^7) as npz and
+  as JSON Lines, beside ``adj`` of a tenth as many rows to show memory does not grow with the file.
+  ``--memory-only`` runs just these rows; the section is appended to bench/results/harden.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -35,9 +42,9 @@ TIMEOUT_CONSTRAINED = [["sample", *_REJECTED, "-M", "100", "--timeout", "1"],
 TIMEOUT_ARGS = ["sample", "-I", "1000", "-O", "1", "-N", "3", "--rounding", "floor", "-M", "1", "--timeout", "5"]
 
 
-def run_nasgen(args, tree: str | None, cap: float, cwd: str):
-    """(seconds, peak KB or None, exit code) of ``python -m nasgen ARGS`` with ``tree`` first on the path."""
-    env = dict(os.environ)
+def run_nasgen(args, tree: str | None, cap: float, cwd: str, extra_env: dict | None = None, want_err: bool = False):
+    """(seconds, peak KB or None, exit code[, stderr]) of ``python -m nasgen ARGS`` with ``tree`` first on the path."""
+    env = dict(os.environ, **(extra_env or {}))
     if tree:
         env["PYTHONPATH"] = tree
     started = time.perf_counter()
@@ -49,10 +56,39 @@ def run_nasgen(args, tree: str | None, cap: float, cwd: str):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        return float("inf"), None, None
+        return (float("inf"), None, None, "") if want_err else (float("inf"), None, None)
     elapsed = time.perf_counter() - started
     last = err.strip().splitlines()[-1] if err.strip() else ""
-    return elapsed, int(last) if last.isdigit() else None, proc.returncode
+    result = (elapsed, int(last) if last.isdigit() else None, proc.returncode)
+    return (*result, err) if want_err else result
+
+
+SAMPLE_224 = ["sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor"]
+
+
+def memory_section(here: str, rows: int, cap: float, work: str) -> str:
+    """Peak resident memory under NASGEN_MEMORY_LIMIT=1G: streaming sample -o F.npz, and adj of big files."""
+    limit = {"NASGEN_MEMORY_LIMIT": "1G"}
+    out = ["| command (NASGEN_MEMORY_LIMIT=1G) | seconds | peak MB | note |", "| --- | --- | --- | --- |"]
+    target = os.path.join(work, "stream.npz")
+    seconds, peak, code, err = run_nasgen(SAMPLE_224 + ["-M", "1000000000", "--with-replacement", "-o", target,
+                                                        "--timeout", "20"], here, cap + 40, work, limit, want_err=True)
+    written = re.search(r"nasgen: (\d+) architectures", err)
+    out.append(f"| `sample ... -M 1000000000 --with-replacement -o F.npz --timeout 20` | {seconds:.1f} | "
+               f"{peak / 1024:.0f} | exit {code}, {int(written.group(1)) if written else '?':,} rows written |")
+    print(out[-1], flush=True)
+    for fmt in ("npz", "jsonl"):
+        for count in (rows // 10, rows):
+            path = os.path.join(work, f"adj{count}.{fmt}")
+            subprocess.run([sys.executable, "-m", "nasgen", *SAMPLE_224, "-M", str(count), "--with-replacement",
+                            "-o", path], check=True, env={**os.environ, "PYTHONPATH": here}, stderr=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+            seconds, peak, code = run_nasgen(["adj", path], here, 20 * cap, work, limit)
+            out.append(f"| `adj` of {count:,} rows ({fmt}, {os.path.getsize(path) / 1e6:.0f} MB) | {seconds:.1f} | "
+                       f"{peak / 1024:.0f} | exit {code} |")
+            print(out[-1], flush=True)  # row by row: a run stopped early still shows what it measured
+            os.remove(path)
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -64,8 +100,23 @@ def main() -> None:
     parser.add_argument("--no-adj", action="store_true", help="only the --timeout rows")
     parser.add_argument("--check-draws", type=int, default=10**7,
                         help="draws of the npz that check reads under NASGEN_MEMORY_LIMIT=1G (0: skip)")
+    parser.add_argument("--memory-rows", type=int, default=10**7, help="rows of the big adj files")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory rows (appended)")
     options = parser.parse_args()
     here = str(Path(__file__).resolve().parents[1])
+    if options.memory_only:
+        work = tempfile.mkdtemp(prefix="bench_harden_")
+        try:
+            table = memory_section(here, options.memory_rows, options.cap, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(table)
+        out = Path(here) / "bench" / "results" / "harden.md"
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(f"\n## Peak memory under NASGEN_MEMORY_LIMIT=1G ({datetime.date.today().isoformat()}, "
+                         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, shared with other "
+                         "jobs; one run each; peak resident memory from /usr/bin/time -f %M)\n\n" + table + "\n")
+        return
     rows = ["| case | this branch (median s) | baseline (median s) | T + 2 |", "| --- | --- | --- | --- |"]
     work = tempfile.mkdtemp(prefix="bench_harden_")
     for method in ("exact", "all", "limited", "uniwit"):

@@ -38,6 +38,7 @@ cdef extern from "limbs.h" nogil:
     int limbs_is_zero(const uint64_t *a, int W)
     uint64_t limbs_divmod_small(uint64_t *a, uint64_t d, int W)
     void limbs_random_below(uint64_t *out, const uint64_t *bound, int W, uint64_t *state)
+    uint64_t nasgen_draw_state(uint64_t seed, uint64_t index)
     int64_t nasgen_adjacent_sum(const uint64_t *v, int64_t M, int64_t words)
     void nasgen_hamming(const uint64_t *v, int64_t M, int64_t words, int64_t *out)
 
@@ -536,15 +537,17 @@ def unrank_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const 
 
 
 def sample_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const uint64_t[:, :, ::1] g,
-                 const int64_t[::1] layer_values, const uint64_t[:, ::1] layer_cum, uint64_t seed,
+                 const int64_t[::1] layer_values, const uint64_t[:, ::1] layer_cum, uint64_t seed, uint64_t first,
                  int64_t[::1] layers_out, int64_t[:, :, ::1] kernel_out, int64_t[:, :, ::1] stride_out):
-    """Draw len(layers_out) architectures uniformly and independently (splitmix64 from ``seed``).
+    """Draw len(layers_out) architectures uniformly and independently: draws first, first + 1, ... of ``seed``.
 
-    Per sample: a uniform rank below the total picks the number of layers
-    from ``layer_cum`` (inclusive prefix of per-L counts, WT limbs), then each
+    Draw i starts a splitmix64 sequence at ``nasgen_draw_state(seed, i)``
+    (counter-based), so it depends on (seed, i) alone, and ranges of one
+    batch can run on separate threads (the GIL is released). Per draw: a
+    uniform rank below the total picks the number of layers from
+    ``layer_cum`` (inclusive prefix of per-L counts, WT limbs), then each
     component draws a uniform rank below its own chain count g[L, start] and
-    unranks it. Outputs must be zero-filled by the caller. Returns the
-    generator state after the last draw.
+    unranks it. Outputs must be zero-filled by the caller.
     """
     cdef Rules R = _rules(rules)
     cdef Graph G = _graph(graph, cum)
@@ -554,7 +557,7 @@ def sample_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const 
     cdef int64_t M = layers_out.shape[0], i
     cdef int C = comp_start.shape[0], c, W = G.W, WT = layer_cum.shape[1], nL = layer_cum.shape[0], li, L
     cdef int K = kernel_out.shape[2]
-    cdef uint64_t state = seed
+    cdef uint64_t state
     cdef uint64_t *buf = <uint64_t *>malloc((W + WT) * sizeof(uint64_t))
     if buf == NULL:
         raise MemoryError()
@@ -562,6 +565,7 @@ def sample_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const 
     try:
         with nogil:
             for i in range(M):
+                state = nasgen_draw_state(seed, first + <uint64_t>i)
                 limbs_random_below(tbuf, &layer_cum[nL - 1, 0], WT, &state)
                 li = 0
                 while limbs_cmp(&layer_cum[li, 0], tbuf, WT) <= 0:
@@ -574,7 +578,6 @@ def sample_batch(graph, rules, components, const uint64_t[:, :, ::1] cum, const 
                                   &kernel_out[i, 0, 0], &stride_out[i, 0, 0], K, <int>comp_dim0[c])
     finally:
         free(buf)
-    return state
 
 
 cdef inline void _mark_pairs(const int64_t *x, const int64_t *y, int kd, const Rules *R, int32_t *diff,
@@ -682,6 +685,18 @@ def layer_domain_tables(graph, rules, const uint64_t[:, :, ::1] g, int64_t start
         free(diff)
 
 
+cdef inline void _put_bits(uint64_t *row, int64_t p, uint64_t v, int width) noexcept nogil:
+    """OR the ``width`` low bits of v into the bit string ``row`` at bit p (a value may straddle two words)."""
+    cdef int off = p & 63
+    if width < 64:
+        v &= ((<uint64_t>1) << width) - 1
+    if v == 0:
+        return
+    row[p >> 6] |= v << off
+    if off and off + width > 64:
+        row[(p >> 6) + 1] |= v >> (64 - off)
+
+
 def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, const int64_t[:, :, ::1] stride,
                 int bit_width, uint64_t[:, ::1] out):
     """Canonical bit-vectors packed little-endian into uint64 words, written to ``out`` (M, words).
@@ -689,28 +704,26 @@ def encode_bits(const int64_t[::1] layers, const int64_t[:, :, ::1] kernel, cons
     ``out`` must be zero-filled by the caller, with words = ceil((2 N K
     bit_width + N) / 64). Bit order: for l < N, d < K: kernel[l][d]
     (bit_width bits, LSB first), then stride[l][d]; zeros for l >= layers;
-    then N activation bits.
+    then N activation bits. Each value is written a word at a time, not a bit at a time.
     """
-    cdef int64_t M = kernel.shape[0], i, p, v
-    cdef int N = kernel.shape[1], K = kernel.shape[2], l, d, b
+    cdef int64_t M = kernel.shape[0], i, p
+    cdef int N = kernel.shape[1], K = kernel.shape[2], l, d
+    cdef uint64_t *row
+    if M == 0 or out.shape[1] == 0:
+        return
     with nogil:
         for i in range(M):
+            row = &out[i, 0]
             p = 0
             for l in range(N):
                 for d in range(K):
                     if l < layers[i]:
-                        v = kernel[i, l, d]
-                        for b in range(bit_width):
-                            if (v >> b) & 1:
-                                out[i, (p + b) >> 6] |= (<uint64_t>1) << ((p + b) & 63)
-                        v = stride[i, l, d]
-                        for b in range(bit_width):
-                            if (v >> b) & 1:
-                                out[i, (p + bit_width + b) >> 6] |= (<uint64_t>1) << ((p + bit_width + b) & 63)
+                        _put_bits(row, p, <uint64_t>kernel[i, l, d], bit_width)
+                        _put_bits(row, p + bit_width, <uint64_t>stride[i, l, d], bit_width)
                     p += 2 * bit_width
             for l in range(N):
                 if l < layers[i]:
-                    out[i, (p + l) >> 6] |= (<uint64_t>1) << ((p + l) & 63)
+                    row[(p + l) >> 6] |= (<uint64_t>1) << ((p + l) & 63)
 
 
 def adjacent_distance_sum(const uint64_t[:, ::1] vectors):

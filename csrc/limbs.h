@@ -78,6 +78,20 @@ static inline uint64_t limbs_divmod_small(uint64_t *a, uint64_t d, int W) {
     return (uint64_t)rem;
 }
 
+static inline uint64_t nasgen_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The generator state of draw `index` of the stream keyed by `seed` (counter-based: a draw
+ * depends on (seed, index) only, so a batch split into ranges run by any number of threads
+ * gives the same draws). The index is spread by the golden-ratio increment and mixed before
+ * it meets the seed, and the sum mixed again. */
+static inline uint64_t nasgen_draw_state(uint64_t seed, uint64_t index) {
+    return nasgen_mix64(seed ^ nasgen_mix64(index * 0x9E3779B97F4A7C15ULL + 0xD1B54A32D192ED03ULL));
+}
+
 static inline uint64_t nasgen_splitmix64(uint64_t *state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;

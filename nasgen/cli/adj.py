@@ -31,7 +31,7 @@ def run(args) -> int:
     adj = AdjTAccumulator()
     count = 0
     first: list[np.ndarray] = []  # the vectors, while there are few enough for the pairwise matrix
-    for layers, kernel, stride in iter_arrays(args.file, space=space, check=not args.no_check):
+    for layers, kernel, stride in iter_arrays(args.file, space=space, chunk=65536, check=not args.no_check):
         vectors = backend.encode_bits(layers, kernel, stride, space.bit_width)
         adj.add(vectors)
         count += len(layers)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+
+from nasgen.common.errors import NasgenError
 
 from nasgen.cli.common import (
     add_model_arguments,
@@ -27,18 +30,26 @@ def register(subparsers) -> None:
                         "(default: JSON Lines on stdout)")
     p.add_argument("--format", choices=("jsonl", "npz", "parquet"), default=None,
                    help="output format (default: from the name)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="exact: threads drawing, 1..1024 (default: the cores this process may use); "
+                        "the draws for a seed are the same for every value")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from nasgen.space.arrays_io import ArchitectureWriter, format_for
     from nasgen.space.encoding import AdjTAccumulator
-    from nasgen.samplers.registry import draw
+    from nasgen.samplers.registry import draw, method_class
+    from nasgen.space.draws import check_threads
 
     # everything is validated before any output is opened: a refused run touches nothing
     started = time.perf_counter()
     space = space_from_args(args)
     config = config_from_args(args)
+    if args.threads is not None:
+        if "threads" not in method_class(config.method).option_names:
+            raise NasgenError(f"--threads does not apply to --method {config.method}")
+        config = dataclasses.replace(config, options={**config.options, "threads": check_threads(args.threads)})
     fmt = format_for(args.output_file, args.format)
     check_sidecar_target(args.output_file)
     adj = AdjTAccumulator()

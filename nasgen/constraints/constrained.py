@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from nasgen.space import backend
-from nasgen.space.draws import SampleStream, check_depth_weights, check_samples, seed_sequence
+from nasgen.space.draws import SampleStream, check_depth_weights, check_samples, check_threads, seed_sequence
 from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
@@ -500,7 +500,7 @@ class ConstrainedSpace:
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = _CHUNK,
                            max_draws: int = DEFAULT_MAX_DRAWS, statistics: dict | None = None,
                            enumerate_limit: int = SMALL_SPACE, deadline: float | None = None,
-                           depth_weights: str = "space"):
+                           depth_weights: str = "space", threads: int | None = None):
         """Yield (layers, kernel, stride) chunks of a uniform sample of the constrained space.
 
         With every atom absorbed this is the exact sampler of the restricted
@@ -527,6 +527,8 @@ class ConstrainedSpace:
                 non-empty depth equally likely, then uniform within it): with every atom absorbed; refused
                 when atoms are applied by rejection (the depths' shares of the constrained space are not
                 known in advance then).
+            threads: threads drawing (and enumerating) each batch, 1..1024 (None: the cores this
+                process may use); the sample does not depend on it.
 
         Raises:
             NasgenError: the constrained space is empty, a bad budget, or uniform depth weights under
@@ -537,13 +539,14 @@ class ConstrainedSpace:
         _check_positive(max_draws, "max_draws")
         samples = check_samples(samples)
         check_depth_weights(depth_weights)
+        threads = check_threads(threads)
         stats = statistics if statistics is not None else {}
         stats.update(draws=0, accepted=0, acceptance=None)
         restricted = self.tables.count
         if self.all_absorbed or restricted == 0:
             self._require_nonempty(restricted)
             for out in self.tables.iter_sample_arrays(samples, seed=seed, replace=replace, chunk=chunk,
-                                                      depth_weights=depth_weights):
+                                                      depth_weights=depth_weights, threads=threads):
                 stats["draws"] += len(out[0])
                 stats["accepted"] += len(out[0])
                 stats["acceptance"] = 1.0
@@ -557,7 +560,7 @@ class ConstrainedSpace:
                 "weights 'space' or an absorbed form of the constraint (see the README's Constraints)")
         if restricted <= enumerate_limit:
             members = []
-            for arrays in self.tables.enumerate_arrays(batch=chunk):
+            for arrays in self.tables.enumerate_arrays(batch=chunk, threads=threads):
                 keep = self.accept(*arrays)
                 members.append(tuple(a[keep] for a in arrays))
                 if _past(deadline):  # the members are not all known: no uniform draw is possible yet
@@ -585,7 +588,7 @@ class ConstrainedSpace:
                     "--method unigen"
                 )
             n = min(chunk, max_draws - stats["draws"])
-            layers, kernel, stride = stream.draw(n)
+            layers, kernel, stride = stream.draw(n, threads)
             keep = self.accept(layers, kernel, stride)
             stats["draws"] += n
             stats["accepted"] += int(keep.sum())

@@ -346,7 +346,7 @@ class ExactMethod(Method):
     """
 
     help = "exactly uniform, by dynamic programming (default; about a million draws a second)"
-    option_names = ("chunk", "max_draws", "model", "depth_weights")
+    option_names = ("chunk", "max_draws", "model", "depth_weights", "threads")
     supports_where = True
 
     @classmethod
@@ -363,6 +363,10 @@ class ExactMethod(Method):
             from nasgen.space.draws import check_depth_weights
 
             check_depth_weights(options["depth_weights"])
+        if options.get("threads") is not None:  # None: the cores this process may use; the draws do not depend on it
+            from nasgen.space.draws import check_threads
+
+            options = {**options, "threads": check_threads(options["threads"])}
         return {**options, "chunk": int(chunk)} if "chunk" in options else options
 
     def __init__(self, space: SearchSpace, config: SamplingConfig) -> None:
@@ -394,13 +398,13 @@ class ExactMethod(Method):
         if self.constrained is None:
             samples = self.count if config.samples is None else config.samples
             chunks = self.tables.iter_sample_arrays(samples, seed=config.seed, replace=config.replace, chunk=chunk,
-                                                    depth_weights=depth_weights)
+                                                    depth_weights=depth_weights, threads=config.options.get("threads"))
         else:
             samples = self.tables.count if config.samples is None else config.samples
             chunks = self.constrained.iter_sample_arrays(
                 samples, seed=config.seed, replace=config.replace, chunk=max(chunk, 65536),
                 max_draws=config.options.get("max_draws", DEFAULT_MAX_DRAWS), statistics=self.statistics,
-                deadline=self._deadline, depth_weights=depth_weights)
+                deadline=self._deadline, depth_weights=depth_weights, threads=config.options.get("threads"))
         try:
             for part in chunks:
                 yield part

@@ -35,12 +35,14 @@ from nasgen.common.atomic import StagedFile, os_reason, signals_deferred, write_
 from nasgen.common.errors import ArchitectureError, NasgenError
 from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space.definition import MAX_INT, Architecture, SearchSpace, architectures_from_lines, check_membership
-from nasgen.space.encoding import arrays_to_architectures, empty_arrays, to_arrays
+from nasgen.space.encoding import empty_arrays
+from nasgen.space.membership import space_arrays
 from nasgen.space.parquet import MAGIC as PARQUET_MAGIC
 from nasgen.space.parquet import ParquetSink, iter_parquet_arrays
 
-__all__ = ["FORMATS", "ArchitectureWriter", "arrays_to_jsonl_lines", "format_for", "iter_arrays", "read_architectures",
-           "read_arrays", "write_architectures", "write_arrays"]
+__all__ = ["FORMATS", "ArchitectureWriter", "arrays_to_jsonl_lines", "bounded_lines", "format_for", "iter_arrays",
+           "max_line_bytes", "read_architectures", "read_arrays", "read_bounded_text", "write_architectures",
+           "write_arrays"]
 
 FORMATS = ("jsonl", "npz", "parquet")
 
@@ -173,14 +175,17 @@ def read_architectures(path, space: SearchSpace | None = None) -> list[Architect
         The architectures, in file order.
 
     Raises:
-        NasgenError: unreadable file, or a malformed line (named by its number).
+        NasgenError: unreadable file, or a malformed line or one longer than :func:`max_line_bytes`
+            (named by its number).
         ArchitectureError: with ``space``, an architecture outside it (named by its number).
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            archs = list(architectures_from_lines(handle, source=str(path)))
+        with open(path, "rb") as handle:
+            # each line at most max_line_bytes(): a file without line ends (/dev/zero) is one line of error
+            text = (line.decode("utf-8") for line in bounded_lines(handle, str(path)))
+            archs = list(architectures_from_lines(text, source=str(path)))
     except OSError as exc:
-        raise NasgenError(f"cannot read {path}: {exc.strerror}") from None
+        raise NasgenError(f"cannot read {path}: {os_reason(exc)}") from None
     except UnicodeDecodeError:
         raise NasgenError(f"{path} is not a UTF-8 JSON Lines file") from None
     if space is not None:
@@ -378,28 +383,6 @@ def _cut_stdout(offset: int | None) -> None:
         pass  # best effort: the error itself is reported either way
 
 
-def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, limit: int) -> None:
-    """Refuse an npz member whose header declares an array bigger than the limit or than the member holds.
-
-    The header is read before any data: numpy would otherwise allocate what a 600-byte file declares.
-    """
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(member)
-        header_bytes = member.tell()
-    name = info.filename[: -len(".npy")]
-    if dtype.hasobject or dtype.kind not in "iu":
-        raise NasgenError(f"{source}: the array {name!r} holds {dtype}, not integers")
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > limit:
-        raise NasgenError(f"{source}: the array {name!r} declares shape {shape} ({human_bytes(declared)}), more than "
-                          f"the {human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT)")
-    if declared != info.file_size - header_bytes:
-        raise NasgenError(f"{source}: the array {name!r} declares shape {shape} of {dtype} ({declared} bytes) but "
-                          f"holds {info.file_size - header_bytes} bytes")
-
-
 def max_line_bytes() -> int:
     """The longest line nasgen reads from a JSON Lines file: a 64th of the memory limit (16 MiB at 1G).
 
@@ -432,6 +415,46 @@ def bounded_lines(handle, source: str, first: bytes = b""):
         yield line
 
 
+def read_bounded_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of a small file (a space as JSON, a sidecar), refused past :func:`max_line_bytes`.
+
+    Reads at most that many bytes plus one, so ``/dev/zero`` or a huge file ends in one line of error
+    instead of a MemoryError.
+
+    Args:
+        path: the file.
+        what: how messages name it (for example ``"--space"``).
+
+    Returns:
+        The file's text.
+
+    Raises:
+        NasgenError: unreadable, not UTF-8, or longer than :func:`max_line_bytes`.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     file = pathlib.Path(folder, "space.json")
+    ...     _ = file.write_text('{"input_shape": [30]}')
+    ...     read_bounded_text(file, "--space")
+    '{"input_shape": [30]}'
+    """
+    limit = max_line_bytes()
+    try:
+        if Path(path).is_dir():
+            raise NasgenError(f"{what}: cannot read {path}: it is a directory")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise NasgenError(f"{what}: cannot read {path} ({os_reason(exc)}); give JSON or a JSON file") from None
+    if len(data) > limit:
+        raise NasgenError(f"{what}: {path} is longer than {human_bytes(limit)} (a 64th of NASGEN_MEMORY_LIMIT): "
+                          "not a JSON file nasgen reads")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NasgenError(f"{what}: {path} is not UTF-8 text") from None
+
+
 def _read_bounded(handle, head: bytes, source: str) -> bytes:
     """The rest of ``handle`` after ``head``, refused in one line if it is bigger than the memory limit."""
 
@@ -446,40 +469,98 @@ def _read_bounded(handle, head: bytes, source: str) -> bytes:
     return data
 
 
-def _read_npz(data: bytes, source: str):
+class _NpyMember:
+    """One ``.npy`` member of an open npz, its header read and checked, its rows read on demand.
+
+    The header is read before any data: numpy would otherwise allocate what a
+    600-byte file declares; the declared size must equal what the member holds.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> None:
+        self.name = info.filename[: -len(".npy")]
+        self.stream = archive.open(info)
+        version = np.lib.format.read_magic(self.stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        self.shape, fortran_order, self.dtype = read_header(self.stream)
+        header_bytes = self.stream.tell()
+        if self.dtype.hasobject or self.dtype.kind not in "iu":
+            raise NasgenError(f"{source}: the array {self.name!r} holds {self.dtype}, not integers")
+        if fortran_order and len(self.shape) > 1:
+            raise NasgenError(f"{source}: the array {self.name!r} is stored in Fortran order; nasgen reads C order")
+        declared = math.prod(self.shape) * self.dtype.itemsize
+        if declared != info.file_size - header_bytes:
+            raise NasgenError(f"{source}: the array {self.name!r} declares shape {self.shape} of {self.dtype} "
+                              f"({declared} bytes) but holds {info.file_size - header_bytes} bytes")
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def read_rows(self, rows: int) -> np.ndarray:
+        """The next ``rows`` rows as an int64 array (rows, *shape[1:])."""
+        wanted = rows * self.row_bytes
+        parts, got = [], 0
+        while got < wanted:
+            part = self.stream.read(min(wanted - got, 1 << 24))
+            if not part:
+                raise EOFError(f"the array {self.name!r} ends early")
+            parts.append(part)
+            got += len(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return np.frombuffer(data, dtype=self.dtype).reshape(rows, *self.shape[1:]).astype(np.int64)
+
+
+def _npz_chunks(handle, head: bytes, source: str, chunk: int, whole_bounded: bool):
+    """The (layers, kernel, stride) chunks of an npz, read a chunk of rows at a time from each member.
+
+    A seekable file is read in place, so memory stays at one chunk (plus zlib's window) however many
+    rows it holds; standard input is read whole first, bounded by the memory limit. With
+    ``whole_bounded`` (a caller that keeps every row), the arrays' stated sizes are checked against the
+    limit before anything is inflated.
+    """
     limit = memory_limit_bytes()
+    if handle.seekable():
+        handle.seek(0)
+        archive_file = handle
+    else:
+        archive_file = io.BytesIO(_read_bounded(handle, head, source))
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(archive_file) as archive:
+            infos = {info.filename: info for info in archive.infolist()}
             # the sizes the zip directory states, checked before anything is inflated (a zip bomb stops here)
-            unpacked = sum(info.file_size for info in archive.infolist())
-            if unpacked > limit:
+            unpacked = sum(info.file_size for info in infos.values())
+            if whole_bounded and unpacked > limit:
                 raise NasgenError(f"{source} holds {human_bytes(unpacked)} of arrays, more than the "
-                                  f"{human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT)")
-            for info in archive.infolist():
-                if info.filename in {f"{n}.npy" for n in _NPZ_NAMES}:
-                    _check_npy_header(archive, info, source, limit)
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            missing = [name for name in ("layers", "kernel", "stride") if name not in npz.files]
+                                  f"{human_bytes(limit)} limit (NASGEN_MEMORY_LIMIT): read it in chunks "
+                                  "with iter_arrays")
+            missing = [name for name in _NPZ_NAMES if f"{name}.npy" not in infos]
             if missing:
                 raise NasgenError(f"{source} is an npz file without the array {missing[0]!r} "
                                   "(nasgen writes layers, kernel and stride)")
-            arrays = [np.asarray(npz[name]) for name in ("layers", "kernel", "stride")]
+            layers, kernel, stride = (_NpyMember(archive, infos[f"{name}.npy"], source) for name in _NPZ_NAMES)
+            if (len(layers.shape) != 1 or len(kernel.shape) != 3 or stride.shape != kernel.shape
+                    or kernel.shape[0] != layers.shape[0]):
+                raise NasgenError(f"{source}: layers must be (M,) and kernel, stride (M, N, K) integer arrays, got "
+                                  f"{layers.shape} {layers.dtype}, {kernel.shape} {kernel.dtype}, "
+                                  f"{stride.shape} {stride.dtype}")
+            total, (_, N, K) = layers.shape[0], kernel.shape
+            if total and K < 1:
+                raise NasgenError(f"{source}: kernels and strides must be integers in 0..{MAX_INT} (0 past an "
+                                  "architecture's last layer) in at least one dimension")
+            for start in range(0, total, chunk):
+                rows = min(chunk, total - start)
+                part = (layers.read_rows(rows), kernel.read_rows(rows), stride.read_rows(rows))
+                _check_npz_chunk(*part, source)
+                yield part
     except NasgenError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, zlib.error) as exc:
         raise NasgenError(f"{source} is not a readable npz file ({str(exc)[:200]})") from None
-    layers, kernel, stride = arrays
-    if (layers.ndim != 1 or kernel.ndim != 3 or stride.shape != kernel.shape or len(kernel) != len(layers)
-            or any(a.dtype.kind not in "iu" for a in arrays)):
-        raise NasgenError(f"{source}: layers must be (M,) and kernel, stride (M, N, K) integer arrays, got "
-                          f"{layers.shape} {layers.dtype}, {kernel.shape} {kernel.dtype}, {stride.shape} {stride.dtype}")
+
+
+def _check_npz_chunk(layers: np.ndarray, kernel: np.ndarray, stride: np.ndarray, source: str) -> None:
     if layers.size and (int(layers.min()) < 1 or int(layers.max()) > kernel.shape[1]):
         raise NasgenError(f"{source}: a layer count is outside 1..{kernel.shape[1]}")
-    if kernel.size and (kernel.shape[2] < 1 or int(min(kernel.min(), stride.min())) < 0
-                        or int(max(kernel.max(), stride.max())) > MAX_INT):
+    if kernel.size and (int(min(kernel.min(), stride.min())) < 0 or int(max(kernel.max(), stride.max())) > MAX_INT):
         raise NasgenError(f"{source}: kernels and strides must be integers in 0..{MAX_INT} (0 past an "
                           "architecture's last layer) in at least one dimension")
-    return tuple(a.astype(np.int64) for a in arrays)
 
 
 def _open_source(path: str | os.PathLike):
@@ -497,17 +578,12 @@ def _open_source(path: str | os.PathLike):
 
 def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str, first: int):
     """A chunk of Architecture objects as arrays: shaped for ``space`` (checked unless not ``check``) or for itself."""
-    if space is not None:
-        if check:
-            for number, arch in enumerate(archs, start=first):
-                try:
-                    check_membership(space, arch)
-                except ArchitectureError as exc:
-                    raise ArchitectureError(f"{source} architecture {number}: {exc}") from None
+    if space is not None and any(a.dims != space.dims for a in archs):
+        number, arch = next((n, a) for n, a in enumerate(archs, start=first) if a.dims != space.dims)
         try:
-            return to_arrays(space, archs)
+            check_membership(space, arch)
         except ArchitectureError as exc:
-            raise ArchitectureError(f"{source}: {exc}") from None
+            raise ArchitectureError(f"{source} architecture {number}: {exc}") from None
     dims = archs[0].dims
     if any(a.dims != dims for a in archs):
         raise ArchitectureError(f"{source}: architectures of different numbers of dimensions")
@@ -518,6 +594,8 @@ def _arrays_of(archs: list, space: SearchSpace | None, check: bool, source: str,
     for i, a in enumerate(archs):
         kernel[i, : a.layers] = a.kernel
         stride[i, : a.layers] = a.stride
+    if space is not None:
+        return space_arrays(space, layers, kernel, stride, check=check, first=first, source=source)
     return layers, kernel, stride
 
 
@@ -537,19 +615,18 @@ def _parquet_chunks(handle, head: bytes, source: str, space: SearchSpace | None,
         if space is None:
             yield part
         else:
-            if part[1].shape[2] != space.dims:
-                raise ArchitectureError(f"{source}: the architectures have {part[1].shape[2]} dimensions; "
-                                        f"the space has {space.dims}")
-            yield _arrays_of(arrays_to_architectures(*part), space, check, source, first)
+            yield space_arrays(space, *part, check=check, first=first, source=source)
         first += len(part[0])
 
 
 def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk: int = 4096, check: bool = True):
     """Read architectures from a JSON Lines, ``.npz`` or Parquet file (``"-"``: standard input) chunk by chunk.
 
-    JSON Lines are read a line at a time, so memory stays proportional to
-    ``chunk`` however large the file; an npz file is read whole (it is
-    compressed, and its stated size is checked against the memory limit first).
+    Memory stays proportional to ``chunk`` however large the file: JSON Lines are
+    read a line at a time (each at most :func:`max_line_bytes`), an npz file a
+    chunk of rows at a time from each of its arrays (standard input is read whole
+    first, within the memory limit), Parquet a row group at a time. Membership
+    is checked on whole chunks of arrays (:mod:`nasgen.space.membership`).
 
     Args:
         path: the file, or ``"-"``.
@@ -563,8 +640,12 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
 
     Raises:
         NasgenError: an unreadable or malformed file, named with the first bad line or array.
-        ArchitectureError: with ``space``, an architecture outside it.
+        ArchitectureError: with ``space``, an architecture outside it (named by its number).
     """
+    return _iter_arrays(path, space, chunk, check, whole_bounded=False)
+
+
+def _iter_arrays(path, space: SearchSpace | None, chunk: int, check: bool, whole_bounded: bool):
     handle, source = _open_source(path)
     try:
         try:
@@ -573,16 +654,13 @@ def iter_arrays(path: str | os.PathLike, space: SearchSpace | None = None, chunk
                 yield from _parquet_chunks(handle, head, source, space, check, chunk)
                 return
             if head == b"PK\x03\x04":
-                arrays = _read_npz(_read_bounded(handle, head, source), source)
-                if space is not None and len(arrays[0]) and arrays[1].shape[2] != space.dims:
-                    raise ArchitectureError(f"{source}: the architectures have {arrays[1].shape[2]} dimensions; "
-                                            f"the space has {space.dims}")
-                for start in range(0, len(arrays[0]), chunk):
-                    part = [a[start:start + chunk] for a in arrays]
+                first = 1
+                for part in _npz_chunks(handle, head, source, chunk, whole_bounded):
                     if space is None:
-                        yield tuple(part)
+                        yield part
                     else:
-                        yield _arrays_of(arrays_to_architectures(*part), space, check, source, start + 1)
+                        yield space_arrays(space, *part, check=check, first=first, source=source)
+                    first += len(part[0])
                 return
             archs: list[Architecture] = []
             first = 1
@@ -625,7 +703,8 @@ def read_arrays(path: str | os.PathLike, space: SearchSpace | None = None):
         NasgenError: an unreadable or malformed file, named with the first bad line or array.
         ArchitectureError: with ``space``, an architecture outside it.
     """
-    chunks = list(iter_arrays(path, space=space, chunk=65536))
+    # an npz's stated sizes are checked against the memory limit first: every row is kept
+    chunks = list(_iter_arrays(path, space, 65536, True, whole_bounded=True))
     if not chunks:
         return empty_arrays(space) if space is not None else (
             np.zeros(0, dtype=np.int64), np.zeros((0, 1, 1), dtype=np.int64), np.zeros((0, 1, 1), dtype=np.int64))

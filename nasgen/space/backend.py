@@ -301,8 +301,12 @@ def _check_cum(cum, graph: ChainGraph, max_layers: int) -> np.ndarray:
     return cum
 
 
-def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, ranks, max_layers: int, dims: int):
-    """Unrank per-component chain ranks (M, C, W) into zero-padded (M, N, K) kernel and stride arrays."""
+def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, ranks, max_layers: int, dims: int,
+                 threads: int = 1):
+    """Unrank per-component chain ranks (M, C, W) into zero-padded (M, N, K) kernel and stride arrays.
+
+    ``threads`` contiguous ranges of rows run in parallel (the result does not depend on it).
+    """
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     layers = _i64(layers, "layers")
@@ -317,13 +321,59 @@ def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, 
         raise ValueError(f"ranks must have the {cum.shape[2]} limbs of cum, got {ranks.shape[2]}")
     kernel = np.zeros((M, max_layers, dims), dtype=np.int64)
     stride = np.zeros((M, max_layers, dims), dtype=np.int64)
-    _impl.unrank_batch(graph, make_rules(rules), components, cum, layers, ranks, kernel, stride)
+    rules = make_rules(rules)
+
+    def work(start: int, stop: int) -> None:
+        _impl.unrank_batch(graph, rules, components, cum, layers[start:stop], ranks[start:stop], kernel[start:stop],
+                           stride[start:stop])
+
+    run_ranges(work, M, threads)
     return kernel, stride
 
 
-def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, state: int,
-                 samples: int, max_layers: int, dims: int):
-    """Draw ``samples`` uniform architectures; returns (layers, kernel, stride, next_state)."""
+#: fewer draws than this per thread are not worth a thread (a thread's start costs about as much as 500 draws)
+MIN_DRAWS_PER_THREAD = 4096
+
+
+def thread_ranges(total: int, threads: int, least: int = MIN_DRAWS_PER_THREAD) -> list[tuple[int, int]]:
+    """Split 0..total into at most ``threads`` contiguous (start, stop) ranges of at least ``least`` items.
+
+    >>> thread_ranges(10000, 3, least=1000), thread_ranges(5000, 4), thread_ranges(0, 2)
+    ([(0, 3334), (3334, 6667), (6667, 10000)], [(0, 5000)], [])
+    """
+    parts = max(1, min(int(threads), total // max(1, least)))
+    edges = [-(-total * p // parts) for p in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def run_ranges(work, total: int, threads: int, least: int = MIN_DRAWS_PER_THREAD) -> None:
+    """Call ``work(start, stop)`` on contiguous ranges of 0..total, on up to ``threads`` threads.
+
+    The compiled kernels release the GIL, so the ranges run in parallel; the
+    first exception a range raises is raised here after every range is done.
+    """
+    ranges = thread_ranges(total, threads, least)
+    if len(ranges) <= 1:
+        for start, stop in ranges:
+            work(start, stop)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(ranges) - 1) as pool:
+        futures = [pool.submit(work, start, stop) for start, stop in ranges[1:]]
+        work(*ranges[0])  # the calling thread takes the first range
+        for future in futures:
+            future.result()
+
+
+def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, seed: int,
+                 samples: int, max_layers: int, dims: int, first: int = 0, threads: int = 1):
+    """Draws ``first .. first + samples - 1`` of the stream keyed by ``seed``: (layers, kernel, stride, next index).
+
+    Draw i depends on (seed, i) only (a counter-based generator), so the
+    result is the same for every ``threads`` and however a stream is cut
+    into batches; ``threads`` contiguous ranges run in parallel.
+    """
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     g = _check_table(g, graph)
@@ -338,9 +388,15 @@ def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer
     layers = np.zeros(int(samples), dtype=np.int64)
     kernel = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
     stride = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
-    new_state = _impl.sample_batch(graph, make_rules(rules), components, cum, g, layer_values, layer_cum,
-                                   int(state) & (2**64 - 1), layers, kernel, stride)
-    return layers, kernel, stride, int(new_state)
+    rules = make_rules(rules)
+    seed, first = int(seed) & (2**64 - 1), int(first)
+
+    def work(start: int, stop: int) -> None:
+        _impl.sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed,
+                           (first + start) & (2**64 - 1), layers[start:stop], kernel[start:stop], stride[start:stop])
+
+    run_ranges(work, int(samples), threads)
+    return layers, kernel, stride, first + int(samples)
 
 
 class LayerDomainTables(NamedTuple):

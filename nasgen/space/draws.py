@@ -9,7 +9,10 @@ depth a fifth of the draws). Both run at the kernel's full speed: the depth is
 drawn from a table of cumulative weights either way.
 
 Independent draws (``replace=True``) come from one seeded stream of the
-compiled kernel (:class:`SampleStream`), identical however it is chunked.
+compiled kernel (:class:`SampleStream`), identical however it is chunked and
+however many threads draw it: the generator is counter-based, draw i depending
+on (seed, i) alone, so a batch is cut into contiguous ranges drawn in parallel
+and the result never depends on the machine it ran on.
 Distinct draws (the default) are, when at least half the space is asked for, a
 uniformly shuffled choice of ranks unranked in chunks; otherwise the stream's
 draws with repeats dropped, which is exactly sampling without replacement in
@@ -22,6 +25,8 @@ entry points are those methods and :func:`nasgen.sample_arrays`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from nasgen.common.errors import EmptySpaceError, NasgenError
@@ -29,9 +34,41 @@ from nasgen.common.memory import human_bytes, memory_limit_bytes
 from nasgen.space import backend
 from nasgen.space.encoding import empty_arrays
 
-__all__ = ["DEPTH_WEIGHTS", "SampleStream", "check_depth_weights", "check_samples", "depth_probabilities",
-           "iter_uniform_arrays", "require_nonempty", "seed_sequence", "seed_state",
-           "uniform_arrays"]
+__all__ = ["DEPTH_WEIGHTS", "MAX_THREADS", "SampleStream", "check_depth_weights", "check_samples", "check_threads",
+           "default_threads", "depth_probabilities", "iter_uniform_arrays", "require_nonempty", "seed_sequence",
+           "seed_state", "uniform_arrays"]
+
+#: the most threads a sampling call accepts
+MAX_THREADS = 1024
+
+
+def default_threads() -> int:
+    """The cores this process may run on (``len(os.sched_getaffinity(0))`` where the system says).
+
+    >>> default_threads() >= 1
+    True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - systems without affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads) -> int:
+    """The number of threads to draw with: ``threads`` checked, or :func:`default_threads` for None.
+
+    Raises:
+        NasgenError: not an integer in 1..MAX_THREADS.
+
+    >>> check_threads(2), check_threads(None) == default_threads()
+    (2, True)
+    """
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) \
+            or not 1 <= threads <= MAX_THREADS:
+        raise NasgenError(f"threads must be an integer in 1..{MAX_THREADS}, got {str(threads)[:60]!r}")
+    return int(threads)
 
 #: How the number of layers of a draw is weighted: by the architectures each depth holds, or equally.
 DEPTH_WEIGHTS = ("space", "uniform")
@@ -147,9 +184,9 @@ def depth_probabilities(by_layers: dict[int, int], depth_weights: str = "space")
 class SampleStream:
     """A seeded stream of independent, exactly uniform draws from a space's tables.
 
-    The kernel's generator state is carried from one :meth:`draw` to the next,
-    so the concatenated draws depend on the seed only, not on how they are
-    chunked. The constrained space (:mod:`nasgen.constraints.constrained`)
+    Draw i of the stream depends on (seed, i) only (a counter-based generator;
+    the stream counts the draws made), so the concatenated draws depend on the
+    seed only, not on how they are chunked nor on how many threads draw them. The constrained space (:mod:`nasgen.constraints.constrained`)
     draws from its restricted tables through one.
 
     Args:
@@ -163,33 +200,39 @@ class SampleStream:
     >>> tables = SpaceTables(SearchSpace((30,), (20,), 2, 3))
     >>> one, two = SampleStream(tables, 5), SampleStream(tables, 5)
     >>> whole = one.draw(6)[1]
-    >>> bool((np.concatenate([two.draw(2)[1], two.draw(4)[1]]) == whole).all())
+    >>> bool((np.concatenate([two.draw(2, threads=2)[1], two.draw(4)[1]]) == whole).all())
     True
     """
 
     def __init__(self, tables: "SpaceTables", seed, depth_weights: str = "space") -> None:
         self.tables = tables
-        self.state = seed_state(seed)
+        self.key = seed_state(seed)
+        self.drawn = 0  # the index of the next draw
         self.values, self.cum, _ = tables.layer_tables()
         if check_depth_weights(depth_weights) == "uniform":
             # the kernel picks depth i when a uniform number below cum[-1] falls below cum[i]: equal steps
             self.cum = np.arange(1, len(self.values) + 1, dtype=np.uint64).reshape(-1, 1)
 
-    def draw(self, samples: int):
-        """The next ``samples`` draws, as (layers (M,), kernel (M, N, K), stride (M, N, K)) int64 arrays."""
+    def draw(self, samples: int, threads: int = 1):
+        """The next ``samples`` draws, as (layers (M,), kernel (M, N, K), stride (M, N, K)) int64 arrays.
+
+        Args:
+            samples: how many.
+            threads: contiguous ranges drawn in parallel (the draws do not depend on it).
+        """
         t = self.tables
-        layers, kernel, stride, self.state = backend.sample_batch(
-            t.graph, t.rules, t.components, t.cum, t.g, self.values, self.cum, self.state, samples,
-            t.space.max_layers, t.space.dims)
+        layers, kernel, stride, self.drawn = backend.sample_batch(
+            t.graph, t.rules, t.components, t.cum, t.g, self.values, self.cum, self.key, samples,
+            t.space.max_layers, t.space.dims, first=self.drawn, threads=threads)
         return layers, kernel, stride
 
 
 def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, chunk: int = 65536,
-                        depth_weights: str = "space"):
+                        depth_weights: str = "space", threads: int | None = None):
     """Yield (layers, kernel, stride) chunks of a uniform sample of ``tables``' space, lazily.
 
     A caller streaming them to disk keeps every completed chunk if interrupted.
-    The concatenated chunks do not depend on ``chunk``.
+    The concatenated chunks depend on neither ``chunk`` nor ``threads``.
 
     Args:
         tables: the space's :class:`~nasgen.space.tables.SpaceTables`.
@@ -200,12 +243,13 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
         chunk: architectures per yielded chunk (at most).
         depth_weights: ``"space"`` or ``"uniform"`` (see the module); distinct draws under uniform depth
             weights are successive draws with repeats dropped.
+        threads: threads drawing (and unranking) each chunk; None: :func:`default_threads`.
 
     Yields:
         ``(layers (m,), kernel (m, N, K), stride (m, N, K))`` int64 arrays.
 
     Raises:
-        NasgenError: a bad M or seed, or distinct draws too many to track in the memory limit.
+        NasgenError: a bad M, seed or thread count, or distinct draws too many to track in the memory limit.
         EmptySpaceError: the space is empty.
 
     >>> from nasgen.space.tables import SpaceTables
@@ -216,6 +260,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
     """
     samples = check_samples(samples)
     check_depth_weights(depth_weights)
+    threads = check_threads(threads)
     require_nonempty(tables)
     space = tables.space
     total = tables.count
@@ -234,7 +279,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
         done = 0
         while done < samples:
             n = min(chunk, samples - done)
-            yield stream.draw(n)
+            yield stream.draw(n, threads)
             done += n
         return
     if 2 * samples >= total and depth_weights == "space":
@@ -242,7 +287,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
         rng = np.random.default_rng(seed_sequence(seed))
         ranks = rng.permutation(total)[: min(samples, total)].tolist()
         for start in range(0, len(ranks), chunk):
-            yield tables.unrank(ranks[start:start + chunk])
+            yield tables.unrank(ranks[start:start + chunk], threads=threads)
         return
     # Sparse case: uniform draws, dropping repeats. Sequential rejection of repeats is
     # exactly sampling without replacement, in a uniformly random order.
@@ -251,7 +296,7 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
     bits = space.bit_width
     while len(seen) < samples:
         need = samples - len(seen)
-        layers, kernel, stride = stream.draw(min(chunk, need + need // 8 + 16))
+        layers, kernel, stride = stream.draw(min(chunk, need + need // 8 + 16), threads)
         rows = np.ascontiguousarray(backend.encode_bits(layers, kernel, stride, bits))
         # one bytes key per row in a single call (a void view's tolist), not a tobytes() per row
         keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel().tolist()
@@ -267,7 +312,8 @@ def iter_uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bo
             yield layers[idx], kernel[idx], stride[idx]
 
 
-def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, depth_weights: str = "space"):
+def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = False, depth_weights: str = "space",
+                   threads: int | None = None):
     """Draw architectures of ``tables``' space exactly uniformly into numpy arrays, all at once.
 
     Args:
@@ -279,6 +325,7 @@ def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = 
             in uniformly random order (all of them, shuffled, when M >= count);
             True for M independent draws.
         depth_weights: ``"space"`` or ``"uniform"`` (see the module).
+        threads: threads drawing; the draws do not depend on it (None: :func:`default_threads`).
 
     Returns:
         ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
@@ -306,7 +353,7 @@ def uniform_arrays(tables: "SpaceTables", samples: int, seed=0, replace: bool = 
     # One chunk for independent draws: the stream is the same however it is chunked.
     chunk = max(samples, 1) if replace else 65536
     chunks = list(iter_uniform_arrays(tables, samples, seed=seed, replace=replace, chunk=chunk,
-                                      depth_weights=depth_weights))
+                                      depth_weights=depth_weights, threads=threads))
     if not chunks:
         return empty_arrays(space)
     if len(chunks) == 1:  # draws with replacement come in one chunk: no copy

@@ -229,11 +229,22 @@ class _SplitMix:
                 return out
 
 
-def sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed, layers_out, kernel_out,
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def draw_state(seed, index):
+    """The generator state of draw ``index`` of the stream keyed by ``seed`` (limbs.h's nasgen_draw_state)."""
+    return _mix64(int(seed) ^ _mix64((int(index) * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) & MASK64))
+
+
+def sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed, first, layers_out, kernel_out,
                  stride_out):
-    rng = _SplitMix(seed)
     totals = [_from_limbs(row) for row in layer_cum]
     for i in range(len(layers_out)):
+        rng = _SplitMix(draw_state(seed, (int(first) + i) & MASK64))
         t = rng.below(layer_cum[-1])
         li = next(li for li, c in enumerate(totals) if c > t)
         L = int(layer_values[li])
@@ -243,7 +254,6 @@ def sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed
             rank = rng.below(g[L, start])
             _unrank_chain(graph, cum, rules, start, L, rank, int(components.kd[c]),
                           kernel_out[i], stride_out[i], int(components.dim0[c]))
-    return rng.state
 
 
 def layer_domain_tables(graph, rules, g, start, feasible, pairs_out, size_in_out, size_conv_out, size_out_out):

@@ -198,17 +198,18 @@ class SpaceTables:
     # -- sampling -------------------------------------------------------------
 
     def iter_sample_arrays(self, samples: int, seed=0, replace: bool = False, chunk: int = 65536,
-                           depth_weights: str = "space"):
+                           depth_weights: str = "space", threads: int | None = None):
         """Yield (layers, kernel, stride) chunks of a uniform sample; see :meth:`sample_arrays`.
 
         Chunks are produced lazily, so a caller streaming them to disk keeps
-        every completed chunk if interrupted. The concatenated chunks do not
-        depend on ``chunk``.
+        every completed chunk if interrupted. The concatenated chunks depend on
+        neither ``chunk`` nor ``threads``.
         """
         return draws.iter_uniform_arrays(self, samples, seed=seed, replace=replace, chunk=chunk,
-                                         depth_weights=depth_weights)
+                                         depth_weights=depth_weights, threads=threads)
 
-    def sample_arrays(self, samples: int, seed=0, replace: bool = False, depth_weights: str = "space"):
+    def sample_arrays(self, samples: int, seed=0, replace: bool = False, depth_weights: str = "space",
+                      threads: int | None = None):
         """Draw architectures exactly uniformly into numpy arrays.
 
         Args:
@@ -220,15 +221,18 @@ class SpaceTables:
                 True for M independent draws.
             depth_weights: ``"space"`` (every architecture equally likely) or ``"uniform"``
                 (the number of layers uniform among the non-empty depths, then uniform within it).
+            threads: threads drawing, 1..1024, or None for the cores this process may use;
+                the draws are the same for every value (draw i depends on the seed and i only).
 
         Returns:
             ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays;
             rows past ``layers[i]`` are zero.
 
         Raises:
-            NasgenError: the space is empty, or the arrays would not fit in memory.
+            NasgenError: the space is empty, a bad thread count, or the arrays would not fit in memory.
         """
-        return draws.uniform_arrays(self, samples, seed=seed, replace=replace, depth_weights=depth_weights)
+        return draws.uniform_arrays(self, samples, seed=seed, replace=replace, depth_weights=depth_weights,
+                                    threads=threads)
 
     def sample(self, samples: int, seed=0, replace: bool = False, depth_weights: str = "space") -> list[Architecture]:
         """Draw ``samples`` architectures exactly uniformly (see :meth:`sample_arrays`)."""
@@ -237,8 +241,8 @@ class SpaceTables:
 
     # -- ranks and enumeration -------------------------------------------------
 
-    def unrank(self, ranks: Sequence[int]):
-        """Positions in the enumeration order -> (layers, kernel, stride) arrays.
+    def unrank(self, ranks: Sequence[int], threads: int = 1):
+        """Positions in the enumeration order -> (layers, kernel, stride) arrays (``threads`` unrank in parallel).
 
         Raises:
             NasgenError: a rank outside 0..count-1.
@@ -248,7 +252,7 @@ class SpaceTables:
         for r in ranks:
             if not 0 <= r < total:
                 raise NasgenError(f"rank {r} is outside 0..{total - 1}")
-        return _unrank(self, ranks)
+        return _unrank(self, ranks, threads)
 
     def rank(self, layers, kernel, stride) -> list[int]:
         """Positions in the enumeration order of architectures given as arrays: the inverse of :meth:`unrank`.
@@ -262,11 +266,11 @@ class SpaceTables:
         """The architecture at position ``rank`` of the enumeration order."""
         return arrays_to_architectures(*self.unrank([rank]))[0]
 
-    def enumerate_arrays(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Every architecture in the documented order, as (layers, kernel, stride) batches."""
+    def enumerate_arrays(self, batch: int = 4096, threads: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every architecture in the documented order, as (layers, kernel, stride) batches (unranked by ``threads``)."""
         total = self.count
         for start in range(0, total, batch):
-            yield _unrank(self, range(start, min(total, start + batch)))
+            yield _unrank(self, range(start, min(total, start + batch)), threads)
 
     def layer_domains(self) -> list[list["LayerDomain"]]:
         """Pruned domains per layer position and dimension; see :func:`layer_domains`."""
@@ -381,7 +385,7 @@ def count_by_layers(space: SearchSpace) -> dict[int, int]:
     return SpaceTables(space).count_by_layers
 
 
-def _unrank(tables: SpaceTables, ranks: Sequence[int]):
+def _unrank(tables: SpaceTables, ranks: Sequence[int], threads: int = 1):
     """Global ranks -> (layers, kernel, stride) arrays, in the documented enumeration order."""
     space = tables.space
     values, _, prefix = tables.layer_tables()
@@ -399,7 +403,7 @@ def _unrank(tables: SpaceTables, ranks: Sequence[int]):
             rest, digit = divmod(rest, tables.chains[c][L])
             digits[i, c] = _limbs(digit, W)
     kernel, stride = backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, layers, digits,
-                                           space.max_layers, space.dims)
+                                           space.max_layers, space.dims, threads=threads)
     return layers, kernel, stride
 
 

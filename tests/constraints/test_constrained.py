@@ -7,7 +7,7 @@ import types
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -106,7 +106,8 @@ def test_absorbed_counts_equal_brute_force(data, space):
 
 
 @given(st.data(), small_spaces(max_size=10))
-@settings(max_examples=40)
+# most small spaces are empty or have no mixed constraint to draw: some seeds filter most inputs (seed 5777...587593)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.filter_too_much])
 def test_mixed_counts_equal_brute_force(data, space):
     archs = _brute(space)
     exprs = [data.draw(any_atoms(space)) for _ in range(data.draw(st.integers(1, 3)))]

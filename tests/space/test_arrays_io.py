@@ -125,3 +125,56 @@ def test_an_npz_with_nothing_written_is_an_empty_valid_file(tmp_path):
         pass
     with np.load(tmp_path / "e.npz", allow_pickle=False) as raw:
         assert [raw[n].shape for n in ("layers", "kernel", "stride")] == [(0,), (0, 0, 0), (0, 0, 0)]
+
+
+def test_npz_is_read_a_chunk_of_rows_at_a_time_with_the_same_rows_as_numpy(tmp_path):
+    space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
+    arrays = nasgen.sample_arrays(space, 1000, seed=2, replace=True)
+    with ArchitectureWriter(tmp_path / "c.npz") as writer:
+        for start in range(0, 1000, 300):  # several spill chunks
+            writer.write(*(a[start:start + 300] for a in arrays))
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as raw:
+        want = [raw[name].astype(np.int64) for name in ("layers", "kernel", "stride")]
+    for space_or_none in (None, space):
+        parts = list(iter_arrays(tmp_path / "c.npz", space=space_or_none, chunk=77))
+        assert [len(p[0]) for p in parts] == [77] * 12 + [76]
+        for got, expected in zip(zip(*parts), want):
+            np.testing.assert_array_equal(np.concatenate(got), expected)
+
+
+def test_npz_larger_than_the_memory_limit_streams_but_is_not_read_whole(tmp_path, monkeypatch):
+    space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
+    arrays = nasgen.sample_arrays(space, 60000, seed=1, replace=True)
+    write_arrays(tmp_path / "big.npz", *arrays)
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "1M")  # the arrays hold 60000 * 21 bytes, 1.2 MB
+    assert sum(len(p[0]) for p in iter_arrays(tmp_path / "big.npz", space=space, chunk=4096)) == 60000
+    with pytest.raises(NasgenError, match="more than the 1.0 MiB limit.*iter_arrays"):
+        read_arrays(tmp_path / "big.npz", space=space)
+
+
+def test_a_row_outside_the_space_in_a_later_npz_chunk_is_named_by_its_number(tmp_path):
+    space = SearchSpace((30,), (20,), 1, 3)
+    layers, kernel, stride = nasgen.sample_arrays(space, 50, seed=0, replace=True)
+    kernel = kernel.copy()
+    kernel[41, 0, 0] += 1  # row 42 now misses the output shape (or the relation)
+    write_arrays(tmp_path / "bad.npz", layers, kernel, stride)
+    with pytest.raises(ArchitectureError, match=r"bad.npz architecture 42: "):
+        list(iter_arrays(tmp_path / "bad.npz", space=space, chunk=8))
+    assert sum(len(p[0]) for p in iter_arrays(tmp_path / "bad.npz", space=space, chunk=8, check=False)) == 50
+
+
+@pytest.mark.parametrize("reader", ["read_architectures", "read_bounded_text"])
+def test_json_readers_refuse_a_file_without_line_ends_in_one_line(tmp_path, monkeypatch, reader):
+    from nasgen.space import arrays_io
+
+    monkeypatch.setenv("NASGEN_MEMORY_LIMIT", "64M")  # lines up to 1 MiB
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b"[" + b"1," * 700_000 + b"1]")  # one 1.4 MB line
+    for path in ("/dev/zero", huge):
+        call = (lambda: arrays_io.read_architectures(path)) if reader == "read_architectures" else (
+            lambda: arrays_io.read_bounded_text(path, "--space"))
+        with pytest.raises(NasgenError, match="longer than 1.0 MiB"):
+            call()
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    if reader == "read_bounded_text":
+        assert arrays_io.read_bounded_text(tmp_path / "ok.json", "--space") == '{"a": 1}'

@@ -234,7 +234,7 @@ def test_an_empty_pair_column_means_every_pair_follows_the_rules():
         layers = np.zeros(50, dtype=np.int64)
         k = np.zeros((50, 3, 2), dtype=np.int64)
         s = np.zeros_like(k)
-        pykernel.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values, layer_cum, 11,
+        pykernel.sample_batch(g, tables.rules, tables.components, tables.cum, tables.g, values, layer_cum, 11, 0,
                                layers, k, s)
         return layers, k, s
 

@@ -173,3 +173,46 @@ def test_uniform_depth_weights_skip_empty_depths_and_keep_distinct_draws_distinc
 def test_depth_weights_are_checked_in_one_line():
     with pytest.raises(NasgenError, match="unknown depth weights 'balanced': use one of space, uniform"):
         SpaceTables(SearchSpace((30,), (20,), 2, 2)).sample_arrays(3, depth_weights="balanced")
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_the_same_seed_gives_the_same_arrays_for_every_thread_count_and_chunk(replace):
+    # 20,000 draws: several ranges of at least 4096 draws each, so 2 and 3 threads really split the batches
+    space = SearchSpace((64, 48), (5, 4), 1, 4, pool=(2, 1))
+    tables = SpaceTables(space)
+    reference = tables.sample_arrays(20000, seed=9, replace=replace, threads=1)
+    for threads, chunk in ((2, 65536), (3, 65536), (3, 7001), (2, 333)):
+        parts = list(tables.iter_sample_arrays(20000, seed=9, replace=replace, chunk=chunk, threads=threads))
+        for got, want in zip(zip(*parts), reference):
+            np.testing.assert_array_equal(np.concatenate(got), want)
+    assert len({tuple(r) for r in reference[1].reshape(20000, -1).tolist()}) > 1000
+
+
+def test_dense_distinct_draws_and_enumeration_do_not_depend_on_threads():
+    space = SearchSpace((24, 20), (6, 4), 1, 3, rounding="floor")
+    tables = SpaceTables(space)
+    assert 10000 < tables.count < 200000  # dense: more than half the space is asked for
+    one = tables.sample_arrays(tables.count, seed=5, threads=1)
+    three = tables.sample_arrays(tables.count, seed=5, threads=3)
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(zip(*tables.enumerate_arrays(batch=20000, threads=1)),
+                    zip(*tables.enumerate_arrays(batch=20000, threads=2))):
+        np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+
+
+def test_threads_are_checked_in_one_place():
+    tables = SpaceTables(SearchSpace((30,), (20,), 1, 2))
+    for bad in (0, 1025, -1, 2.0, True, "2"):
+        with pytest.raises(NasgenError, match="threads must be an integer in 1..1024"):
+            tables.sample_arrays(3, threads=bad)
+    with pytest.raises(NasgenError, match="threads must be"):
+        nasgen.sample_arrays(SearchSpace((30,), (20,), 1, 2), 3, threads=0)
+
+
+def test_the_public_sampler_passes_threads_without_changing_the_draws():
+    space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
+    one = nasgen.sample_arrays(space, 12000, seed=2, replace=True, threads=1)
+    two = nasgen.sample_arrays(space, 12000, seed=2, replace=True, threads=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
