@@ -98,3 +98,23 @@ def test_cnf_output_keeps_an_existing_mode_and_uses_the_umask(tmp_path):
         assert target.read_text().startswith("c nasgen cnf")
     finally:
         os.umask(mask)
+
+
+def test_the_npz_writer_estimates_its_closing_time_and_sample_stops_in_time_to_write(tmp_path):
+    from nasgen.space.arrays_io import ArchitectureWriter, read_arrays
+    from nasgen.space.tables import SpaceTables
+
+    space = SearchSpace((224, 224), (7, 7), 1, 5, rounding="floor")
+    chunk = SpaceTables(space).sample_arrays(50000, seed=1, replace=True)
+    with ArchitectureWriter(tmp_path / "a.npz") as npz, ArchitectureWriter(tmp_path / "a.jsonl") as jsonl:
+        npz.write(*chunk)
+        first = npz.closing_estimate()
+        npz.write(*chunk)
+        jsonl.write(*chunk)
+        assert 0 < first < npz.closing_estimate() and jsonl.closing_estimate() == 0
+    target = tmp_path / "t.npz"
+    code, _, err = run_cli("sample", "-I", "224,224", "-O", "7,7", "-n", "1", "-N", "5", "--rounding", "floor",
+                           "-M", "1000000000", "--with-replacement", "--timeout", "1", "-o", str(target))
+    assert code == 0 and "stopped: timeout" in err
+    written = int(err.split(" architectures")[0].split()[-1])
+    assert written > 0 and len(read_arrays(target)[0]) == written

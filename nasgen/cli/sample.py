@@ -56,12 +56,18 @@ def run(args) -> int:
     status = "complete"
     with draw(space, config) as method:
         # A method that fails (an empty space) raises from draw(): the temporary file goes, the target stays.
+        # --timeout covers writing the file too: drawing stops early enough for the writer to finish in time
+        deadline = None if config.timeout is None else time.monotonic() + config.timeout - (time.perf_counter() - started)
         with ArchitectureWriter(args.output_file, fmt=fmt) as writer:
             try:
+                status = None
                 for layers, kernel, stride in method.draw():
                     writer.write(layers, kernel, stride)
                     adj.add_arrays(space, layers, kernel, stride)
-                status = method.stop_reason or "complete"
+                    if deadline is not None and time.monotonic() + writer.closing_estimate() >= deadline:
+                        status = "timeout"
+                        break
+                status = status or method.stop_reason or "complete"
             except KeyboardInterrupt:
                 status = "interrupted"
             elapsed = time.perf_counter() - started

@@ -23,6 +23,7 @@ import math
 import os
 import stat
 import sys
+import time
 import tempfile
 import zipfile
 import zlib
@@ -255,6 +256,7 @@ class ArchitectureWriter:
         self.written = 0
         self._spill: _NpzSpill | None = None
         self._sink: ParquetSink | None = None
+        self._spill_seconds = 0.0
         self._file: StagedFile | None = None
         self._stdout_good: int | None = None
         if self.path is None:
@@ -274,6 +276,15 @@ class ArchitectureWriter:
                 self._file.discard()
                 raise
 
+    def closing_estimate(self) -> float:
+        """Seconds :meth:`close` is expected to take, from the time the writes took so far.
+
+        An npz is assembled at the end from its compressed chunks (inflated and deflated
+        again: about as long as deflating them took); the other formats finish at once.
+        A run with a deadline stops drawing early enough for the file to be written in time.
+        """
+        return 1.5 * self._spill_seconds
+
     @property
     def regular_file(self) -> bool:
         """Whether the target is a regular file (only then does a sidecar belong beside it)."""
@@ -291,7 +302,9 @@ class ArchitectureWriter:
             if self._spill is None:
                 raise NasgenError("npz output needs a file (-o F.npz); standard output takes JSON Lines")
             try:
+                started = time.perf_counter()
                 self._spill.add(np.asarray(layers), np.asarray(kernel), np.asarray(stride))
+                self._spill_seconds += time.perf_counter() - started
             except OSError as exc:
                 raise NasgenError(f"cannot write {self.path}: {os_reason(exc)}") from None
         elif self.format == "parquet":
