@@ -17,7 +17,7 @@ from nasgen.constraints.language import evaluate_all_arrays, parse_where_all
 from nasgen.samplers.registry import SamplingConfig, draw
 from nasgen.space.definition import SearchSpace
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 # more restricted members than one enumeration batch (65536), so that a deadline can cut the enumeration
 SPACE = SearchSpace((30, 30), (10, 10), 1, 4)

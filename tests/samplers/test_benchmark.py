@@ -17,7 +17,7 @@ import pytest
 from nasgen.samplers.benchmark import BenchRun, read_rows, run_sweep
 from nasgen.space.definition import SearchSpace
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 SPACE = ["-I", "30,30", "-O", "20,20", "-n", "2", "--pool", "2,1"]
 
@@ -124,7 +124,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path):
     command = [sys.executable, "-m", "nasgen", "bench", "-I", "224,224", "-O", "7,7", "-n", "3", "-N", "5",
                "--methods", "uniwit", "--repeats", "2", "-M", "100000", "--timeout", "60", "--jobs", "2",
                "-o", str(tmp_path / "rows.jsonl")]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -18,7 +18,7 @@ from nasgen.samplers.check import check_uniformity
 from nasgen.samplers.registry import sample_arrays
 from nasgen.space.definition import SearchSpace
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 LEVEL = 0.001
 
@@ -238,7 +238,7 @@ def test_check_reads_a_fifo(tmp_path):
     assert code == 0
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     checker = subprocess.Popen([sys.executable, "-m", "nasgen", "check", str(fifo), *args, "--distinct"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with open(fifo, "wb") as writer:
