@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nasgen.common.atomic import write_atomic
 from nasgen.common.errors import LogError
 from nasgen.common.stats import wilson_interval
 
@@ -146,18 +147,7 @@ def append_log(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 def write_log(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
     """Replace the log with ``records`` (atomically, flushed to disk)."""
-    _write_text_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    # A reader, or a run resumed after a kill, sees the old file or the new
-    # one, never half of one.
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -529,7 +519,7 @@ def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any
     Each file is replaced atomically.
     """
     out = Path(output_dir)
-    _write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    _write_text_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
+    write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
     if plots:
         write_plots(out, records, summary["networks"], summary)
