@@ -53,7 +53,7 @@ __all__ = [
     "resnet_widths",
     "check_resnet_space",
     "check_init_scale",
-    "legacy_spec",
+    "require_spec",
 ]
 
 MODEL_KINDS = ("chain", "resnet18")
@@ -487,37 +487,18 @@ class ModelSpec:
         )
 
 
-def legacy_spec(
-    kind: str,
-    *,
-    width: int = 16,
-    width_multiplier: float = 1.0,
-    init_scale: float | str | None = "default",
-    activation: Any = "relu",
-    **options: Any,
-) -> ModelSpec:
-    """The spec of the older keyword call forms ``build_model(kind, space, arch, **options)``
-    and ``model_stats(space, arch, model=kind, **options)``.
-
-    There, ``width`` and ``width_multiplier`` were accepted by both kinds and
-    ignored by the other one, ``init_scale=None`` meant LeCun and
-    ``"default"`` the kind's default, and ``activation`` could be a
-    function (taken by its name). New code builds a :class:`ModelSpec`.
+def require_spec(spec: Any, what: str) -> ModelSpec:
+    """``spec`` if it is a :class:`ModelSpec`, else a one-line error naming ``what`` needed it.
 
     Raises:
-        NasgenError: for an invalid kind or option.
+        NasgenError: ``spec`` is not a ModelSpec (a kind name of the older call forms, say).
+
+    >>> require_spec("chain", "build_model")
+    Traceback (most recent call last):
+    ...
+    nasgen.common.errors.NasgenError: build_model takes a ModelSpec first (ModelSpec.from_options('chain', ...)), got str
     """
-    _check_choice(kind, MODEL_KINDS, "model kind")
-    if kind == "chain":
-        options["width"] = width
-    else:
-        options["width_multiplier"] = width_multiplier
-    if isinstance(init_scale, str) and init_scale == "default":
-        init_scale = None
-    elif init_scale is None:
-        init_scale = LECUN
-    if not isinstance(activation, str):
-        activation = getattr(activation, "__name__", type(activation).__name__)
-    if activation != "relu":
-        options["activation"] = activation
-    return ModelSpec.from_options(kind, init_scale=init_scale, **options)
+    if not isinstance(spec, ModelSpec):
+        hint = f"ModelSpec.from_options({spec!r}, ...)" if isinstance(spec, str) else "ModelSpec.from_options(kind, ...)"
+        raise NasgenError(f"{what} takes a ModelSpec first ({hint}), got {type(spec).__name__}")
+    return spec

@@ -13,7 +13,8 @@ it.
 >>> import tempfile
 >>> import jax.numpy as jnp
 >>> from flax import nnx
->>> from nasgen.nn.models import ModelSpec, build_model
+>>> from nasgen.nn.models import build_model
+>>> from nasgen.nn.spec import ModelSpec
 >>> spec = ModelSpec.from_options("resnet18", width_multiplier=1 / 16)
 >>> model = build_model(spec, None, None, rngs=nnx.Rngs(0))
 >>> directory = tempfile.mkdtemp()

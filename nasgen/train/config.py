@@ -444,7 +444,7 @@ def network_names(config: TrainConfig) -> list[str]:
 def exception_reason(exc: BaseException) -> str:
     """The first line of an exception's message with its type, for one-line errors.
 
-    >>> exception_reason(ValueError("bad value\nmore detail"))
+    >>> exception_reason(ValueError("bad value\\nmore detail"))
     'ValueError: bad value'
     """
     text = str(exc).strip().splitlines()

@@ -50,7 +50,7 @@ def sample_resnet_architectures(sampling: SamplingConfig) -> list[Architecture]:
     2
     """
     from nasgen.space.tables import arrays_to_architectures
-    from nasgen.nn.models import RESNET_SPACE
+    from nasgen.nn.spec import RESNET_SPACE
     from nasgen.samplers.registry import draw
 
     samples, method = sampling.samples, sampling.method

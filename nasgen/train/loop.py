@@ -311,87 +311,109 @@ class TrainingRun:
         from tqdm import tqdm
 
         config = self.config
-        count = len(self.train_labels)
-        steps = count // config.batch_size
         names = network_names(config)
-        images_per_step = config.batch_size * len(names)
         disable = True if self.options.progress is False else None
         epochs = tqdm(
             range(self.start_epoch, config.epochs), initial=self.start_epoch, total=config.epochs,
             desc="epochs", unit="epoch", disable=disable, leave=True,
         )
-        step_fn = None
+        self._step = None  # compiled (or loaded) at the first batch
         for epoch in epochs:
-            self.mixture.train()
-            order = batches(count, config.batch_size, config.seed, epoch)
-            step_losses = []  # device arrays; summed on the host so no extra XLA program is compiled
-            compile_seconds = 0.0
-            started = time.perf_counter()
-            if step_fn is None:
-                # Tracing and compiling the step (or loading both from the
-                # cache) and its first call are timed on their own, so that
-                # img/s and the ETA below are those of the compiled step.
-                index = next(order)
-                batch = self._shard(self.train_images[index], self.train_labels[index])
-                step_fn = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
-                                    identity=config.step_identity(), programs=self.step_programs)
-                losses = step_fn(*batch)
-                jax.block_until_ready(losses)
-                step_losses.append(losses)
-                compile_seconds = time.perf_counter() - started
-            first = len(step_losses)
-            bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}", unit="step", disable=disable, leave=False)
-            if compile_seconds:
-                bar.set_postfix(compile=f"{compile_seconds:.1f}s")
-            timed_from = time.perf_counter()
-            for step, index in enumerate(order, start=first):
-                mixture_loss, network_losses = step_fn(*self._shard(self.train_images[index], self.train_labels[index]))
-                step_losses.append((mixture_loss, network_losses))
-                bar.update(1)
-                # Reading the loss forces a device sync: do it only now and then.
-                if not bar.disable and (step % 10 == 0 or step == steps - 1):
-                    seconds = time.perf_counter() - timed_from
-                    bar.set_postfix(
-                        loss=f"{float(mixture_loss):.4f}",
-                        img_s=f"{(step + 1 - first) * images_per_step / seconds:.0f}",
-                        **({"compile": f"{compile_seconds:.1f}s"} if compile_seconds else {}),
-                    )
-            bar.close()
-            step_fn.sync()
-            train_losses = np.mean([np.asarray(n, np.float64) for _, n in step_losses], axis=0)
-            mixture_train_loss = float(np.mean([float(m) for m, _ in step_losses]))
-            ended = time.perf_counter()
-            # The compiling call ran one step too; its share of the step time
-            # is estimated from the mean of the other steps.
-            timed_steps = steps - first
-            mean_step = (ended - timed_from) / timed_steps if timed_steps else 0.0
-            if compile_seconds:
-                compile_seconds = max(0.0, compile_seconds - mean_step)
-            train_seconds = (ended - timed_from) + mean_step * first
-            accuracies, mixture_accuracy = self._evaluate()
-            eval_seconds = time.perf_counter() - ended
-            alpha = np.asarray(self.mixture.alpha[...], np.float64)
-            if not (math.isfinite(mixture_train_loss) and np.isfinite(alpha).all() and np.isfinite(train_losses).all()):
-                raise RunError(
-                    f"training diverged in epoch {epoch + 1} (mixture loss {mixture_train_loss}, alpha "
-                    f"{'finite' if np.isfinite(alpha).all() else 'not finite'}); epoch {epoch + 1} was not saved: "
-                    "lower --learning-rate or check the data's scale"
-                )
-            record = report.epoch_record(
-                epoch=epoch + 1, alpha=alpha, train_losses=train_losses, mixture_train_loss=mixture_train_loss,
-                test_accuracies=accuracies, mixture_test_accuracy=mixture_accuracy,
-                train_seconds=train_seconds,
-                images_per_second=(steps * images_per_step / train_seconds) if train_seconds > 0 else 0.0,
-                compile_seconds=compile_seconds, eval_seconds=eval_seconds,
-            )
+            train_losses, mixture_train_loss, seconds = self._train_epoch(epoch, disable)
+            record = self._epoch_record(epoch, train_losses, mixture_train_loss, seconds)
             self._commit(epoch + 1, record)
-            epochs.set_postfix(best_acc=f"{accuracies.max():.4f}", mix_acc=f"{mixture_accuracy:.4f}")
-            if bar.disable:
+            epochs.set_postfix(best_acc=f"{max(record['test_accuracy']):.4f}",
+                               mix_acc=f"{record['mixture_test_accuracy']:.4f}")
+            if epochs.disable:
                 _log_epoch(record, config.epochs, names)
             if self.options.on_epoch_end is not None:
                 self.options.on_epoch_end(record)
         epochs.close()
         return self._write_reports(names)
+
+    def _train_epoch(self, epoch: int, disable: bool | None) -> tuple[np.ndarray, float, dict[str, float]]:
+        """Epoch ``epoch``'s steps: each network's mean loss, the mixture's, and the timings.
+
+        The timings are ``compile`` (tracing and compiling the step, or
+        loading it, at the first epoch of the process), ``train`` (the steps)
+        and ``ended`` (the clock at the end, where evaluation starts).
+        """
+        from tqdm import tqdm
+
+        config = self.config
+        count = len(self.train_labels)
+        steps = count // config.batch_size
+        images_per_step = config.batch_size * config.num_networks
+        self.mixture.train()
+        order = batches(count, config.batch_size, config.seed, epoch)
+        step_losses = []  # device arrays; summed on the host so no extra XLA program is compiled
+        compile_seconds = 0.0
+        started = time.perf_counter()
+        if self._step is None:
+            # Tracing and compiling the step (or loading both from the
+            # cache) and its first call are timed on their own, so that
+            # img/s and the ETA below are those of the compiled step.
+            index = next(order)
+            batch = self._shard(self.train_images[index], self.train_labels[index])
+            self._step = FusedStep(self.mixture, self.optimizer, *batch, cache_dir=self._cache_dir,
+                                   identity=config.step_identity(), programs=self.step_programs)
+            losses = self._step(*batch)
+            jax.block_until_ready(losses)
+            step_losses.append(losses)
+            compile_seconds = time.perf_counter() - started
+        first = len(step_losses)
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}", unit="step", disable=disable, leave=False)
+        if compile_seconds:
+            bar.set_postfix(compile=f"{compile_seconds:.1f}s")
+        timed_from = time.perf_counter()
+        for step, index in enumerate(order, start=first):
+            mixture_loss, network_losses = self._step(*self._shard(self.train_images[index], self.train_labels[index]))
+            step_losses.append((mixture_loss, network_losses))
+            bar.update(1)
+            # Reading the loss forces a device sync: do it only now and then.
+            if not bar.disable and (step % 10 == 0 or step == steps - 1):
+                seconds = time.perf_counter() - timed_from
+                bar.set_postfix(
+                    loss=f"{float(mixture_loss):.4f}",
+                    img_s=f"{(step + 1 - first) * images_per_step / seconds:.0f}",
+                    **({"compile": f"{compile_seconds:.1f}s"} if compile_seconds else {}),
+                )
+        bar.close()
+        self._step.sync()
+        train_losses = np.mean([np.asarray(n, np.float64) for _, n in step_losses], axis=0)
+        mixture_train_loss = float(np.mean([float(m) for m, _ in step_losses]))
+        ended = time.perf_counter()
+        # The compiling call ran one step too; its share of the step time
+        # is estimated from the mean of the other steps.
+        timed_steps = steps - first
+        mean_step = (ended - timed_from) / timed_steps if timed_steps else 0.0
+        if compile_seconds:
+            compile_seconds = max(0.0, compile_seconds - mean_step)
+        train_seconds = (ended - timed_from) + mean_step * first
+        return train_losses, mixture_train_loss, {"compile": compile_seconds, "train": train_seconds, "ended": ended}
+
+    def _epoch_record(self, epoch: int, train_losses: np.ndarray, mixture_train_loss: float,
+                      seconds: dict[str, float]) -> dict:
+        """Evaluate the epoch's mixture and make its log record; refuse a diverged epoch."""
+        config = self.config
+        accuracies, mixture_accuracy = self._evaluate()
+        eval_seconds = time.perf_counter() - seconds["ended"]
+        alpha = np.asarray(self.mixture.alpha[...], np.float64)
+        if not (math.isfinite(mixture_train_loss) and np.isfinite(alpha).all() and np.isfinite(train_losses).all()):
+            raise RunError(
+                f"training diverged in epoch {epoch + 1} (mixture loss {mixture_train_loss}, alpha "
+                f"{'finite' if np.isfinite(alpha).all() else 'not finite'}); epoch {epoch + 1} was not saved: "
+                "lower --learning-rate or check the data's scale"
+            )
+        steps = len(self.train_labels) // config.batch_size
+        images = steps * config.batch_size * config.num_networks
+        train_seconds = seconds["train"]
+        return report.epoch_record(
+            epoch=epoch + 1, alpha=alpha, train_losses=train_losses, mixture_train_loss=mixture_train_loss,
+            test_accuracies=accuracies, mixture_test_accuracy=mixture_accuracy,
+            timings={"train_seconds": train_seconds, "compile_seconds": seconds["compile"], "eval_seconds": eval_seconds,
+                     "images_per_second": (images / train_seconds) if train_seconds > 0 else 0.0},
+        )
 
     def _evaluate(self) -> tuple[np.ndarray, float]:
         # Evaluation batches are padded to a multiple of the device count.

@@ -27,7 +27,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from nasgen.common.errors import LogError
 from nasgen.common.stats import wilson_interval
 
 __all__ = [
+    "TIMINGS",
     "seed_summary",
     "markdown_seed_summary",
     "alpha_deviation",
@@ -92,6 +93,10 @@ def _floats(values: Iterable[float]) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float64).ravel()]
 
 
+TIMINGS = ("train_seconds", "images_per_second", "compile_seconds", "eval_seconds")
+"""The timings of a log record, in its order: they vary from run to run where every other field is reproduced."""
+
+
 def epoch_record(
     *,
     epoch: int,
@@ -100,10 +105,7 @@ def epoch_record(
     mixture_train_loss: float,
     test_accuracies: Sequence[float],
     mixture_test_accuracy: float,
-    train_seconds: float,
-    images_per_second: float,
-    compile_seconds: float = 0.0,
-    eval_seconds: float = 0.0,
+    timings: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """One line of the run log.
 
@@ -114,13 +116,26 @@ def epoch_record(
         mixture_train_loss: the mixture's mean training NLL over the epoch.
         test_accuracies: ``(M+1,)`` test accuracy of each network after the epoch.
         mixture_test_accuracy: test accuracy of the mixture's prediction.
-        train_seconds: wall time of the epoch's training steps, compilation excluded.
-        images_per_second: training images processed per second, summed over
-            networks, compilation excluded.
-        compile_seconds: time spent compiling the training step in this epoch
-            (the first epoch a process runs; 0 after).
-        eval_seconds: wall time of the evaluation (including its compilation).
+        timings: :data:`TIMINGS` (each 0 where not given): ``train_seconds``,
+            the wall time of the epoch's training steps, compilation
+            excluded; ``images_per_second``, training images processed per
+            second, summed over networks, compilation excluded;
+            ``compile_seconds``, time spent compiling the training step in
+            this epoch (the first epoch a process runs; 0 after);
+            ``eval_seconds``, wall time of the evaluation (including its
+            compilation).
+
+    Raises:
+        LogError: a timing not among :data:`TIMINGS`.
+
+    >>> epoch_record(epoch=1, alpha=[0.0, 0.0], train_losses=[1.0, 2.0], mixture_train_loss=1.5,
+    ...              test_accuracies=[0.5, 0.25], mixture_test_accuracy=0.5)["softmax_alpha"]
+    [0.5, 0.5]
     """
+    timings = dict(timings or {})
+    unknown = sorted(set(timings) - set(TIMINGS))
+    if unknown:
+        raise LogError(f"unknown timings {unknown}; valid: {', '.join(TIMINGS)}")
     return {
         "epoch": int(epoch),
         "alpha": _floats(alpha),
@@ -130,10 +145,7 @@ def epoch_record(
         "mixture_train_loss": float(mixture_train_loss),
         "test_accuracy": _floats(test_accuracies),
         "mixture_test_accuracy": float(mixture_test_accuracy),
-        "train_seconds": float(train_seconds),
-        "images_per_second": float(images_per_second),
-        "compile_seconds": float(compile_seconds),
-        "eval_seconds": float(eval_seconds),
+        **{name: float(timings.get(name, 0.0)) for name in TIMINGS},
     }
 
 

@@ -64,7 +64,7 @@ def digits():
     return load_digits()
 
 
-TIMINGS = ("train_seconds", "images_per_second", "compile_seconds", "eval_seconds")
+TIMINGS = report.TIMINGS
 
 
 def run_numbers(run_dir: Path):

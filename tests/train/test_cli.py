@@ -88,7 +88,7 @@ def test_cli_paper_mnist_experiment_on_a_small_fake_mnist(tmp_path, capsys):
     assert code == 0, err
     archs = [json.loads(line) for line in (out / "architectures.jsonl").read_text().splitlines()]
     assert len(archs) == 1
-    from nasgen.nn.models import RESNET_SPACE
+    from nasgen.nn.spec import RESNET_SPACE
     from nasgen.space.definition import check_membership
 
     for a in archs:

@@ -351,13 +351,14 @@ def test_config_records_data_versions_devices_and_times(uninterrupted, digits):
 
 
 def test_summary_per_network_table(uninterrupted):
+    from nasgen.nn.spec import ModelSpec
     from nasgen.nn.summary import model_stats
 
     out, summary = uninterrupted
     config = tiny_config()
     for entry, arch in zip(summary["per_network"], [config.baseline_architecture(), *config.generated_architectures()]):
         assert entry["architecture"] == arch.to_dict()
-        total = model_stats(DIGITS_SPACE, arch, width=4)[-1]
+        total = model_stats(ModelSpec.from_options("chain", width=4), DIGITS_SPACE, arch)[-1]
         assert (entry["params"], entry["flops"]) == (total["params"], total["flops"])
         assert entry["accuracy_low"] <= entry["accuracy"] <= entry["accuracy_high"]
     md = (out / "summary.md").read_text()

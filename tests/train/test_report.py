@@ -23,7 +23,7 @@ def test_summary_and_markdown():
     records = [
         report.epoch_record(epoch=e, alpha=[0.0, 0.1 * e, -0.1 * e], train_losses=[1, 1, 1], mixture_train_loss=1,
                             test_accuracies=[0.9, 0.95, 0.85], mixture_test_accuracy=0.93,
-                            train_seconds=1, images_per_second=1)
+                            timings={"train_seconds": 1, "images_per_second": 1})
         for e in (1, 2)
     ]
     s = report.summarize(records, names=["c0 (baseline)", "c1", "c2"], dataset="mnist")
@@ -50,7 +50,8 @@ def _synthetic_records(networks, epochs):
     return [
         report.epoch_record(epoch=e, alpha=rng.normal(size=networks), train_losses=np.ones(networks),
                             mixture_train_loss=1.0, test_accuracies=rng.uniform(0.96, 0.99, networks),
-                            mixture_test_accuracy=0.985, train_seconds=1, images_per_second=1)
+                            mixture_test_accuracy=0.985,
+                            timings={"train_seconds": 1, "images_per_second": 1})
         for e in range(1, epochs + 1)
     ]
 
