@@ -285,49 +285,13 @@ def _cmd_train(args) -> int:
         if args.seed is not None:
             raise NasgenError("give --seed or --seeds, not both")
     if args.resume is not None:
-        from nasgen.train.rundir import read_config
-        from nasgen.train.seeds import SEEDS_FILE, read_seed_manifest
-
-        output_dir = Path(args.resume)
-        if (output_dir / SEEDS_FILE).exists():
-            manifest = read_seed_manifest(output_dir)
-            stored, stored_seeds = manifest["config"], manifest["seeds"]
-        else:
-            stored, stored_seeds = read_config(output_dir).to_dict(), None
-        requested = dict(stored, **options)
-        if args.architectures is not None:
-            requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
-        if args.baseline is not None:
-            requested["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
-        if args.space is not None:
-            requested["space"] = _space_for(args, requested["model"])
-        changed = sorted(k for k in requested if requested[k] != stored[k])
-        if seeds is not None and seeds != stored_seeds:
-            changed.append("seeds")
-        if changed:
-            raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
-        config_data, resume, seeds = stored, True, stored_seeds
+        output_dir, resume = Path(args.resume), True
+        config_data, seeds = _resumed_settings(args, options, seeds)
     else:
         if args.architectures is None:
             raise NasgenError("a new run needs --architectures FILE.jsonl (e.g. from `nasgen sample -o FILE.jsonl`)")
-        output_dir = Path(args.output_dir)
-        dataset = options.get("dataset", "digits")
-        options.setdefault("dataset", dataset)
-        options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
-        if dataset.endswith(".npz"):
-            from nasgen.train.data import load_dataset
-
-            # Loaded here so that ResNet-18 takes the file's image shape.
-            data = load_dataset(dataset)
-            if options["model"] == "resnet18":
-                options.setdefault("image_shape", list(data.example_shape))
-        config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
-        space = _space_for(args, options["model"])
-        if space is not None:
-            config_data["space"] = space
-        if args.baseline is not None:
-            config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
-        resume = False
+        output_dir, resume = Path(args.output_dir), False
+        config_data, data = _new_settings(args, options)
 
     from nasgen.train.config import TrainConfig
     from nasgen.train.loop import train
@@ -345,6 +309,54 @@ def _cmd_train(args) -> int:
         return _interrupted(output_dir, "nasgen train --resume")
     _print_summary(output_dir, None if seeds is None else SEEDS_SUMMARY_MD)
     return 0
+
+
+def _resumed_settings(args, options: dict, seeds: list[int] | None) -> tuple[dict, list[int] | None]:
+    """The stored settings (and seeds) of the run in ``--resume DIR``; refused if the command line changes any."""
+    from nasgen.train.rundir import read_config
+    from nasgen.train.seeds import SEEDS_FILE, read_seed_manifest
+
+    output_dir = Path(args.resume)
+    if (output_dir / SEEDS_FILE).exists():
+        manifest = read_seed_manifest(output_dir)
+        stored, stored_seeds = manifest["config"], manifest["seeds"]
+    else:
+        stored, stored_seeds = read_config(output_dir).to_dict(), None
+    requested = dict(stored, **options)
+    if args.architectures is not None:
+        requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
+    if args.baseline is not None:
+        requested["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+    if args.space is not None:
+        requested["space"] = _space_for(args, requested["model"])
+    changed = sorted(k for k in requested if requested[k] != stored[k])
+    if seeds is not None and seeds != stored_seeds:
+        changed.append("seeds")
+    if changed:
+        raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
+    return stored, stored_seeds
+
+
+def _new_settings(args, options: dict) -> tuple[dict, object]:
+    """A new run's settings from the command line, and its dataset when it had to be loaded to fill them."""
+    data = None
+    dataset = options.get("dataset", "digits")
+    options.setdefault("dataset", dataset)
+    options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
+    if dataset.endswith(".npz"):
+        from nasgen.train.data import load_dataset
+
+        # Loaded here so that ResNet-18 takes the file's image shape.
+        data = load_dataset(dataset)
+        if options["model"] == "resnet18":
+            options.setdefault("image_shape", list(data.example_shape))
+    config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
+    space = _space_for(args, options["model"])
+    if space is not None:
+        config_data["space"] = space
+    if args.baseline is not None:
+        config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+    return config_data, data
 
 
 # -- experiment paper-mnist -----------------------------------------------------

@@ -396,13 +396,7 @@ def training_memory(
     >>> training_memory(mnist, None, [None], 512)["parameters"]  # 4 x (615,802 parameters + 2,400 statistics)
     2472808
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
-    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
-        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
-    archs = list(archs)
-    if not archs:
-        raise NasgenError("estimating training memory needs at least one architecture")
+    archs = _check_memory_inputs(archs, batch_size, optimizer_slots)
     params = stats = activations = 0
     for arch in archs:
         rows = model_stats(spec, space, arch)
@@ -418,6 +412,17 @@ def training_memory(
     }
     memory["total"] = sum(memory.values())
     return memory
+
+
+def _check_memory_inputs(archs: Sequence[Architecture | None], batch_size: int, optimizer_slots: int) -> list:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
+        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
+    archs = list(archs)
+    if not archs:
+        raise NasgenError("estimating training memory needs at least one architecture")
+    return archs
 
 
 def estimate_training_bytes(

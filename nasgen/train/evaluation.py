@@ -64,12 +64,17 @@ def evaluate(
     """Test accuracy of every network and of the mixture.
 
     The last batch is padded to ``batch_size`` (and masked) so one compiled
-    step serves every batch. Leaves ``mixture`` in eval mode.
+    step serves every batch, whatever the test set's size: the counts are
+    those of the unpadded images, on any number of devices. Leaves
+    ``mixture`` in eval mode.
 
     Args:
         mixture: the trained mixture.
         images, labels: the test set.
-        batch_size: images per evaluation step.
+        batch_size: images per evaluation step. Without ``place`` it is cut
+            to the test set's size; with ``place`` it is used as given, so
+            the caller makes it a multiple of its devices (a test set
+            smaller than that is padded up to it).
         place: turns the host arrays of one batch into device arrays (e.g.
             sharded over a mesh); default ``jnp.asarray``.
 
@@ -84,7 +89,8 @@ def evaluate(
     graphdef, state = nnx.split(mixture)
     program = None  # chosen at the first batch, from where it lives
     count = len(labels)
-    batch_size = min(batch_size, count)
+    if place is None:
+        batch_size = min(batch_size, count)
     network_correct = np.zeros(len(mixture.networks), np.int64)
     mixture_correct = 0
     for start in range(0, count, batch_size):

@@ -83,9 +83,8 @@ def paper_mnist(output_dir: str | os.PathLike, sampling: SamplingConfig | None =
         sampling: how the M architectures are drawn (see
             :func:`sample_resnet_architectures`); None: the exact sampler,
             M = 20, seed 42.
-        settings: :class:`~nasgen.train.config.TrainConfig` settings (``config.json`` keys) to change from the
-            paper's (e.g. ``{"epochs": 2, "width_multiplier": 0.25,
-            "data_dir": "..."}``); ``model`` and ``dataset`` are fixed.
+        settings: ``config.json`` settings to change from the paper's (e.g.
+            ``{"epochs": 2, "width_multiplier": 0.25}``); not ``model`` or ``dataset``.
         resume: continue the experiment in ``output_dir`` (its settings must
             not change).
         fetch: download MNIST into ``settings["data_dir"]`` (or the default
@@ -100,8 +99,6 @@ def paper_mnist(output_dir: str | os.PathLike, sampling: SamplingConfig | None =
     Raises:
         NasgenError: a used directory, missing MNIST, bad settings.
     """
-    from nasgen.common.errors import DataError
-    from nasgen.train.data import default_cache_dir, fetch_mnist, load_mnist
     from nasgen.train.loop import TrainingRun
     from nasgen.train.rundir import read_config
 
@@ -116,22 +113,11 @@ def paper_mnist(output_dir: str | os.PathLike, sampling: SamplingConfig | None =
         changed = sorted(k for k, v in settings.items() if stored.get(k) != v)
         if changed:
             raise NasgenError(f"--resume continues the experiment in {root} with its own settings; drop {', '.join(changed)}")
-        config = TrainConfig.from_dict(stored)
-        data = dataset
+        config, data, archs = TrainConfig.from_dict(stored), dataset, None
     else:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise NasgenError(f"output directory {root} is not empty; choose a new or empty directory (nothing was overwritten)")
-        data = dataset
-        if data is None:
-            # Loaded before sampling so that missing data fails before any
-            # work; the training below reuses these arrays.
-            try:
-                data = load_mnist(settings.get("data_dir") or default_cache_dir())
-            except DataError:
-                if not fetch:
-                    raise
-                settings["data_dir"] = str(fetch_mnist(settings.get("data_dir"), log=options.log or (lambda message: None)))
-                data = load_mnist(settings["data_dir"])
+        data = dataset if dataset is not None else _mnist(settings, fetch, options)
         archs = sample_resnet_architectures(sampling)
         config = TrainConfig.from_dict(dict(settings, model="resnet18", dataset="mnist",
                                             architectures=[a.to_dict() for a in archs]))
@@ -140,16 +126,39 @@ def paper_mnist(output_dir: str | os.PathLike, sampling: SamplingConfig | None =
         # Directory, devices, data and memory are checked before the
         # experiment writes its first file.
         run.check()
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise NasgenError(f"cannot create output directory {root} ({exc.strerror}); choose a writable path") from None
-        from nasgen.space.tables import write_architectures
-
-        write_architectures(root / ARCHITECTURES_FILE, archs)
-        write_atomic(root / EXPERIMENT_FILE, json.dumps({
-            "experiment": "paper-mnist", "method": sampling.method, "samples": sampling.samples,
-            "sample_seed": sampling.seed,
-        }, indent=1) + "\n")
+        _write_experiment(root, archs, sampling)
     with run:
         return run.run()
+
+
+def _mnist(settings: dict[str, Any], fetch: bool, options: RunOptions) -> Dataset:
+    """MNIST from ``settings["data_dir"]`` (or the default cache), fetched first when ``fetch`` says so.
+
+    Loaded before sampling so that missing data fails before any work; the
+    training reuses these arrays. A fetch records its directory in ``settings``.
+    """
+    from nasgen.common.errors import DataError
+    from nasgen.train.data import default_cache_dir, fetch_mnist, load_mnist
+
+    try:
+        return load_mnist(settings.get("data_dir") or default_cache_dir())
+    except DataError:
+        if not fetch:
+            raise
+        settings["data_dir"] = str(fetch_mnist(settings.get("data_dir"), log=options.log or (lambda message: None)))
+        return load_mnist(settings["data_dir"])
+
+
+def _write_experiment(root: Path, archs: list[Architecture], sampling: SamplingConfig) -> None:
+    """``architectures.jsonl`` and ``experiment.json`` (method, samples, seed) of a new experiment in ``root``."""
+    from nasgen.space.tables import write_architectures
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NasgenError(f"cannot create output directory {root} ({exc.strerror}); choose a writable path") from None
+    write_architectures(root / ARCHITECTURES_FILE, archs)
+    write_atomic(root / EXPERIMENT_FILE, json.dumps({
+        "experiment": "paper-mnist", "method": sampling.method, "samples": sampling.samples,
+        "sample_seed": sampling.seed,
+    }, indent=1) + "\n")

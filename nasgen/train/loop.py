@@ -23,7 +23,7 @@ from nasgen.train.config import RunOptions, TrainConfig, network_names
 from nasgen.train.data import Dataset, batches, load_dataset
 from nasgen.train.evaluation import evaluate
 from nasgen.train.mixture import create_mixture
-from nasgen.train.programs import enable_compilation_cache
+from nasgen.train.programs import check_step_cache, enable_compilation_cache
 from nasgen.train.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -205,6 +205,8 @@ class TrainingRun:
             self._cache_dir = enable_compilation_cache(
                 None if self.options.compilation_cache is True else self.options.compilation_cache
             )
+        if self._cache_dir is not None:
+            check_step_cache(self._cache_dir)  # refused before the run writes anything
         self._open_directory()
         try:
             self._enter_locked(log_path)

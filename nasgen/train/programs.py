@@ -2,9 +2,12 @@
 
 XLA options for the step on a CPU (:data:`STEP_COMPILER_OPTIONS`), JAX's
 persistent compilation cache (:func:`enable_compilation_cache`), nasgen's own
-store of compiled steps under ``CACHE/steps`` (:func:`compile_program`,
+store of traced steps under ``CACHE/steps`` (``jax.export`` serialisations,
+checked against what the run expects before use: :func:`store_program`,
 :func:`load_program`) and the programs a process keeps for reuse
-(:data:`STEPS_KEPT`).
+(:data:`STEPS_KEPT`). Nothing read from the cache is unpickled or run as
+Python; cache directories are created 0700 and refused when another user
+could write them (:func:`check_private`).
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import json
+import logging
 import os
-import pickle
-import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
+from nasgen.common.atomic import write_atomic
 from nasgen.common.errors import NasgenError, RunError
 
 __all__ = [
@@ -28,22 +32,36 @@ __all__ = [
     "STEP_COMPILER_OPTIONS",
     "STEP_DIR",
     "STEP_SUFFIX",
+    "check_private",
+    "check_step_cache",
     "clear_step_programs",
     "compile_program",
     "default_compiler_options",
     "enable_compilation_cache",
+    "export_program",
     "keep_step_programs",
     "kept_step_programs",
     "load_program",
+    "lower_exported",
     "named_program",
+    "private_directory",
+    "program_header",
+    "store_program",
 ]
+
+logger = logging.getLogger("nasgen.train.programs")
 
 
 STEP_DIR = "steps"
 """Subdirectory of the compilation cache holding compiled training steps (see :class:`FusedStep`)."""
 
-STEP_SUFFIX = ".xla"
-_STEP_MAGIC = b"nasgen compiled step 1\n"
+STEP_SUFFIX = ".jaxexport"
+"""Suffix of a stored step (:func:`store_program`); the pickled ``.xla`` executables of older versions are never read."""
+
+STEP_MAGIC = b"nasgen step export\n"
+STEP_FORMAT = 2
+MAX_STEP_BYTES = 2**31
+"""The largest stored step nasgen reads (a full-width M = 20 ResNet-18 step is a few megabytes of StableHLO)."""
 
 STEP_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 """XLA options for the training step's programs on a CPU (:class:`FusedStep`'s default there).
@@ -105,83 +123,186 @@ def named_program(step: Callable, key: str | None) -> Callable:
     return program
 
 
-_CACHE_HITS = threading.local()
 
 
-def _note_cache_hit(event: str, **kwargs) -> None:
-    if event == "/jax/compilation_cache/cache_hits":
-        _CACHE_HITS.seen = True
+def compile_program(lowered: Any, options: dict[str, Any] | None = None) -> Any:
+    """XLA-compile a lowered step with the compiler ``options``; served by JAX's persistent cache when it holds it.
 
-
-@functools.cache
-def _listen_for_cache_hits() -> None:
-    """Have JAX report its persistent-cache hits to the thread that compiles (once per process)."""
-    jax.monitoring.register_event_listener(_note_cache_hit)
-
-
-def compile_program(lowered: Any, path: Path | None, options: dict[str, Any] | None = None) -> Any:
-    """XLA-compile a lowered step; store the executable at ``path`` (if given) for later processes.
-
-    The file is :data:`_STEP_MAGIC`, the sha256 of the rest, then a pickle of
-    ``jax.experimental.serialize_executable.serialize``'s executable and
-    argument and result trees. Written to a temporary file and renamed, so a
-    reader never sees half a file; a cache that cannot be written only costs
-    the next process a compile. A program that JAX's persistent cache
-    supplied is not stored: serialised again, such an executable lacks its
-    kernels (jax 0.10 on CPU: "Function ... not found" when the reloaded copy
-    runs), so a damaged entry is removed and the step keeps coming from
-    JAX's cache (lowered, then loaded) until a real compile replaces it.
-
-    ``options`` are XLA compiler options; one that XLA does not know is a
-    :class:`NasgenError`.
+    Raises:
+        NasgenError: XLA does not know one of ``options`` (a name that is not
+            a field of its DebugOptions).
     """
-    _listen_for_cache_hits()
-    _CACHE_HITS.seen = False
     try:
-        compiled = lowered.compile(dict(options or {}))
+        return lowered.compile(dict(options or {}))
     except jax.errors.JaxRuntimeError as exc:
         if not options or not _unknown_option(exc):
             raise
         reason = str(exc).strip().splitlines()[0]
         raise NasgenError(f"compiler_options {options!r}: XLA refused them ({reason}); valid names are "
                           f"fields of XLA's DebugOptions, such as xla_cpu_enable_fast_math") from None
-    if path is not None and _CACHE_HITS.seen:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
-    elif path is not None:
-        try:
-            from jax.experimental import serialize_executable
-
-            payload = pickle.dumps(serialize_executable.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(_STEP_MAGIC + hashlib.sha256(payload).digest() + payload)
-            os.replace(tmp, path)
-        except (OSError, ValueError, NotImplementedError, pickle.PicklingError):
-            pass  # not serialisable here (or not writable): later processes compile it again
-    return compiled
 
 
-def load_program(path: Path) -> Any:
-    """The compiled step stored at ``path`` (see :func:`compile_program`), or None if it is damaged.
+def export_program(step: Callable, key: str | None, args: Sequence[Any]) -> Any:
+    """Trace and lower ``step`` for ``args`` (arrays or shape structs, with their shardings) as a ``jax.export.Exported``.
 
-    The checksum catches truncated or corrupted files. Like JAX's own
-    persistent cache, the file holds an executable: the cache directory must
-    be one the user trusts.
+    The export is the program as StableHLO with its argument and result
+    shapes, shardings and trees: :func:`store_program` writes it, and
+    :func:`lower_exported` lowers it (without tracing anything again) for
+    :func:`compile_program`.
     """
-    from jax.experimental import serialize_executable
+    from jax import export
 
+    return export.export(jax.jit(named_program(step, key)))(*args)
+
+
+def lower_exported(exported: Any, key: str | None, args: Sequence[Any]) -> Any:
+    """The lowered program that calls ``exported`` on ``args``: cheap, whatever the number of networks in it.
+
+    Fresh or loaded from the cache, every step is compiled from this
+    lowering, so a stored step and a fresh one are the same XLA program.
+    """
+    return jax.jit(named_program(exported.call, key)).trace(*args).lower()
+
+
+def program_header(key: str, identity: str, args: Sequence[Any]) -> dict[str, Any]:
+    """What a stored step must match to be used: its key and everything the key stands for that can be checked.
+
+    ``identity`` (the run's :meth:`~nasgen.train.config.TrainConfig.step_identity`),
+    the platform, device count and mesh of the arguments, the library
+    versions and the arguments' shapes, dtypes and shardings.
+    """
+    from nasgen.train.runtime import library_versions
+
+    leaves = jax.tree.leaves(args)
+    shardings = [getattr(leaf, "sharding", None) for leaf in leaves]
+    devices = sorted({d.id for s in shardings if s is not None for d in s.device_set})
+    mesh = next((dict(s.mesh.shape) for s in shardings if hasattr(s, "mesh")), {})
+    platform = next((next(iter(s.device_set)).platform for s in shardings if s is not None), jax.default_backend())
+    return {
+        "format": STEP_FORMAT, "key": key, "identity": hashlib.sha256(identity.encode()).hexdigest(),
+        "platform": platform, "devices": devices, "mesh": mesh, "versions": library_versions(),
+        "arguments": [[list(leaf.shape), str(leaf.dtype), str(sharding)] for leaf, sharding in zip(leaves, shardings)],
+    }
+
+
+def store_program(path: Path, exported: Any, header: dict[str, Any]) -> None:
+    """Write ``exported`` with its ``header`` to ``path`` (staged and renamed: never half a file).
+
+    The file is :data:`STEP_MAGIC`, the header (with the payload's sha256) as
+    one JSON line, then ``Exported.serialize()``'s bytes (a flatbuffer of StableHLO and
+    metadata: data, nothing that runs when read). A cache that cannot be
+    written only costs the next process a trace.
+    """
     try:
-        blob = path.read_bytes()
-        head = len(_STEP_MAGIC)
-        digest, payload = blob[head:head + 32], blob[head + 32:]
-        if not blob.startswith(_STEP_MAGIC) or hashlib.sha256(payload).digest() != digest:
-            return None
-        return serialize_executable.deserialize_and_load(*pickle.loads(payload))
-    except Exception:  # an entry this jax cannot load: compile instead
+        payload = bytes(exported.serialize())
+        # The checksum catches a damaged file (a flipped byte in StableHLO could still deserialise);
+        # it is no protection against a forger: that is the private directory's job.
+        stored = dict(header, payload_sha256=hashlib.sha256(payload).hexdigest())
+        write_atomic(path, STEP_MAGIC + json.dumps(stored, sort_keys=True).encode() + b"\n" + payload)
+    except (NasgenError, ValueError, NotImplementedError) as exc:
+        logger.info("the training step was not stored in %s (%s); the next process traces it again", path, exc)
+
+
+def load_program(path: Path, header: dict[str, Any]) -> Any:
+    """The ``jax.export.Exported`` stored at ``path`` if its header is ``header``; else None, with one log line.
+
+    Nothing in the file runs: the header is JSON and the program a
+    ``jax.export`` serialisation, which :func:`lower_exported` lowers and
+    XLA compiles like a fresh one. A missing file is None without a
+    line; an entry of another configuration, device count, mesh, platform
+    or library version, or a damaged one, is None with a line saying why
+    (the caller traces and stores the step again).
+
+    Raises:
+        RunError: the entry is owned by another user or writable by group or
+            others (see :func:`check_private`).
+    """
+    from jax import export
+
+    if not path.exists():
         return None
+    check_private(path, "compiled-step cache entry")
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read(MAX_STEP_BYTES + 1)
+    except OSError as exc:
+        return _stale(path, f"unreadable: {exc.strerror}")
+    if len(blob) > MAX_STEP_BYTES:
+        return _stale(path, f"larger than {MAX_STEP_BYTES} bytes")
+    if not blob.startswith(STEP_MAGIC):
+        return _stale(path, "not a nasgen step export (an older format, or another file)")
+    line, _, payload = blob[len(STEP_MAGIC):].partition(b"\n")
+    try:
+        stored = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        return _stale(path, "its header is not JSON")
+    if not isinstance(stored, dict):
+        return _stale(path, "its header is not a JSON object")
+    if stored.pop("payload_sha256", None) != hashlib.sha256(payload).hexdigest():
+        return _stale(path, "damaged (its checksum does not match)")
+    differ = sorted(name for name in set(header) | set(stored) if stored.get(name) != header.get(name))
+    if differ:
+        return _stale(path, f"made for another {', '.join(differ)}")
+    try:
+        exported = export.deserialize(bytearray(payload))
+    except Exception as exc:  # a damaged flatbuffer: jax raises several types
+        return _stale(path, f"damaged ({type(exc).__name__})")
+    avals = [[list(a.shape), str(a.dtype)] for a in exported.in_avals]
+    if avals != [argument[:2] for argument in header["arguments"]] or exported.nr_devices != len(header["devices"]):
+        return _stale(path, "its program takes other arguments or devices than its header says")
+    return exported
+
+
+def _stale(path: Path, reason: str) -> None:
+    logger.warning("compiled step %s not used (%s); tracing and compiling it again", path.name, reason)
+    return None
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse, in one line, a cache directory or file that another user could have written.
+
+    Raises:
+        RunError: ``path`` is owned by another user or writable by its group
+            or by others.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise RunError(f"cannot read the {what} {path} ({exc.strerror})") from None
+    if info.st_uid != os.getuid():
+        raise RunError(f"the {what} {path} belongs to another user; nasgen uses only caches of its own user "
+                       "(set NASGEN_JAX_CACHE to a directory of yours, or pass --no-compile-cache)")
+    if info.st_mode & 0o022:
+        raise RunError(f"the {what} {path} is writable by {'group and others' if info.st_mode & 0o002 else 'its group'}; "
+                       f"make it private (chmod go-w {path}) or pass --no-compile-cache")
+
+
+def check_step_cache(cache_dir: Path) -> None:
+    """Refuse, before a run writes anything, a compiled-step cache that another user could have written.
+
+    Creates ``cache_dir/steps`` 0700 if absent; every entry in it must be
+    the user's own and not writable by group or others.
+
+    Raises:
+        RunError: see :func:`check_private`.
+    """
+    directory = private_directory(Path(cache_dir) / STEP_DIR, "compiled-step cache")
+    for entry in sorted(directory.glob(f"*{STEP_SUFFIX}")):
+        check_private(entry, "compiled-step cache entry")
+
+
+def private_directory(path: Path, what: str) -> Path:
+    """``path``, created 0700 (with its missing parents) if absent, then checked with :func:`check_private`.
+
+    Raises:
+        RunError: it cannot be created, or it is not private.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create the {what} {path} ({exc.strerror}); pass --no-compile-cache") from None
+    check_private(path, what)
+    return path
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path:
@@ -192,15 +313,16 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
 
     Args:
         directory: where compiled programs go; default ``$NASGEN_JAX_CACHE``,
-            else ``~/.cache/nasgen/jax``.
+            else ``~/.cache/nasgen/jax``. Created 0700; one owned by another
+            user or writable by group or others is refused.
+
+    Raises:
+        RunError: the directory cannot be created or is not private (one line).
     """
     if directory is None:
         directory = os.environ.get("NASGEN_JAX_CACHE") or Path.home() / ".cache" / "nasgen" / "jax"
     path = Path(directory).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create the compilation cache {path} ({exc.strerror}); pass --no-compile-cache") from None
+    private_directory(path, "compilation cache")
     from jax.experimental.compilation_cache import compilation_cache
 
     jax.config.update("jax_compilation_cache_dir", str(path))

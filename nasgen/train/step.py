@@ -21,10 +21,14 @@ from nasgen.train.programs import (
     STEP_SUFFIX,
     compile_program,
     default_compiler_options,
+    export_program,
     keep_step_programs,
     kept_step_programs,
     load_program,
-    named_program,
+    lower_exported,
+    private_directory,
+    program_header,
+    store_program,
 )
 from nasgen.train.runtime import library_versions, machine_identity
 
@@ -76,20 +80,53 @@ def _update_part(mixture: "Mixture", optimizer: nnx.Optimizer, grads: nnx.State,
     nnx.update(optimizer.opt_state, nnx.state(new_opt_state))
 
 
+def _group_step(merged: Callable, rest: list[int], members: tuple[int, ...], keep: list[int], read: list,
+                images: jax.Array, labels: jax.Array):
+    """One group's program: its networks' gradients (one after another) and their optimiser update.
+
+    ``merged(read, indices)`` rebuilds the mixture and optimiser from the leaves
+    the program reads; returns ``((logits, losses), new leaves of keep)``.
+    """
+    mixture, optimizer = merged(read, keep + rest)
+    grads, logits, losses, inputs = {}, [], [], images
+    for i in members:
+        (loss, z), grads[i] = network_gradients(mixture.networks[i], inputs, labels)
+        logits.append(z)
+        losses.append(loss)
+        inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads[i])))
+    _update_part(mixture, optimizer, nnx.State({"networks": nnx.State(grads)}), members, alpha=False)
+    new = jax.tree.leaves(nnx.state((mixture, optimizer)))
+    return (jnp.stack(logits), jnp.stack(losses)), [new[k] for k in keep]
+
+
+def _alpha_step(merged: Callable, keep: list[int], read: list, logits: list, losses: list, labels: jax.Array):
+    """Alpha's program: the mixture loss from every group's logits, alpha's update and the step counter."""
+    mixture, optimizer = merged(read, keep)
+    logits = [z for part in logits for z in part]
+    mixture_loss, grad = jax.value_and_grad(
+        lambda alpha: mixture_losses(alpha, logits, labels, mixture.mixing)[0])(mixture.alpha[...])
+    _update_part(mixture, optimizer, nnx.State({"alpha": grad, "networks": nnx.State({})}), (), alpha=True)
+    optimizer.step[...] += 1
+    new = jax.tree.leaves(nnx.state((mixture, optimizer)))
+    return (mixture_loss, jnp.concatenate(losses)), [new[k] for k in keep]
+
+
 class FusedStep:
     """The fused :func:`train_step` as a function of the flat state, traced once per mixture.
 
     Called with one batch, it updates its own copy of the mixture's and the
     optimiser's arrays; :meth:`sync` writes them back into the nnx objects
     (before evaluation and checkpoints). It is compiled when it is made.
-    With a ``cache_dir`` and an ``identity``, the compiled program is stored
-    (``jax.experimental.serialize_executable``) under ``cache_dir/steps``,
-    keyed by the mixture's structure, the batch's shapes and shardings, the
-    library versions, the compiler options, the devices and the host CPU: a
-    later process (a resumed run, the same mixture again) loads the executable instead of
-    tracing the M+1 networks, lowering and compiling them, so a warm start
-    neither traces nor compiles (nor lowers, as a JAX persistent-cache hit
-    would need for its key). With an ``identity``, the process also
+    With a ``cache_dir`` and an ``identity``, the traced program is stored
+    under ``cache_dir/steps`` as a ``jax.export`` serialisation (StableHLO
+    and metadata: data that nothing runs when it is read), keyed by the
+    mixture's structure, the batch's shapes and shardings, the devices, mesh
+    and platform, the library versions, the compiler options and the host
+    CPU, with a header that a loaded entry must match (see
+    :func:`~nasgen.train.programs.load_program`): a later process (a resumed
+    run, the same mixture again) lowers the stored program instead of
+    tracing the M+1 networks through Flax, and XLA compiles it, from JAX's
+    persistent cache where that holds it. With an ``identity``, the process also
     keeps the compiled step (the last :data:`STEPS_KEPT`; see
     :func:`clear_step_programs`): a later FusedStep of the same structure in
     the same process (the next seed of ``--seeds``, another ``train`` call in
@@ -158,6 +195,7 @@ class FusedStep:
             raise NasgenError(f"programs must be an integer from 1 to the number of networks ({networks}), "
                               f"got {programs!r}")
         self.programs = programs
+        self._identity = identity
         key = self._key(identity, leaves, images, labels) if identity else None
         if programs > 1:
             self._split(graphdef, treedef, networks, key, cache_dir, images, labels)
@@ -170,44 +208,42 @@ class FusedStep:
         if self._call is not None:
             self.reused = True
             return
-        self._call, = self._programs(
-            [(key, lambda: jax.jit(named_program(step, key)).trace(leaves, images, labels).lower())], cache_dir)
+        self._call, = self._programs([(key, step, (leaves, images, labels))], cache_dir)
         if kept is not None:
             keep_step_programs(kept, self._call)
 
-    def _programs(self, parts: Sequence[tuple[str | None, Callable[[], Any]]], cache_dir: Path | None) -> list:
-        """Compiled programs for ``parts``, each ``(key, lower)``: loaded from ``cache_dir`` or lowered and compiled.
+    def _programs(self, parts: Sequence[tuple[str | None, Callable, tuple]], cache_dir: Path | None) -> list:
+        """Compiled programs for ``parts``, each ``(key, function, args)``: loaded from ``cache_dir`` or traced.
 
-        ``lower()`` traces and lowers the part (on this thread: tracing is
-        Python). Loading a stored executable and XLA's compilation run on two
-        worker threads (XLA releases the GIL), so one part compiles while the
-        next is traced. A compiled part is stored under its key; a damaged or
-        unreadable entry is compiled again and replaced. Sets
-        :attr:`loaded_from_cache` (True if every part was loaded).
+        A part whose stored export (:func:`~nasgen.train.programs.load_program`)
+        matches what this run expects is not traced; any other is traced and
+        exported on this thread (tracing is Python) and stored under its key.
+        Either way the export is lowered and XLA-compiled on two worker
+        threads (XLA releases the GIL), so one part compiles while the next
+        is traced; JAX's persistent cache serves the compilation where it
+        holds it. Sets :attr:`loaded_from_cache` (True if no part was traced).
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        paths = [None if cache_dir is None or key is None else Path(cache_dir) / STEP_DIR / f"{key}{STEP_SUFFIX}"
-                 for key, _ in parts]
+        directory = None if cache_dir is None else private_directory(Path(cache_dir) / STEP_DIR, "compiled-step cache")
+        loaded, futures = [], []
         with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(load_program, path) if path is not None and path.is_file() else None
-                       for path in paths]
-            stored = [future is not None for future in futures]
             try:
-                for i, ((_, lower), path) in enumerate(zip(parts, paths)):
-                    if futures[i] is None:
-                        futures[i] = pool.submit(compile_program, lower(), path, self.compiler_options)
-                loaded = []
-                for i, ((_, lower), path) in enumerate(zip(parts, paths)):
-                    program = futures[i].result()
-                    loaded.append(stored[i] and program is not None)
-                    if program is None:  # a damaged or unloadable entry: compile this part after all
-                        futures[i] = pool.submit(compile_program, lower(), path, self.compiler_options)
+                for key, function, args in parts:
+                    path = None if directory is None or key is None else directory / f"{key}{STEP_SUFFIX}"
+                    header = None if path is None else program_header(key, self._identity, args)
+                    exported = None if path is None else load_program(path, header)
+                    loaded.append(exported is not None)
+                    if exported is None:
+                        exported = export_program(function, key, args)
+                        if path is not None:
+                            store_program(path, exported, header)
+                    lowered = lower_exported(exported, key, args)
+                    futures.append(pool.submit(compile_program, lowered, self.compiler_options))
                 programs = [future.result() for future in futures]
             except BaseException:  # an interrupt or a failed part: start no further work
                 for future in futures:
-                    if future is not None:
-                        future.cancel()
+                    future.cancel()
                 raise
         self.loaded_from_cache = all(loaded)
         return programs
@@ -240,49 +276,24 @@ class FusedStep:
                 leaves[k] = value
             return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
 
-        def group_step(read, images, labels, members, keep):
-            mixture, optimizer = merged(read, keep + self._rest)
-            grads, logits, losses, inputs = {}, [], [], images
-            for i in members:
-                (loss, z), grads[i] = network_gradients(mixture.networks[i], inputs, labels)
-                logits.append(z)
-                losses.append(loss)
-                inputs, _ = jax.lax.optimization_barrier((inputs, jax.tree.leaves(grads[i])))
-            _update_part(mixture, optimizer, nnx.State({"networks": nnx.State(grads)}), members, alpha=False)
-            new = jax.tree.leaves(nnx.state((mixture, optimizer)))
-            return (jnp.stack(logits), jnp.stack(losses)), [new[k] for k in keep]
-
-        def alpha_step(read, logits, losses, labels, keep):
-            mixture, optimizer = merged(read, keep)
-            logits = [z for part in logits for z in part]
-            mixture_loss, grad = jax.value_and_grad(
-                lambda alpha: mixture_losses(alpha, logits, labels, mixture.mixing)[0])(mixture.alpha[...])
-            _update_part(mixture, optimizer, nnx.State({"alpha": grad, "networks": nnx.State({})}), (), alpha=True)
-            optimizer.step[...] += 1
-            new = jax.tree.leaves(nnx.state((mixture, optimizer)))
-            return (mixture_loss, jnp.concatenate(losses)), [new[k] for k in keep]
+        group_step = functools.partial(_group_step, merged, self._rest)
 
         def part_key(name: str) -> str | None:
             # Named by what the part computes, so that splits sharing a group share its program.
             return None if key is None else hashlib.sha256(f"{key} {name}".encode()).hexdigest()[:32]
 
-        def lowering(g: int, members: tuple[int, ...], keep: list[int]) -> tuple[str | None, Callable[[], Any]]:
-            name = part_key(f"group {members}")
-            step = named_program(functools.partial(group_step, members=members, keep=keep), name)
-            return name, lambda: jax.jit(step).trace(self._reading(g), images, labels).lower()
-
         self._group_calls = self._programs(
-            [lowering(g, members, keep) for g, (members, keep) in enumerate(zip(groups, self._owned))], cache_dir)
+            [(part_key(f"group {members}"), functools.partial(group_step, members, keep),
+              (self._reading(g), images, labels)) for g, (members, keep) in enumerate(zip(groups, self._owned))],
+            cache_dir)
         loaded = self.loaded_from_cache
         # Alpha's program takes the groups' logits and losses, as they come out of them.
         parts = [jax.tree.map(lambda out: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding),
                               call.out_info[0]) for call in self._group_calls]
         logits, losses = [part[0] for part in parts], [part[1] for part in parts]
         name = part_key(f"alpha {groups}")
-        alpha = named_program(functools.partial(alpha_step, keep=self._rest), name)
-        read = self._reading(None)
-        self._alpha_call, = self._programs(
-            [(name, lambda: jax.jit(alpha).trace(read, logits, losses, labels).lower())], cache_dir)
+        alpha = functools.partial(_alpha_step, merged, self._rest)
+        self._alpha_call, = self._programs([(name, alpha, (self._reading(None), logits, losses, labels))], cache_dir)
         self.loaded_from_cache = loaded and self.loaded_from_cache
         if kept is not None:
             keep_step_programs(kept, (self._group_calls, self._alpha_call))
@@ -321,6 +332,10 @@ class FusedStep:
                  repr(sorted(self.compiler_options.items()))]
         for array in (*leaves, images, labels):
             parts.append((tuple(array.shape), str(array.dtype), str(getattr(array, "sharding", None))))
+        # The devices, mesh and platform the program is compiled for, spelled out (a sharding's text alone
+        # did not tell a 2-device step from a 1-device one).
+        header = program_header("", identity, (leaves, images, labels))
+        parts.append((header["platform"], header["devices"], sorted(header["mesh"].items())))
         digest.update(repr(parts).encode())
         return digest.hexdigest()[:32]
 

@@ -384,6 +384,13 @@ _DEVICES_RUN = textwrap.dedent(
     # The step split into programs, sharded the same way.
     train(config, os.path.join(sys.argv[2], "d4s"), RunOptions(progress=False, plots=False, devices=4, step_programs=3),
           dataset=data)
+    # The whole test set (359 images, odd) on 2 devices, then 1 device from the same step cache (issue 32: the
+    # evaluation died on an indivisible batch, and a 1-device run after a 2-device one died on the cached step).
+    whole = TrainConfig.from_dict(dict(json.loads(sys.argv[1]), test_limit=None, epochs=1))
+    cache = os.path.join(sys.argv[2], "cache")
+    for n in (2, 1):
+        train(whole, os.path.join(sys.argv[2], f"w{n}"),
+              RunOptions(progress=False, plots=False, devices=n, compilation_cache=cache), dataset=data)
     """
 )
 
@@ -405,3 +412,7 @@ def test_one_two_and_four_devices_give_the_same_numbers(tmp_path):
             # Accuracies are counts of 100 test images: a logit that ties
             # within float error may flip one image.
             np.testing.assert_allclose(many["test_accuracy"], one["test_accuracy"], atol=0.011)
+    whole = {n: run_numbers(tmp_path / f"w{n}") for n in (1, 2)}
+    assert json.loads((tmp_path / "w1" / "summary.json").read_text())["test_size"] == 359
+    np.testing.assert_allclose(whole[2][0]["train_loss"], whole[1][0]["train_loss"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(whole[2][0]["test_accuracy"], whole[1][0]["test_accuracy"], atol=1 / 359 + 1e-9)

@@ -14,53 +14,146 @@ from nasgen.common.errors import NasgenError
 from nasgen.train.programs import clear_step_programs
 from nasgen.train.runtime import default_step_programs
 
-from .conftest import ARCHS, fused_step, run_numbers, run_quietly, tiny_config, without_timings
+from .conftest import (ARCHS, cli_main, fused_step, run_numbers, run_quietly, tiny_cli_args, tiny_config,
+                       without_timings)
 
 
 # -- the stored step in the compilation cache -----------------------------------------------------
 
 
-def test_a_warm_run_loads_the_compiled_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
+def _cold_entry(config, digits, out, cache):
+    """A cold run of ``config`` with ``cache``: its stored step entry (the one file of its key)."""
+    from nasgen.train.programs import STEP_DIR, STEP_SUFFIX
+
+    before = set((cache / STEP_DIR).glob(f"*{STEP_SUFFIX}")) if (cache / STEP_DIR).exists() else set()
+    clear_step_programs()  # a cold start: not the step an earlier test left in this process
+    summary = run_quietly(config, out, dataset=digits, compilation_cache=cache)
+    stored = set((cache / STEP_DIR).glob(f"*{STEP_SUFFIX}")) - before
+    assert len(stored) == 1
+    return stored.pop(), summary
+
+
+def _warm(config, digits, out, cache, monkeypatch):
+    """A run as a new process would make it (nothing kept in memory) in which tracing the networks fails."""
     import nasgen.train.mixture as mixture_module
     import nasgen.train.step as step_module
-    from nasgen.train.programs import STEP_DIR, STEP_SUFFIX, load_program
-
-    cache = tmp_path / "cache"
-    config = tiny_config(epochs=1)
-    clear_step_programs()  # a cold start: not the step an earlier test left in this process
-    cold = run_quietly(config, tmp_path / "cold", dataset=digits, compilation_cache=cache)
-    stored = list((cache / STEP_DIR).glob(f"*{STEP_SUFFIX}"))
-    assert len(stored) == 1
 
     def no_tracing(*args, **kwargs):
-        raise AssertionError("the step was traced again instead of loaded from the cache")
+        raise AssertionError("the step was traced again instead of taken from the cache")
 
-    def no_compiling(*args, **kwargs):
-        raise AssertionError("the step was compiled again instead of loaded from the cache")
-
-    clear_step_programs()  # as a new process would be: the step comes from the cache, not from memory
+    clear_step_programs()
     with monkeypatch.context() as patch:
         patch.setattr(mixture_module, "network_gradients", no_tracing)
         patch.setattr(step_module, "network_gradients", no_tracing)
-        patch.setattr(step_module, "compile_program", no_compiling)
-        warm = run_quietly(config, tmp_path / "warm", dataset=digits, compilation_cache=cache)
+        patch.setattr(step_module, "export_program", no_tracing)
+        return run_quietly(config, out, dataset=digits, compilation_cache=cache)
+
+
+def test_a_warm_run_uses_the_stored_step_and_gives_the_same_numbers(tmp_path, digits, monkeypatch):
+    from nasgen.train.programs import STEP_MAGIC
+
+    cache = tmp_path / "cache"
+    config = tiny_config(epochs=1)
+    entry, cold = _cold_entry(config, digits, tmp_path / "cold", cache)
+    warm = _warm(config, digits, tmp_path / "warm", cache, monkeypatch)
     assert run_numbers(tmp_path / "warm") == run_numbers(tmp_path / "cold")
     assert without_timings(warm) == without_timings(cold)
     # Without the cache the same step is traced and compiled in-process: same numbers.
     clear_step_programs()
     run_quietly(config, tmp_path / "plain", dataset=digits, compilation_cache=False)
     assert run_numbers(tmp_path / "plain") == run_numbers(tmp_path / "cold")
-    # A damaged or truncated entry is compiled again and replaced, not an error.
-    entry = stored[0]
+    # A damaged or truncated entry (its checksum, its flatbuffer) is traced again and replaced, not an error.
     good = entry.read_bytes()
     for n, damaged in enumerate((b"not a compiled step", good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]))):
         entry.write_bytes(damaged)
         clear_step_programs()
         run_quietly(config, tmp_path / f"repaired{n}", dataset=digits, compilation_cache=cache)
         assert run_numbers(tmp_path / f"repaired{n}") == run_numbers(tmp_path / "cold")
-        # Replaced by a program that loads, or (when JAX's own cache supplied the
-        # program, which cannot be stored again) removed.
-        assert not entry.exists() or load_program(entry) is not None
+        assert entry.read_bytes().startswith(STEP_MAGIC) and len(entry.read_bytes()) == len(good)
+    _warm(config, digits, tmp_path / "warm-again", cache, monkeypatch)  # the replaced entry is used
+    assert run_numbers(tmp_path / "warm-again") == run_numbers(tmp_path / "cold")
+
+
+def test_a_planted_pickle_or_another_configurations_entry_never_runs_and_is_replaced(tmp_path, digits, caplog):
+    # What issue 32 found: a pickle planted as the cached step ran os.system on the next run. Here a pickle
+    # that would create a marker file stands in every file the run could read for its step (the entry of its
+    # key, and the pickled .xla executable of the format before); nothing may run and the run must finish with
+    # the numbers of a clean run.
+    import logging
+    import pickle
+
+    from nasgen.train.programs import STEP_MAGIC
+
+    cache = tmp_path / "cache"
+    config = tiny_config(epochs=1)
+    entry, _ = _cold_entry(config, digits, tmp_path / "cold", cache)
+    marker = tmp_path / "the-pickle-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    planted = pickle.dumps(Payload())
+    assert not marker.exists()
+    pickle.loads(planted)  # the payload works: loading it once here creates the marker
+    assert marker.exists()
+    marker.unlink()
+    for path in (entry, entry.with_suffix(".xla")):
+        path.write_bytes(b"nasgen compiled step 1\n" + bytes(32) + planted)
+    with caplog.at_level(logging.INFO, logger="nasgen.train.programs"):
+        clear_step_programs()
+        run_quietly(config, tmp_path / "planted", dataset=digits, compilation_cache=cache)
+    assert not marker.exists()
+    assert run_numbers(tmp_path / "planted") == run_numbers(tmp_path / "cold")
+    lines = [r.getMessage() for r in caplog.records if r.name == "nasgen.train.programs"]
+    assert len(lines) == 1 and "not a nasgen step export" in lines[0], lines
+    assert entry.read_bytes().startswith(STEP_MAGIC)
+    # A valid entry of another configuration placed under this one's key is not trusted: the header says
+    # which settings differ, the step is traced again and the numbers are this configuration's own.
+    other = tiny_config(epochs=1, bn_momentum=0.5)
+    other_entry, _ = _cold_entry(other, digits, tmp_path / "other-cold", cache)
+    other_entry.write_bytes(entry.read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nasgen.train.programs"):
+        clear_step_programs()
+        run_quietly(other, tmp_path / "other-again", dataset=digits, compilation_cache=cache)
+    assert run_numbers(tmp_path / "other-again") == run_numbers(tmp_path / "other-cold")
+    lines = [r.getMessage() for r in caplog.records if r.name == "nasgen.train.programs"]
+    assert len(lines) == 1 and "made for another identity, key" in lines[0], lines
+
+
+def test_cache_directories_are_private_and_others_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import os
+    import stat
+
+    from nasgen.train.programs import STEP_DIR
+
+    cache = tmp_path / "new" / "cache"
+    args = tiny_cli_args(tmp_path)
+    args[args.index("--epochs") + 1] = "1"
+    args.remove("--no-compile-cache")
+    monkeypatch.setenv("NASGEN_JAX_CACHE", str(cache))
+    code, _, err = cli_main(args + ["--output-dir", str(tmp_path / "ok")], capsys)
+    assert code == 0, err
+    for directory in (cache, cache / STEP_DIR):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    entry = next((cache / STEP_DIR).iterdir())
+    owner = entry.stat().st_uid
+    refusals = {"a group-writable entry": "is writable by its group",
+                "a world-writable cache": "is writable by group and others",
+                "another user's cache": "belongs to another user"}
+    for n, (what, message) in enumerate(refusals.items()):
+        cache.chmod(0o700), entry.chmod(0o600)
+        with monkeypatch.context() as patch:
+            if what == "a group-writable entry":
+                entry.chmod(0o664)
+            elif what == "a world-writable cache":
+                cache.chmod(0o777)
+            else:  # as if the files were another user's (the test cannot chown without root)
+                patch.setattr(os, "getuid", lambda: owner + 1)
+            code, _, err = cli_main(args + ["--output-dir", str(tmp_path / f"refused{n}")], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err and "--no-compile-cache" in err, (what, err)
+        assert not (tmp_path / f"refused{n}").exists(), what  # refused before anything was written
 
 
 def test_a_fused_step_compiles_once_from_freshly_created_state(tmp_path, digits):
