@@ -53,7 +53,7 @@ def test_run_writes_log_reports_and_plots(uninterrupted):
 
 def test_same_seed_same_numbers(uninterrupted, tmp_path, digits):
     out, _ = uninterrupted
-    train(tiny_config(), tmp_path / "again", dataset=digits, progress=False, plots=False)
+    run_quietly(tiny_config(), tmp_path / "again", dataset=digits)
     assert run_numbers(tmp_path / "again") == run_numbers(out)
     # plots=False: the same summary, no PNG files.
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["accuracies"] == \
