@@ -46,9 +46,10 @@ FILED_CHILD = r"""
 import json, os, statistics, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from nasgen.samplers.registry import sample
-from nasgen.nn.models import RESNET_SPACE
-from nasgen.train.run import TrainConfig, _create, train_step
+# The filed commit's own module names (its flat layout): this runs inside its worktree.
+from nasgen.core import sample
+from nasgen.models import RESNET_SPACE
+from nasgen.train import TrainConfig, _create, train_step
 
 samples, width, steps = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 archs = sample(RESNET_SPACE, samples, seed=42, replace=False)

@@ -11,7 +11,7 @@ Two cases (issue 5):
 
 For each case, in the same process and on the same batch:
 
-* ``fused``: :func:`nasgen.train.run.train_step`, one XLA program that updates all
+* ``fused``: :func:`nasgen.train.mixture.train_step`, one XLA program that updates all
   M+1 networks and alpha;
 * ``sequential``: every network has its own optimiser and its own jitted
   step (own cross-entropy), and the networks are stepped one after another:
@@ -86,7 +86,8 @@ from flax import nnx
 
 from nasgen.nn.spec import RESNET_SPACE
 from nasgen.samplers.registry import sample
-from nasgen.train.run import DIGITS_SPACE, TrainConfig, create_mixture, mixture_gradients, train_step
+from nasgen.train.config import DIGITS_SPACE, TrainConfig
+from nasgen.train.mixture import create_mixture, mixture_gradients, train_step
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -118,7 +119,7 @@ def _one_piece_gradients(mixture, images, labels):
     Numerically the same step; traced as one piece, every BatchNorm update
     walked the whole trace so far, so tracing grew quadratically with M.
     """
-    from nasgen.train.run import mixture_losses
+    from nasgen.train.mixture import mixture_losses
 
     logits, losses, network_grads = [], [], []
     inputs = images
@@ -213,7 +214,7 @@ def run_case(name: str, config: TrainConfig, x: np.ndarray, y: np.ndarray, steps
     flops = _fused_flops(mixture, optimizer, xb, yb)
 
     # One optimiser and one jitted step per network, stepped one after another.
-    from nasgen.train.run import build_optimizer
+    from nasgen.train.mixture import build_optimizer
 
     tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
     single_step = _single_step_factory()
@@ -262,7 +263,7 @@ def _chain_case(steps: int, samples: int) -> dict:
     from nasgen.train.data import load_digits
 
     archs = sample(DIGITS_SPACE, samples, seed=0, replace=False)
-    config = TrainConfig(architectures=archs, model="chain", dataset="digits")
+    config = TrainConfig.from_dict({"architectures": archs, "model": "chain", "dataset": "digits"})
     data = load_digits()
     idx = np.random.default_rng(0).permutation(len(data.train_labels))[: config.batch_size]
     return run_case(f"chain M={samples} digits w16", config, data.train_images[idx], data.train_labels[idx], steps)
@@ -270,7 +271,8 @@ def _chain_case(steps: int, samples: int) -> dict:
 
 def _resnet_case(steps: int, samples: int, data_dir: str | None, width: float) -> dict:
     archs = sample(RESNET_SPACE, samples, seed=42, replace=False)
-    config = TrainConfig(architectures=archs, model="resnet18", dataset="mnist", width_multiplier=width)
+    config = TrainConfig.from_dict({"architectures": archs, "model": "resnet18", "dataset": "mnist",
+                                  "width_multiplier": width})
     source = "random"
     try:
         from nasgen.train.data import load_dataset
@@ -288,8 +290,8 @@ def _resnet_case(steps: int, samples: int, data_dir: str | None, width: float) -
 
 def _resnet_inputs(samples: int, width: float, batch: int = 512):
     archs = sample(RESNET_SPACE, samples, seed=42)
-    config = TrainConfig(architectures=archs, model="resnet18", dataset="mnist", width_multiplier=width,
-                         batch_size=batch)
+    config = TrainConfig.from_dict({"architectures": archs, "model": "resnet18", "dataset": "mnist",
+                                    "width_multiplier": width, "batch_size": batch})
     rng = np.random.default_rng(0)
     x = rng.random((config.batch_size, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, config.batch_size).astype(np.int32)
@@ -299,7 +301,8 @@ def _resnet_inputs(samples: int, width: float, batch: int = 512):
 def compile_child(samples: int, width: float, cache: str | None, per_network: bool, one_piece: bool = False,
                   fused_step: bool = False, steps: int = 3, groups: int = 1, xla_defaults: bool = False) -> dict:
     """In this (fresh) process: the fused step's trace+lower and compile times, and its step time."""
-    from nasgen.train.run import FusedStep, enable_compilation_cache
+    from nasgen.train.programs import enable_compilation_cache
+    from nasgen.train.step import FusedStep
 
     cache_path = enable_compilation_cache(cache) if cache else None
     config, x, y = _resnet_inputs(samples, width)
@@ -311,7 +314,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
     result = {"samples": samples, "networks": samples + 1, "create_s": create_s}
     if fused_step:
         cpu = time.process_time()
-        # What a training run does: nasgen.train.run.FusedStep, which with a
+        # What a training run does: nasgen.train.step.FusedStep, which with a
         # cache directory loads the stored compiled step instead of tracing and compiling it.
         t = time.perf_counter()
         step = FusedStep(mixture, optimizer, x, y, cache_dir=cache_path, identity=config.step_identity(),
@@ -334,7 +337,7 @@ def compile_child(samples: int, width: float, cache: str | None, per_network: bo
         result["cpu_s"] = time.process_time() - cpu
         return result
     if per_network:
-        from nasgen.train.run import build_optimizer
+        from nasgen.train.mixture import build_optimizer
 
         tx = build_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
         lower = compile_ = 0.0
@@ -407,7 +410,7 @@ def compile_case(samples: int, width: float, per_network: bool) -> list[str]:
     before = rows[0][1]["lower_s"] + rows[0][1]["compile_s"]
     lines = [
         f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, each row a fresh process. "
-        "Rows 1-2: jax.jit(...).trace/.lower/.compile of the step; rows 3-4: nasgen.train.run.FusedStep as a run "
+        "Rows 1-2: jax.jit(...).trace/.lower/.compile of the step; rows 3-4: nasgen.train.step.FusedStep as a run "
         "uses it (trace+lower column: tracing and exporting, or loading the exported step; XLA compile column: "
         "its first call less one step):",
         "",
@@ -446,7 +449,7 @@ def cache_case(samples: int, width: float, repeats: int, groups: int = 1, xla_de
     median = {key: statistics.median(w[key] for w in warm) for key in ("create_s", "lower_s", "compile_s", "step_s")}
     warm_totals = sorted(total(w) for w in warm)
     return [
-        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.run.FusedStep with the "
+        f"Fused ResNet-18 step, M = {samples} (+ c0), width x{width:g}, batch 512, nasgen.train.step.FusedStep with the "
         + (f"step split into {groups} programs over groups of networks plus alpha's (`programs={groups}`), "
            if groups > 1 else "")
         + ("XLA's default compiler options (`compiler_options={}`: YNNPACK fusions), " if xla_defaults
@@ -476,7 +479,7 @@ def devices_child(samples: int, width: float, devices: int, steps: int) -> dict:
     """Fused-step seconds with the batch sharded over ``devices`` (parameters replicated)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from nasgen.train.run import data_mesh
+    from nasgen.train.runtime import data_mesh
 
     mesh = data_mesh(devices)
     config, x, y = _resnet_inputs(samples, width)
@@ -524,14 +527,17 @@ def seeds_child(samples: int, width: float, keep: bool) -> dict:
     """
     import tempfile
 
-    import nasgen.train.run as training
+    import nasgen.train.programs as programs
+    from nasgen.train.config import RunOptions
     from nasgen.train.data import load_npz_dataset
+    from nasgen.train.loop import train
+    from nasgen.train.rundir import LOG_FILE
 
     if not keep:
-        training.STEPS_KEPT = 0
+        programs.STEPS_KEPT = 0
     archs = sample(RESNET_SPACE, samples, seed=42)
-    config = TrainConfig(architectures=archs, model="resnet18", dataset="mnist", width_multiplier=width,
-                         batch_size=512, epochs=1)
+    config = TrainConfig.from_dict({"architectures": archs, "model": "resnet18", "dataset": "mnist",
+                                    "width_multiplier": width, "batch_size": 512, "epochs": 1})
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="nasgen-seeds-") as tmp:
         npz = Path(tmp) / "random28.npz"
@@ -543,10 +549,10 @@ def seeds_child(samples: int, width: float, keep: bool) -> dict:
         seconds, records = [], []
         for seed in (42, 43):  # what train_seeds does, timed per seed
             t = time.perf_counter()
-            training.train(dataclasses.replace(config, seed=seed), Path(tmp) / f"seed-{seed}", dataset=dataset,
-                           progress=False, plots=False, compilation_cache=Path(tmp) / "cache")
+            options = RunOptions(progress=False, plots=False, compilation_cache=Path(tmp) / "cache")
+            train(dataclasses.replace(config, seed=seed), Path(tmp) / f"seed-{seed}", options, dataset=dataset)
             seconds.append(time.perf_counter() - t)
-            log = (Path(tmp) / f"seed-{seed}" / training.LOG_FILE).read_text().splitlines()
+            log = (Path(tmp) / f"seed-{seed}" / LOG_FILE).read_text().splitlines()
             records.append(json.loads(log[-1]))
     return {"keep": keep, "run_s": seconds, "compile_s": [r["compile_seconds"] for r in records]}
 
@@ -612,7 +618,8 @@ def programs_case(samples: int, width: float, programs: int, steps: int) -> list
     cache: each row's start is a cold trace and compile in this process; the
     second row's trace benefits from JAX's warm in-process caches).
     """
-    from nasgen.train.run import FusedStep, clear_step_programs
+    from nasgen.train.programs import clear_step_programs
+    from nasgen.train.step import FusedStep
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -648,7 +655,8 @@ def options_case(samples: int, width: float, programs: int, steps: int) -> list[
     Both start from the same mixture and optimiser state on one batch; start
     = construct (trace, lower, compile; no persistent cache) + first step.
     """
-    from nasgen.train.run import STEP_COMPILER_OPTIONS, FusedStep, clear_step_programs
+    from nasgen.train.programs import STEP_COMPILER_OPTIONS, clear_step_programs
+    from nasgen.train.step import FusedStep
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -690,7 +698,8 @@ def convs_case(samples: int, width: float, programs: int, steps: int) -> list[st
     lower, compile; no persistent cache), with its process CPU seconds.
     """
     import nasgen.nn.models as models
-    from nasgen.train.run import FusedStep, clear_step_programs
+    from nasgen.train.programs import clear_step_programs
+    from nasgen.train.step import FusedStep
 
     config, x, y = _resnet_inputs(samples, width)
     mixture, optimizer = create_mixture(config, in_channels=1, num_classes=10)
@@ -731,7 +740,8 @@ def batchnorm_case(samples: int, width: float, steps: int, reverse: bool = False
     trace faster, so run it twice with ``--reverse`` to see both orders.
     """
     import nasgen.nn.models as models
-    from nasgen.train.run import FusedStep, clear_step_programs
+    from nasgen.train.programs import clear_step_programs
+    from nasgen.train.step import FusedStep
 
     config, x, y = _resnet_inputs(samples, width)
     ours = models.BatchNorm
@@ -790,14 +800,15 @@ def create_child(samples: int, width: float, cache: str, one_jit: bool) -> dict:
 
     ``one_jit``: the creation before 2026-11-29, every network's
     initialisation and the optimiser's state under one ``nnx.jit``; otherwise
-    :func:`nasgen.train.run.create_mixture` (a program per network). Also the
+    :func:`nasgen.train.mixture.create_mixture` (a program per network). Also the
     sha256 of every created array, to show both give the same values.
     """
     import hashlib
 
-    import nasgen.train.run as training
+    import nasgen.train.mixture as training
+    from nasgen.train.programs import enable_compilation_cache
 
-    training.enable_compilation_cache(cache)
+    enable_compilation_cache(cache)
     config, _, _ = _resnet_inputs(samples, width)
     t = time.perf_counter()
     if one_jit:

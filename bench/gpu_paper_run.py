@@ -36,7 +36,9 @@ import jax
 from nasgen.train.data import load_mnist
 from nasgen.train.experiments import paper_mnist
 from nasgen.train.report import SUMMARY_MD
-from nasgen.train.run import maybe_initialize_distributed
+from nasgen.samplers.registry import SamplingConfig
+from nasgen.train.config import RunOptions
+from nasgen.train.runtime import maybe_initialize_distributed
 
 # Table 3 of the paper (MNIST, M = 20, 10 epochs): the original ResNet-18, and
 # mean / std / best / worst of the generated networks (Limited_Uniform-M).
@@ -91,11 +93,10 @@ def main() -> int:
                 "seed": args.seed, "data_dir": str(args.data_dir)}
     cache = False if args.no_compile_cache else (args.cache_dir or True)
     run_started = time.perf_counter()
-    summary = paper_mnist(
-        out, method=args.method, samples=args.samples, sample_seed=args.seed, settings=settings, dataset=data,
-        progress=False, on_epoch_end=on_epoch_end, devices=args.devices, compilation_cache=cache,
-        command=sys.argv,
-    )
+    options = RunOptions(progress=False, on_epoch_end=on_epoch_end, devices=args.devices, compilation_cache=cache,
+                         command=sys.argv)
+    sampling = SamplingConfig(method=args.method, samples=args.samples, seed=args.seed)
+    summary = paper_mnist(out, sampling, settings=settings, options=options, dataset=data)
     elapsed = time.perf_counter() - run_started
     print(f"total wall time (sampling, compile, training, eval, checkpoints): {elapsed:.1f} s; "
           f"compile {summary['compile_seconds']:.1f} s", flush=True)

@@ -30,7 +30,8 @@ def checkpoint_directory(directory: str) -> Path:
             with no checkpoint.
     """
     from nasgen.train.checkpoint import all_steps
-    from nasgen.train.run import CHECKPOINT_DIR, SEEDS_FILE
+    from nasgen.train.rundir import CHECKPOINT_DIR
+    from nasgen.train.seeds import SEEDS_FILE
 
     path = Path(directory)
     valid = "give a nasgen train output directory (with checkpoints/) or a checkpoint directory"

@@ -163,14 +163,18 @@ def _json_arg(text: str, what: str):
     source = text
     path = Path(text)
     if not text.lstrip().startswith(("{", "[")):
+        from nasgen.space.arrays_io import read_bounded_text
+
         try:
-            source = path.read_text(encoding="utf-8")
+            source = read_bounded_text(path, what)  # bounded: /dev/zero or a huge file is one line of error
         except OSError as exc:
             raise NasgenError(f"{what}: cannot read {text} ({exc.strerror}); give JSON or a JSON file") from None
     try:
         return json.loads(source)
     except json.JSONDecodeError as exc:
         raise NasgenError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise NasgenError(f"{what} is JSON nested too deeply to be a space or a configuration") from None
 
 
 def _read_architectures(path: str) -> list[Architecture]:
@@ -183,7 +187,7 @@ def _read_architectures(path: str) -> list[Architecture]:
 
 
 def _space_for(args, model: str) -> dict | None:
-    from nasgen.train.run import space_from_dict
+    from nasgen.train.config import space_from_dict
 
     if args.space is not None:
         data = _json_arg(args.space, "--space")
@@ -228,11 +232,11 @@ class _StderrHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _epoch_logging():
-    """Per-epoch lines of ``nasgen.train.run`` on stderr as ``nasgen: ...``, for one command.
+    """Per-epoch lines of ``nasgen.train.loop`` on stderr as ``nasgen: ...``, for one command.
 
     The ``nasgen`` logger stops propagating meanwhile: a library that gives
     the root logger a handler (orbax does, on import) would print every
-    line a second time as ``INFO:nasgen.train.run: ...``. Both are undone on
+    line a second time as ``INFO:nasgen.train.loop: ...``. Both are undone on
     exit, so a caller of :func:`nasgen.cli.main.main` keeps its own logging.
     """
     logger = logging.getLogger("nasgen")
@@ -251,19 +255,17 @@ def _epoch_logging():
         logger.propagate = saved[1]
 
 
-def _run_options(args) -> dict:
-    """The TrainingRun keywords the CLI sets: progress, devices, compilation cache, plots, command line."""
-    from nasgen.train.run import maybe_initialize_distributed
+def _run_options(args):
+    """The :class:`~nasgen.train.config.RunOptions` the CLI sets: progress, devices, caches, plots, command line."""
+    from nasgen.train.config import RunOptions
+    from nasgen.train.runtime import maybe_initialize_distributed
 
     maybe_initialize_distributed()
-    return {
-        "progress": False if args.no_progress else None,
-        "devices": args.devices,
-        "compilation_cache": not args.no_compile_cache,
-        "plots": not args.no_plots,
-        "step_programs": args.step_programs,
-        "command": ["nasgen", *sys.argv[1:]],
-    }
+    return RunOptions(
+        progress=False if args.no_progress else None, devices=args.devices,
+        compilation_cache=not args.no_compile_cache, plots=not args.no_plots, step_programs=args.step_programs,
+        command=("nasgen", *sys.argv[1:]), log=_log,
+    )
 
 
 def _interrupted(output_dir: Path, resume_command: str) -> int:
@@ -281,90 +283,102 @@ def _cmd_train(args) -> int:
     options = _explicit_options(args)
     seeds, data = None, None
     if args.seeds is not None:
-        from nasgen.train.run import parse_seeds
+        from nasgen.train.seeds import parse_seeds
 
         seeds = parse_seeds(args.seeds)
         if args.seed is not None:
             raise NasgenError("give --seed or --seeds, not both")
     if args.resume is not None:
-        from nasgen.train.run import SEEDS_FILE, read_config, read_seed_manifest
-
-        output_dir = Path(args.resume)
-        if (output_dir / SEEDS_FILE).exists():
-            manifest = read_seed_manifest(output_dir)
-            stored, stored_seeds = manifest["config"], manifest["seeds"]
-        else:
-            stored, stored_seeds = read_config(output_dir).to_dict(), None
-        requested = dict(stored, **options)
-        if args.architectures is not None:
-            requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
-        if args.baseline is not None:
-            requested["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
-        if args.space is not None:
-            requested["space"] = _space_for(args, requested["model"])
-        changed = sorted(k for k in requested if requested[k] != stored[k])
-        if seeds is not None and seeds != stored_seeds:
-            changed.append("seeds")
-        if changed:
-            raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
-        config_data, resume, seeds = stored, True, stored_seeds
+        output_dir, resume = Path(args.resume), True
+        config_data, seeds = _resumed_settings(args, options, seeds)
     else:
         if args.architectures is None:
             raise NasgenError("a new run needs --architectures FILE.jsonl (e.g. from `nasgen sample -o FILE.jsonl`)")
-        output_dir = Path(args.output_dir)
-        dataset = options.get("dataset", "digits")
-        options.setdefault("dataset", dataset)
-        options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
-        if dataset.endswith(".npz"):
-            from nasgen.train.data import load_dataset
+        output_dir, resume = Path(args.output_dir), False
+        config_data, data = _new_settings(args, options)
 
-            # Loaded here so that ResNet-18 takes the file's image shape.
-            data = load_dataset(dataset)
-            if options["model"] == "resnet18":
-                options.setdefault("image_shape", list(data.example_shape))
-        config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
-        space = _space_for(args, options["model"])
-        if space is not None:
-            config_data["space"] = space
-        if args.baseline is not None:
-            config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
-        resume = False
-
-    from nasgen.train.run import SEEDS_SUMMARY_MD, TrainConfig, train, train_seeds
+    from nasgen.train.config import TrainConfig
+    from nasgen.train.loop import train
+    from nasgen.train.seeds import SEEDS_SUMMARY_MD, train_seeds
 
     config = TrainConfig.from_dict(config_data)
-    run_options = _run_options(args)
-    if data is not None:
-        run_options["dataset"] = data
+    options = _run_options(args)
     try:
         with _epoch_logging():
             if seeds is None:
-                train(config, output_dir, resume=resume, **run_options)
+                train(config, output_dir, options, resume=resume, dataset=data)
             else:
-                train_seeds(config, output_dir, seeds, resume=resume, **run_options)
+                train_seeds(config, output_dir, seeds, options, resume=resume, dataset=data)
     except KeyboardInterrupt:
         return _interrupted(output_dir, "nasgen train --resume")
     _print_summary(output_dir, None if seeds is None else SEEDS_SUMMARY_MD)
     return 0
 
 
+def _resumed_settings(args, options: dict, seeds: list[int] | None) -> tuple[dict, list[int] | None]:
+    """The stored settings (and seeds) of the run in ``--resume DIR``; refused if the command line changes any."""
+    from nasgen.train.rundir import read_config
+    from nasgen.train.seeds import SEEDS_FILE, read_seed_manifest
+
+    output_dir = Path(args.resume)
+    if (output_dir / SEEDS_FILE).exists():
+        manifest = read_seed_manifest(output_dir)
+        stored, stored_seeds = manifest["config"], manifest["seeds"]
+    else:
+        stored, stored_seeds = read_config(output_dir).to_dict(), None
+    requested = dict(stored, **options)
+    if args.architectures is not None:
+        requested["architectures"] = [a.to_dict() for a in _read_architectures(args.architectures)]
+    if args.baseline is not None:
+        requested["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+    if args.space is not None:
+        requested["space"] = _space_for(args, requested["model"])
+    changed = sorted(k for k in requested if requested[k] != stored[k])
+    if seeds is not None and seeds != stored_seeds:
+        changed.append("seeds")
+    if changed:
+        raise NasgenError(f"--resume continues the run in {output_dir} with its own settings; drop the changed options ({', '.join(changed)})")
+    return stored, stored_seeds
+
+
+def _new_settings(args, options: dict) -> tuple[dict, object]:
+    """A new run's settings from the command line, and its dataset when it had to be loaded to fill them."""
+    data = None
+    dataset = options.get("dataset", "digits")
+    options.setdefault("dataset", dataset)
+    options.setdefault("model", "chain" if dataset == "digits" else "resnet18")
+    if dataset.endswith(".npz"):
+        from nasgen.train.data import load_dataset
+
+        # Loaded here so that ResNet-18 takes the file's image shape.
+        data = load_dataset(dataset)
+        if options["model"] == "resnet18":
+            options.setdefault("image_shape", list(data.example_shape))
+    config_data = dict(options, architectures=[a.to_dict() for a in _read_architectures(args.architectures)])
+    space = _space_for(args, options["model"])
+    if space is not None:
+        config_data["space"] = space
+    if args.baseline is not None:
+        config_data["baseline"] = Architecture.from_dict(_json_arg(args.baseline, "--baseline")).to_dict()
+    return config_data, data
+
+
 # -- experiment paper-mnist -----------------------------------------------------
 
 
 def _cmd_paper_mnist(args) -> int:
+    from nasgen.samplers.registry import SamplingConfig
     from nasgen.train.experiments import RUN_DIR, paper_mnist
 
     if (args.output_dir is None) == (args.resume is None):
         raise NasgenError("give exactly one of --output-dir DIR (a new experiment) or --resume DIR")
     root = Path(args.resume if args.resume is not None else args.output_dir)
-    run_options = _run_options(args)
+    options = _run_options(args)
+    sampling = SamplingConfig(method=args.method, samples=args.samples, seed=args.sample_seed)
     try:
         with _epoch_logging():
-            paper_mnist(
-                root, method=args.method, samples=args.samples, sample_seed=args.sample_seed,
-                settings=_explicit_options(args), resume=args.resume is not None, fetch=args.fetch, log=_log,
-                **run_options,
-            )
+            paper_mnist(root, sampling, settings=_explicit_options(args), resume=args.resume is not None,
+                        fetch=args.fetch, options=options)
     except KeyboardInterrupt:
         return _interrupted(root, "nasgen experiment paper-mnist --resume")
     _print_summary(root / RUN_DIR)

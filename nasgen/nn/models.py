@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,58 +43,31 @@ from jax import lax
 from nasgen.nn.spec import (
     ACTIVATIONS,
     BN_MOMENTUM,
-    HEADS,
     LECUN,
-    MODEL_KINDS,
-    NORMS,
     ORIGINAL_RESNET_ARCH,
-    POOLINGS,
-    RESNET_BASELINE_SPACE,
     RESNET_INIT_SCALE,
-    RESNET_INPUT_SHAPE,
-    RESNET_SPACE,
-    RESNET_STAGE_WIDTHS,
     RESNET_STEM,
     ModelSpec,
     check_init_scale,
-    legacy_spec,
     check_resnet_space,
+    require_spec,
     resnet_baseline_space,
-    resnet_space,
     resnet_widths,
 )
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace, check_membership
 
 __all__ = [
-    "ConvChain",
-    "BatchNorm",
-    "batch_norm_train",
-    "ResNet18",
     "BasicBlock",
+    "BatchNorm",
+    "ConvChain",
     "DownsamplingBlock",
-    "ModelSpec",
-    "RESNET_SPACE",
-    "RESNET_BASELINE_SPACE",
-    "ORIGINAL_RESNET_ARCH",
-    "RESNET_INPUT_SHAPE",
-    "RESNET_STAGE_WIDTHS",
-    "MODEL_KINDS",
-    "BN_MOMENTUM",
-    "RESNET_INIT_SCALE",
+    "ResNet18",
+    "batch_norm_train",
+    "build_model",
     "kernel_initializer",
     "max_pool",
-    "NORMS",
-    "HEADS",
-    "POOLINGS",
-    "build_model",
-    "resnet_space",
-    "resnet_widths",
 ]
-
-# The constants, defaults and option checks live in the jax-free
-# nasgen.nn.spec; they are re-exported here so `from nasgen.nn.models import
-# RESNET_SPACE` keeps working.
 
 _ACTIVATION_FUNCTIONS = {name: getattr(nnx, name) for name in ACTIVATIONS}
 
@@ -643,26 +616,14 @@ class ResNet18(nnx.Module):
         return self.head(x)
 
 
-def build_model(
-    spec: ModelSpec | str,
-    space: SearchSpace | None,
-    arch: Architecture | None,
-    *,
-    rngs: nnx.Rngs,
-    **legacy_options: Any,
-) -> nnx.Module:
+def build_model(spec: ModelSpec, space: SearchSpace | None, arch: Architecture | None, *, rngs: nnx.Rngs) -> nnx.Module:
     """Build the network of a spec from a space and an architecture.
 
     A model is fully determined by (spec, space, architecture, the seed of
     ``rngs``), which is what a training run and a checkpoint record.
 
     Args:
-        spec: the :class:`~nasgen.nn.spec.ModelSpec`. (The older form, a
-            kind name followed by keyword options as in
-            ``build_model("chain", space, arch, width=8, init_scale=None,
-            rngs=...)``, still works: ``init_scale=None`` there is LeCun and
-            ``"default"`` the kind's default; it will go once its callers
-            have moved to specs.)
+        spec: the :class:`~nasgen.nn.spec.ModelSpec`.
         space: the search space. For ``"resnet18"`` it may be None (then
             :func:`~nasgen.nn.spec.resnet_space` of the spec's input);
             otherwise it must be that space (any relation or bounds), and
@@ -675,19 +636,17 @@ def build_model(
         The initialised ``nnx.Module`` (:class:`ConvChain` or :class:`ResNet18`).
 
     Raises:
-        NasgenError: for an invalid spec or option.
+        NasgenError: ``spec`` is not a ModelSpec.
         SpaceError: for a space that does not fit the kind.
         ArchitectureError: for an architecture outside the space.
 
     >>> from flax import nnx
+    >>> from nasgen.nn.spec import RESNET_SPACE
     >>> spec = ModelSpec.from_options("resnet18", width_multiplier=0.125)
     >>> type(build_model(spec, RESNET_SPACE, None, rngs=nnx.Rngs(0))).__name__
     'ResNet18'
     """
-    if not isinstance(spec, ModelSpec):
-        spec = legacy_spec(spec, **legacy_options)
-    elif legacy_options:
-        raise NasgenError(f"build_model takes its options from the spec, got extra {sorted(legacy_options)}")
+    spec = require_spec(spec, "build_model")
     if spec.kind == "chain":
         if space is None or arch is None:
             raise NasgenError("a chain model needs both a search space and an architecture")

@@ -35,7 +35,7 @@ from nasgen.nn.spec import (
     RESNET_STEM,
     ModelSpec,
     check_resnet_space,
-    legacy_spec,
+    require_spec,
     resnet_baseline_space,
     resnet_space,
     resnet_widths,
@@ -238,23 +238,12 @@ def _resnet_rows(spec: ModelSpec, arch: Architecture) -> list[dict[str, Any]]:
     return rows.rows
 
 
-def _resolve(spec: Any, space: Any, arch: Any, legacy: dict[str, Any]) -> tuple[ModelSpec, Any, Any]:
-    # The older form model_stats(space, arch, model=kind, **options) passes
-    # no spec; its first two positional arguments are the space and arch.
-    if isinstance(spec, ModelSpec):
-        if legacy:
-            raise NasgenError(f"model_stats takes its options from the spec, got extra {sorted(legacy)}")
-        return spec, space, arch
-    if arch is not None:
-        raise NasgenError("model_stats(spec, space, arch) needs a ModelSpec first")
-    return legacy_spec(legacy.pop("model", "chain"), **legacy), spec, space
 
 
 def model_stats(
     spec: ModelSpec,
     space: SearchSpace | None = None,
     arch: Architecture | None = None,
-    **legacy_options: Any,
 ) -> list[dict[str, Any]]:
     """Per layer of the model, its output shape, parameters and FLOPs, then a total.
 
@@ -263,8 +252,7 @@ def model_stats(
 
     Args:
         spec: the :class:`~nasgen.nn.spec.ModelSpec` (for resnet18 it
-            holds the input image shape). (The older form
-            ``model_stats(space, arch, model=kind, **options)`` still works.)
+            holds the input image shape).
         space: the search space (for resnet18: None or
             ``resnet_space(spec.input_shape)``, any relation).
         arch: the architecture (for resnet18: None means the original).
@@ -287,7 +275,7 @@ def model_stats(
     >>> model_stats(ModelSpec.from_options("resnet18", image_shape=(224, 224, 3)))[-1]["params"]
     9805386
     """
-    spec, space, arch = _resolve(spec, space, arch, legacy_options)
+    spec = require_spec(spec, "model_stats")
     if spec.kind == "chain":
         if space is None or arch is None:
             raise NasgenError("a chain model needs both a search space and an architecture")
@@ -315,13 +303,11 @@ def summarize(
     spec: ModelSpec,
     space: SearchSpace | None = None,
     arch: Architecture | None = None,
-    **legacy_options: Any,
 ) -> str:
     """A Keras-like table of :func:`model_stats`, ready to print.
 
     Args:
-        spec, space, arch: as for :func:`model_stats` (which also documents
-            the older keyword form).
+        spec, space, arch: as for :func:`model_stats`.
 
     Returns:
         Multi-line text: a header, one line per layer, and totals.
@@ -335,8 +321,7 @@ def summarize(
     >>> print(summarize(ModelSpec.from_options("chain", width=4), space, arch).splitlines()[-2])
     FLOPs per example (inference): 1,322
     """
-    spec, space, arch = _resolve(spec, space, arch, legacy_options)
-    rows = model_stats(spec, space, arch)
+    rows = model_stats(require_spec(spec, "summarize"), space, arch)
     body, total = rows[:-1], rows[-1]
     if spec.kind == "chain":
         title = f"Model: ConvChain, {space.describe()}, width {spec.width}"
@@ -411,13 +396,7 @@ def training_memory(
     >>> training_memory(mnist, None, [None], 512)["parameters"]  # 4 x (615,802 parameters + 2,400 statistics)
     2472808
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
-    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
-        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
-    archs = list(archs)
-    if not archs:
-        raise NasgenError("estimating training memory needs at least one architecture")
+    archs = _check_memory_inputs(archs, batch_size, optimizer_slots)
     params = stats = activations = 0
     for arch in archs:
         rows = model_stats(spec, space, arch)
@@ -433,6 +412,17 @@ def training_memory(
     }
     memory["total"] = sum(memory.values())
     return memory
+
+
+def _check_memory_inputs(archs: Sequence[Architecture | None], batch_size: int, optimizer_slots: int) -> list:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NasgenError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(optimizer_slots, bool) or not isinstance(optimizer_slots, int) or optimizer_slots < 0:
+        raise NasgenError(f"optimizer_slots must be a non-negative integer, got {optimizer_slots!r}")
+    archs = list(archs)
+    if not archs:
+        raise NasgenError("estimating training memory needs at least one architecture")
+    return archs
 
 
 def estimate_training_bytes(

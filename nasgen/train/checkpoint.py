@@ -13,7 +13,8 @@ it.
 >>> import tempfile
 >>> import jax.numpy as jnp
 >>> from flax import nnx
->>> from nasgen.nn.models import ModelSpec, build_model
+>>> from nasgen.nn.models import build_model
+>>> from nasgen.nn.spec import ModelSpec
 >>> spec = ModelSpec.from_options("resnet18", width_multiplier=1 / 16)
 >>> model = build_model(spec, None, None, rngs=nnx.Rngs(0))
 >>> directory = tempfile.mkdtemp()
@@ -44,10 +45,10 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from nasgen.common.atomic import write_atomic
+from nasgen.common.errors import CheckpointError, NasgenError
 from nasgen.nn.spec import ModelSpec
-from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace
-from nasgen.common.errors import CheckpointError
 
 __all__ = [
     "SavedNetwork",
@@ -287,9 +288,7 @@ def save(
     assert saved, "orbax skipped a save that nasgen asked for"
     step_dir = path / str(step)
     files = {"format": _FORMAT, "sha256": _file_digests(step_dir)}
-    temporary = step_dir / (FILES_RECORD + ".part")
-    temporary.write_text(json.dumps(files, sort_keys=True))
-    os.replace(temporary, step_dir / FILES_RECORD)
+    write_atomic(step_dir / FILES_RECORD, json.dumps(files, sort_keys=True))
     return step_dir
 
 

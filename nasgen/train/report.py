@@ -27,14 +27,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from nasgen.common.atomic import write_atomic
 from nasgen.common.errors import LogError
 from nasgen.common.stats import wilson_interval
 
 __all__ = [
+    "TIMINGS",
     "seed_summary",
     "markdown_seed_summary",
     "alpha_deviation",
@@ -91,6 +93,10 @@ def _floats(values: Iterable[float]) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float64).ravel()]
 
 
+TIMINGS = ("train_seconds", "images_per_second", "compile_seconds", "eval_seconds")
+"""The timings of a log record, in its order: they vary from run to run where every other field is reproduced."""
+
+
 def epoch_record(
     *,
     epoch: int,
@@ -99,10 +105,7 @@ def epoch_record(
     mixture_train_loss: float,
     test_accuracies: Sequence[float],
     mixture_test_accuracy: float,
-    train_seconds: float,
-    images_per_second: float,
-    compile_seconds: float = 0.0,
-    eval_seconds: float = 0.0,
+    timings: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """One line of the run log.
 
@@ -113,13 +116,26 @@ def epoch_record(
         mixture_train_loss: the mixture's mean training NLL over the epoch.
         test_accuracies: ``(M+1,)`` test accuracy of each network after the epoch.
         mixture_test_accuracy: test accuracy of the mixture's prediction.
-        train_seconds: wall time of the epoch's training steps, compilation excluded.
-        images_per_second: training images processed per second, summed over
-            networks, compilation excluded.
-        compile_seconds: time spent compiling the training step in this epoch
-            (the first epoch a process runs; 0 after).
-        eval_seconds: wall time of the evaluation (including its compilation).
+        timings: :data:`TIMINGS` (each 0 where not given): ``train_seconds``,
+            the wall time of the epoch's training steps, compilation
+            excluded; ``images_per_second``, training images processed per
+            second, summed over networks, compilation excluded;
+            ``compile_seconds``, time spent compiling the training step in
+            this epoch (the first epoch a process runs; 0 after);
+            ``eval_seconds``, wall time of the evaluation (including its
+            compilation).
+
+    Raises:
+        LogError: a timing not among :data:`TIMINGS`.
+
+    >>> epoch_record(epoch=1, alpha=[0.0, 0.0], train_losses=[1.0, 2.0], mixture_train_loss=1.5,
+    ...              test_accuracies=[0.5, 0.25], mixture_test_accuracy=0.5)["softmax_alpha"]
+    [0.5, 0.5]
     """
+    timings = dict(timings or {})
+    unknown = sorted(set(timings) - set(TIMINGS))
+    if unknown:
+        raise LogError(f"unknown timings {unknown}; valid: {', '.join(TIMINGS)}")
     return {
         "epoch": int(epoch),
         "alpha": _floats(alpha),
@@ -129,10 +145,7 @@ def epoch_record(
         "mixture_train_loss": float(mixture_train_loss),
         "test_accuracy": _floats(test_accuracies),
         "mixture_test_accuracy": float(mixture_test_accuracy),
-        "train_seconds": float(train_seconds),
-        "images_per_second": float(images_per_second),
-        "compile_seconds": float(compile_seconds),
-        "eval_seconds": float(eval_seconds),
+        **{name: float(timings.get(name, 0.0)) for name in TIMINGS},
     }
 
 
@@ -146,18 +159,7 @@ def append_log(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 def write_log(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
     """Replace the log with ``records`` (atomically, flushed to disk)."""
-    _write_text_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    # A reader, or a run resumed after a kill, sees the old file or the new
-    # one, never half of one.
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -205,7 +207,7 @@ def summarize(
         dataset: the name of the dataset actually trained on.
         networks: per network (baseline first), a dict with its
             ``architecture``, ``params`` and ``flops`` (see
-            :func:`nasgen.train.run.network_table`); copied into the summary.
+            :func:`nasgen.train.loop.network_table`); copied into the summary.
         test_size: test images behind each accuracy; gives each accuracy a
             95% Wilson interval.
 
@@ -529,7 +531,7 @@ def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any
     Each file is replaced atomically.
     """
     out = Path(output_dir)
-    _write_text_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    _write_text_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
+    write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
     if plots:
         write_plots(out, records, summary["networks"], summary)

@@ -12,7 +12,8 @@ from nasgen.common.errors import NasgenError
 from nasgen.constraints.costs import MODEL_OPTIONS, chain_costs, cost_bound, layer_sizes, resolve_model
 from nasgen.nn.spec import ModelSpec
 from nasgen.space.definition import SearchSpace
-from nasgen.space.tables import SpaceTables, to_arrays
+from nasgen.space.encoding import to_arrays
+from nasgen.space.tables import SpaceTables
 
 from tests.conftest import brute_force_space, small_spaces
 

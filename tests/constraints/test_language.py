@@ -14,7 +14,8 @@ from nasgen.common.errors import NasgenError
 from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.common.errors import WhereError
 from nasgen.constraints.language import evaluate_all, floor_div, floor_mod, parse_where
-from nasgen.space.tables import SpaceTables, to_arrays
+from nasgen.space.encoding import to_arrays
+from nasgen.space.tables import SpaceTables
 
 from tests.conftest import brute_force_space, small_spaces
 

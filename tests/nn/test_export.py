@@ -75,8 +75,9 @@ def _max_difference(model, path, batch: int, seed: int = 1) -> float:
     (got,) = _session(path).run(None, {INPUT_NAME: x})
     expected = np.asarray(_forward(model, x))
     assert got.shape == expected.shape
-    # outputs of order 1: a difference under the tolerance means the same function, not two near-zero ones
-    assert np.abs(expected).max() > 0.1
+    # outputs far above the 1e-4 tolerance (some average-pooled chains give outputs of order 0.05): a difference
+    # under the tolerance then means the same function, not two near-zero ones
+    assert np.abs(expected).max() > 0.01
     return float(np.abs(got - expected).max())
 
 

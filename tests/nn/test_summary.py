@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from nasgen.nn.models import ORIGINAL_RESNET_ARCH, RESNET_SPACE, ConvChain, ResNet18
-from nasgen.nn.spec import ModelSpec, resnet_space
+from nasgen.nn.models import ConvChain, ResNet18
+from nasgen.nn.spec import ORIGINAL_RESNET_ARCH, RESNET_SPACE, ModelSpec, resnet_space
 from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
 from nasgen.space.definition import Architecture, SearchSpace
 from nasgen.nn.summary import conv_taps, model_stats, summarize
@@ -252,17 +252,15 @@ def test_summarize_lists_every_row_and_the_totals():
     assert "ResNet18 on 32x32x3" in cifar.splitlines()[0]
 
 
-def test_older_keyword_form_gives_the_same_rows():
-    """model_stats(space, arch, model=..., **options), the form before specs, still describes the same model."""
-    space, arch, options = CHAINS[2]
-    assert model_stats(space, arch, model="chain", **options) == model_stats(
-        ModelSpec.from_options("chain", **options), space, arch
-    )
-    # width is ignored by resnet18 in the old form, as before.
-    assert model_stats(None, None, model="resnet18", width=8, width_multiplier=0.5) == model_stats(
-        ModelSpec.from_options("resnet18", width_multiplier=0.5)
-    )
-    assert summarize(space, arch, **options) == summarize(ModelSpec.from_options("chain", **options), space, arch)
+def test_a_kind_name_in_place_of_a_spec_is_refused_in_one_line():
+    """The form before specs (model_stats(space, arch, model=kind, ...)) is gone: one line names the way in."""
+    space, arch, _ = CHAINS[2]
+    with pytest.raises(NasgenError, match=r"model_stats takes a ModelSpec first \(ModelSpec.from_options\(kind, ...\)\), got SearchSpace"):
+        model_stats(space, arch)
+    with pytest.raises(NasgenError, match=r"summarize takes a ModelSpec first \(ModelSpec.from_options\('chain', ...\)\)"):
+        summarize("chain", space, arch)
+    with pytest.raises(TypeError):
+        model_stats(ModelSpec.from_options("chain"), space, arch, width=3)
 
 
 def test_summary_imports_no_jax():
@@ -277,7 +275,7 @@ def test_model_stats_refuses_bad_input():
     with pytest.raises(ArchitectureError, match="layer 2, dimension 0"):
         model_stats(chain, space, Architecture(kernel=((3, 3), (11, 3)), stride=((1, 1), (1, 1))))
     with pytest.raises(NasgenError, match="model kind 'vgg'"):
-        model_stats(space, arch, model="vgg")
+        ModelSpec.from_options("vgg")
     with pytest.raises(SpaceError, match="7x7 -> 1x1"):
         model_stats(ModelSpec.from_options("resnet18"), space, arch)
     with pytest.raises(SpaceError, match="on 32x32 input needs a 8x8 -> 1x1"):
@@ -285,9 +283,7 @@ def test_model_stats_refuses_bad_input():
     with pytest.raises(NasgenError, match="needs both"):
         model_stats(chain, space, None)
     with pytest.raises(NasgenError, match="pooling 'min'"):
-        model_stats(space, arch, pooling="min")
-    with pytest.raises(NasgenError, match="extra"):
-        model_stats(chain, space, arch, width=3)
+        ModelSpec.from_options("chain", pooling="min")
 
 
 # -- training memory estimate (issue 13: refuse what cannot fit before compiling) ------

@@ -17,18 +17,18 @@ import pytest
 from flax import nnx
 
 import nasgen
-from nasgen.nn.models import (
+from nasgen.nn.models import ConvChain, ResNet18, build_model, max_pool
+from nasgen.nn.spec import (
+    BN_MOMENTUM,
+    LECUN,
     ORIGINAL_RESNET_ARCH,
     RESNET_BASELINE_SPACE,
     RESNET_INIT_SCALE,
     RESNET_SPACE,
-    ConvChain,
-    ResNet18,
-    build_model,
-    max_pool,
+    ModelSpec,
+    resnet_space,
     resnet_widths,
 )
-from nasgen.nn.spec import LECUN, ModelSpec, resnet_space
 from nasgen.common.errors import ArchitectureError, NasgenError, SpaceError
 from nasgen.space.definition import Architecture, SearchSpace
 
@@ -310,13 +310,17 @@ def test_bn_momentum_reaches_every_batch_norm():
     def momenta(model):
         return {m.momentum for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)}
 
-    resnet = nnx.eval_shape(lambda: build_model("resnet18", None, None, width_multiplier=1 / 16, bn_momentum=0.9, rngs=nnx.Rngs(0)))
-    assert momenta(resnet) == {0.9}
+    resnet = nnx.eval_shape(lambda: build_model(ModelSpec.from_options("resnet18", width_multiplier=1 / 16, bn_momentum=0.8), None, None, rngs=nnx.Rngs(0)))
+    assert momenta(resnet) == {0.8}
     assert sum(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(resnet)) == 1 + 2 * 2 + 3 * 3 + 3 * 2  # stem, stage 1, downsampling blocks, their basic blocks
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
-    chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, bn_momentum=0.5, rngs=nnx.Rngs(0)))
+    chain = nnx.eval_shape(lambda: build_model(ModelSpec.from_options("chain", bn_momentum=0.5), CHAIN_SPACE, arch, rngs=nnx.Rngs(0)))
     assert momenta(chain) == {0.5}
-    assert momenta(nnx.eval_shape(lambda: _resnet(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {0.99}
+    # One default everywhere: a spec's is the one a training run (and `nasgen train --bn-momentum`) uses.
+    assert momenta(nnx.eval_shape(lambda: _resnet(width_multiplier=1 / 16, rngs=nnx.Rngs(0)))) == {BN_MOMENTUM} == {0.9}
+    from nasgen.train.config import TrainConfig
+
+    assert TrainConfig.from_dict({"architectures": []}).network.bn_momentum == BN_MOMENTUM
     with pytest.raises(NasgenError, match=r"bn_momentum must be a number in \[0, 1\)"):
         _chain(CHAIN_SPACE, arch, bn_momentum=1.0, rngs=nnx.Rngs(0))
 
@@ -506,13 +510,13 @@ def test_init_scale_sets_kernel_variance(scale):
 
 
 def test_init_scale_defaults_and_errors():
-    lecun = _kernel_variances(build_model("chain", CHAIN_SPACE, Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1))),
-                                          width=64, rngs=nnx.Rngs(0)))
+    lecun = _kernel_variances(build_model(ModelSpec.from_options("chain", width=64), CHAIN_SPACE,
+                                          Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1))), rngs=nnx.Rngs(0)))
     # Chains keep flax's LeCun normal: variance 1 / fan_in.
     assert np.median([v * f for v, f in lecun]) == pytest.approx(1.0, rel=0.15)
-    resnet = _kernel_variances(build_model("resnet18", None, None, width_multiplier=0.25, rngs=nnx.Rngs(0)))
+    resnet = _kernel_variances(build_model(ModelSpec.from_options("resnet18", width_multiplier=0.25), None, None, rngs=nnx.Rngs(0)))
     assert np.median([v * f for v, f in resnet]) == pytest.approx(RESNET_INIT_SCALE, rel=0.05)
-    flax_default = _kernel_variances(build_model("resnet18", None, None, width_multiplier=0.25, init_scale=None, rngs=nnx.Rngs(0)))
+    flax_default = _kernel_variances(build_model(ModelSpec.from_options("resnet18", width_multiplier=0.25, init_scale=LECUN), None, None, rngs=nnx.Rngs(0)))
     assert np.median([v * f for v, f in flax_default]) == pytest.approx(1.0, rel=0.05)
     for bad in (0, -1.0, True, "big"):
         with pytest.raises(NasgenError, match="init_scale must be a finite positive number or 'lecun'"):
@@ -592,7 +596,7 @@ def test_chain_refuses_non_members_before_tracing(no_tracing, arch, message):
     with pytest.raises(ArchitectureError, match=message):
         _chain(CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
     with pytest.raises(ArchitectureError, match=message):
-        build_model("chain", CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
+        build_model(ModelSpec.from_options("chain"), CHAIN_SPACE, arch, rngs=nnx.Rngs(0))
 
 
 def test_resnet_refuses_non_members_before_tracing(no_tracing):
@@ -605,41 +609,33 @@ def test_resnet_refuses_non_members_before_tracing(no_tracing):
     # (1, 2) in a block other than the original is outside RESNET_SPACE (k > s).
     mixed = Architecture(kernel=((1, 1), (2, 2), (2, 2)), stride=((2, 2), (1, 1), (1, 1)))
     with pytest.raises(ArchitectureError, match="layer 1, dimension 0"):
-        build_model("resnet18", RESNET_SPACE, mixed, rngs=nnx.Rngs(0))
+        build_model(ModelSpec.from_options("resnet18"), RESNET_SPACE, mixed, rngs=nnx.Rngs(0))
 
 
 def test_build_model_validates_kind_space_and_options(no_tracing):
     with pytest.raises(NasgenError, match="model kind 'vgg'"):
-        build_model("vgg", RESNET_SPACE, None, rngs=nnx.Rngs(0))
+        ModelSpec.from_options("vgg")
     with pytest.raises(SpaceError, match="7x7 -> 1x1"):
-        build_model("resnet18", CHAIN_SPACE, None, rngs=nnx.Rngs(0))
+        build_model(ModelSpec.from_options("resnet18"), CHAIN_SPACE, None, rngs=nnx.Rngs(0))
     with pytest.raises(NasgenError, match=r"options \['norm'\] do not apply to resnet18"):
-        build_model("resnet18", RESNET_SPACE, None, norm=None, rngs=nnx.Rngs(0))
+        ModelSpec.from_options("resnet18", norm=None)
     with pytest.raises(NasgenError, match="norm 'layer'"):
-        build_model("chain", CHAIN_SPACE, Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (2, 2))), norm="layer", rngs=nnx.Rngs(0))
+        ModelSpec.from_options("chain", norm="layer")
+    # The form before specs (a kind name and keywords) is refused in one line, naming the way in.
+    with pytest.raises(NasgenError, match=r"build_model takes a ModelSpec first \(ModelSpec.from_options\('chain', ...\)\)"):
+        build_model("chain", CHAIN_SPACE, None, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError):
+        build_model(ModelSpec.from_options("chain"), CHAIN_SPACE, None, width=3, rngs=nnx.Rngs(0))
 
 
 def test_build_model_builds_both_kinds():
     arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
-    chain = nnx.eval_shape(lambda: build_model("chain", CHAIN_SPACE, arch, width=5, rngs=nnx.Rngs(0)))
+    chain = nnx.eval_shape(lambda: build_model(ModelSpec.from_options("chain", width=5), CHAIN_SPACE, arch, rngs=nnx.Rngs(0)))
     assert isinstance(chain, ConvChain) and chain.spec.width == 5
-    resnet = nnx.eval_shape(lambda: build_model("resnet18", RESNET_SPACE, None, width_multiplier=0.5, rngs=nnx.Rngs(0)))
+    resnet = nnx.eval_shape(lambda: build_model(ModelSpec.from_options("resnet18", width_multiplier=0.5), RESNET_SPACE, None, rngs=nnx.Rngs(0)))
     assert isinstance(resnet, ResNet18) and resnet.arch == ORIGINAL_RESNET_ARCH and resnet.widths[0] == 32
 
 
-def test_spec_and_older_keyword_form_build_the_same_network():
-    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((2, 2), (1, 1)))
-    spec = ModelSpec.from_options("chain", width=5, norm=None, activation="tanh", init_scale=0.5)
-    new = build_model(spec, CHAIN_SPACE, arch, rngs=nnx.Rngs(3))
-    old = build_model("chain", CHAIN_SPACE, arch, width=5, norm=None, activation=nnx.tanh, init_scale=0.5,
-                      width_multiplier=2.0, rngs=nnx.Rngs(3))
-    assert old.spec == new.spec and new.activation is nnx.tanh
-    for a, b in zip(jax.tree.leaves(nnx.state(new)), jax.tree.leaves(nnx.state(old))):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    resnet = build_model("resnet18", None, None, width=99, width_multiplier=0.5, rngs=nnx.Rngs(0))
-    assert resnet.spec == ModelSpec.from_options("resnet18", width_multiplier=0.5)
-    with pytest.raises(NasgenError, match="from the spec"):
-        build_model(spec, CHAIN_SPACE, arch, width=3, rngs=nnx.Rngs(0))
 
 
 IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3), (224, 224, 3), (17, 17, 1), (40, 24, 2)]
@@ -668,131 +664,3 @@ def test_resnet_input_too_small_is_one_line():
             ModelSpec.from_options("resnet18", image_shape=shape)
     # The MNIST space is unchanged.
     assert resnet_space((28, 28, 1)) == RESNET_SPACE
-
-
-@pytest.mark.parametrize(
-    "kind, options, message",
-    [
-        ("chain", {"width": 2.0}, "width must be an integer >= 1, got 2.0"),
-        ("chain", {"width": True}, "width must be an integer >= 1, got True"),
-        ("chain", {"width": "16"}, "width must be an integer >= 1, got '16'"),
-        ("chain", {"num_classes": 0}, "num_classes must be an integer >= 1"),
-        ("chain", {"norm": "layer"}, "norm 'layer' is not one of 'batch', None"),
-        ("chain", {"activation": "swish"}, "activation 'swish' is not one of"),
-        ("chain", {"width_multiplier": 2.0}, r"options \['width_multiplier'\] do not apply to chain"),
-        ("chain", {"colour": 1}, r"unknown model options \['colour'\]"),
-        ("resnet18", {"width_multiplier": float("inf")}, "width_multiplier must be a finite number, got inf"),
-        ("resnet18", {"width_multiplier": float("nan")}, "width_multiplier must be a finite number, got nan"),
-        ("resnet18", {"width_multiplier": -1}, "width_multiplier must be a positive number, got -1"),
-        ("resnet18", {"width_multiplier": "1"}, "width_multiplier must be a finite number"),
-        ("resnet18", {"bn_momentum": 1}, r"bn_momentum must be a number in \[0, 1\)"),
-        ("resnet18", {"init_scale": float("inf")}, "init_scale must be a finite positive number"),
-        ("resnet18", {"init_scale": "he"}, "init_scale must be a finite positive number or 'lecun'"),
-        ("resnet18", {"in_channels": 3, "image_shape": (32, 32, 1)}, "disagrees with in_channels 3"),
-        ("resnet18", {"image_shape": "32,32"}, "image shape must be"),
-        ("resnet18", {"image_shape": (32.0, 32)}, "image shape entries must be an integer"),
-        ("resnet18", {"width": 8}, r"options \['width'\] do not apply to resnet18"),
-        ("mlp", {}, "model kind 'mlp' is not one of 'chain', 'resnet18'"),
-    ],
-)
-def test_model_spec_refuses_bad_options_in_one_line(kind, options, message):
-    with pytest.raises(NasgenError, match=message) as info:
-        ModelSpec.from_options(kind, **options)
-    assert "\n" not in str(info.value)
-
-
-def test_model_spec_round_trips_through_json():
-    import json
-
-    specs = [
-        ModelSpec.from_options("chain", width=3, norm=None, head="features", pooling="avg", activation="gelu"),
-        ModelSpec.from_options("resnet18", width_multiplier=0.25, image_shape=(64, 48, 3), bn_momentum=0.9),
-        ModelSpec.from_options("resnet18", init_scale=LECUN),
-    ]
-    for spec in specs:
-        again = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
-        assert again == spec and hash(again) == hash(spec)
-    # One encoding of init_scale: resolved per kind, never None once stored.
-    assert ModelSpec("chain").init_scale == LECUN and ModelSpec("resnet18").init_scale == RESNET_INIT_SCALE
-    assert ModelSpec.from_options("chain", init_scale=1).init_scale == 1.0
-    with pytest.raises(NasgenError, match="unknown model spec keys"):
-        ModelSpec.from_dict({"kind": "chain", "depth": 3})
-    with pytest.raises(NasgenError, match="an object with a 'kind'"):
-        ModelSpec.from_dict(["chain"])
-
-
-# -- checkpoints ------------------------------------------------------------------
-
-
-def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
-    from nasgen.train import checkpoint
-
-    space = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
-    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
-    model = _chain(space, arch, width=3, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    x = jax.random.normal(jax.random.key(0), (4, 9, 9, 1))
-    y = jnp.arange(4)
-    model.train()
-
-    @nnx.jit  # eagerly, each primitive of the step would compile a program of its own
-    def step(model, optimizer, x, y):
-        optimizer.update(model, nnx.grad(_loss)(model, x, y))  # also moves the BatchNorm running averages
-
-    step(model, optimizer, x, y)
-
-    assert checkpoint.latest_step(tmp_path / "run") is None
-    checkpoint.save(tmp_path / "run", 1, {"model": model, "optimizer": optimizer})
-    checkpoint.save(tmp_path / "run", 5, model)
-    assert checkpoint.all_steps(tmp_path / "run") == [1, 5]
-    assert checkpoint.latest_step(tmp_path / "run") == 5
-
-    fresh = _chain(space, arch, width=3, rngs=nnx.Rngs(1))
-    fresh_optimizer = nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)
-    assert not np.allclose(fresh.convs[0].kernel[...], model.convs[0].kernel[...])
-    checkpoint.restore(tmp_path / "run", step=1, target={"model": fresh, "optimizer": fresh_optimizer})
-    for want, got in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert int(fresh_optimizer.step[...]) == 1
-    model.eval()
-    fresh.eval()
-    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
-
-    # Without a target the stored tree comes back as plain nested dicts.
-    raw = checkpoint.restore(tmp_path / "run")
-    np.testing.assert_array_equal(raw["convs"]["0"]["kernel"]["value"], np.asarray(model.convs[0].kernel[...]))
-
-
-def test_checkpoint_errors(tmp_path):
-    from nasgen.train import checkpoint
-
-    space = SearchSpace((9,), (3,), min_layers=1, max_layers=1)
-    arch = Architecture(kernel=((7,),), stride=((1,),))
-    model = _chain(space, arch, width=2, rngs=nnx.Rngs(0))
-    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found"):
-        checkpoint.restore(tmp_path / "empty")
-    checkpoint.save(tmp_path, 0, model)
-    with pytest.raises(checkpoint.CheckpointError, match="step 0 already exists"):
-        checkpoint.save(tmp_path, 0, model)
-    checkpoint.save(tmp_path, 0, {"w": jnp.ones(2)}, overwrite=True)
-    assert set(checkpoint.restore(tmp_path, 0)) == {"w"}
-    checkpoint.save(tmp_path, 2, model)
-    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint step 3 .* saved steps: \[0, 2\]"):
-        checkpoint.restore(tmp_path, 3)
-    with pytest.raises(checkpoint.CheckpointError, match="non-negative integer"):
-        checkpoint.save(tmp_path, -1, model)
-    with pytest.raises(checkpoint.CheckpointError, match="keep must be a positive integer"):
-        checkpoint.save(tmp_path, 9, model, keep=0)
-    checkpoint.save(tmp_path / "kept", 1, model)
-    checkpoint.save(tmp_path / "kept", 7, model)
-    checkpoint.save(tmp_path / "kept", 3, model, keep=2)
-    assert checkpoint.all_steps(tmp_path / "kept") == [3, 7]
-    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["3", "7"]
-    wider = _chain(space, arch, width=3, rngs=nnx.Rngs(0))
-    with pytest.raises(checkpoint.CheckpointError, match=r"convs\.0\.kernel\.value is stored with shape \(7, 1, 2\)"):
-        checkpoint.restore(tmp_path, 2, target=wider)
-    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    checkpoint.save(tmp_path, 4, {"model": model, "optimizer": optimizer})
-    # A bare model against a {model, optimizer} checkpoint names the way in.
-    with pytest.raises(checkpoint.CheckpointError, match=r"top-level entries: model, optimizer; restore a part with path="):
-        checkpoint.restore(tmp_path, 4, target=model)

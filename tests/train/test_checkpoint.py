@@ -1,4 +1,4 @@
-"""nasgen.train.checkpoint: checkpoints that stand alone, partial restores, orbax retention, damaged steps.
+"""nasgen.train.checkpoint: checkpoints that stand alone, round trips, partial restores, orbax retention, damaged steps.
 
 Every check compares a restored or rebuilt network against the network that
 was saved: the same outputs on a batch, the same arrays.
@@ -175,3 +175,77 @@ def test_old_checkpoints_without_a_record_still_restore(tmp_path):
     _same_state(fresh, model)
     with pytest.raises(CheckpointError, match="records 0 networks"):
         checkpoint.load_model(tmp_path)
+
+
+def test_checkpoint_round_trip_restores_weights_and_batch_statistics(tmp_path):
+    space = SearchSpace((9, 9), (3, 3), min_layers=2, max_layers=2, rounding="floor")
+    arch = Architecture(kernel=((3, 3), (3, 3)), stride=((1, 1), (2, 2)))
+    model = ConvChain(ModelSpec.from_options("chain", width=3), space, arch, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (4, 9, 9, 1))
+    y = jnp.arange(4)
+    model.train()
+
+    @nnx.jit  # eagerly, each primitive of the step would compile a program of its own
+    def step(model, optimizer, x, y):
+        optimizer.update(model, nnx.grad(_cross_entropy)(model, x, y))  # also moves the BatchNorm running averages
+
+    step(model, optimizer, x, y)
+
+    assert checkpoint.latest_step(tmp_path / "run") is None
+    checkpoint.save(tmp_path / "run", 1, {"model": model, "optimizer": optimizer})
+    checkpoint.save(tmp_path / "run", 5, model)
+    assert checkpoint.all_steps(tmp_path / "run") == [1, 5]
+    assert checkpoint.latest_step(tmp_path / "run") == 5
+
+    fresh = ConvChain(ModelSpec.from_options("chain", width=3), space, arch, rngs=nnx.Rngs(1))
+    fresh_optimizer = nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)
+    assert not np.allclose(fresh.convs[0].kernel[...], model.convs[0].kernel[...])
+    checkpoint.restore(tmp_path / "run", step=1, target={"model": fresh, "optimizer": fresh_optimizer})
+    for want, got in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert int(fresh_optimizer.step[...]) == 1
+    model.eval()
+    fresh.eval()
+    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+
+    # Without a target the stored tree comes back as plain nested dicts.
+    raw = checkpoint.restore(tmp_path / "run")
+    np.testing.assert_array_equal(raw["convs"]["0"]["kernel"]["value"], np.asarray(model.convs[0].kernel[...]))
+
+
+def test_checkpoint_errors(tmp_path):
+    space = SearchSpace((9,), (3,), min_layers=1, max_layers=1)
+    arch = Architecture(kernel=((7,),), stride=((1,),))
+    model = ConvChain(ModelSpec.from_options("chain", width=2), space, arch, rngs=nnx.Rngs(0))
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found"):
+        checkpoint.restore(tmp_path / "empty")
+    checkpoint.save(tmp_path, 0, model)
+    with pytest.raises(checkpoint.CheckpointError, match="step 0 already exists"):
+        checkpoint.save(tmp_path, 0, model)
+    checkpoint.save(tmp_path, 0, {"w": jnp.ones(2)}, overwrite=True)
+    assert set(checkpoint.restore(tmp_path, 0)) == {"w"}
+    checkpoint.save(tmp_path, 2, model)
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint step 3 .* saved steps: \[0, 2\]"):
+        checkpoint.restore(tmp_path, 3)
+    with pytest.raises(checkpoint.CheckpointError, match="non-negative integer"):
+        checkpoint.save(tmp_path, -1, model)
+    with pytest.raises(checkpoint.CheckpointError, match="keep must be a positive integer"):
+        checkpoint.save(tmp_path, 9, model, keep=0)
+    checkpoint.save(tmp_path / "kept", 1, model)
+    checkpoint.save(tmp_path / "kept", 7, model)
+    checkpoint.save(tmp_path / "kept", 3, model, keep=2)
+    assert checkpoint.all_steps(tmp_path / "kept") == [3, 7]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["3", "7"]
+    wider = ConvChain(ModelSpec.from_options("chain", width=3), space, arch, rngs=nnx.Rngs(0))
+    with pytest.raises(checkpoint.CheckpointError, match=r"convs\.0\.kernel\.value is stored with shape \(7, 1, 2\)"):
+        checkpoint.restore(tmp_path, 2, target=wider)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    checkpoint.save(tmp_path, 4, {"model": model, "optimizer": optimizer})
+    # A bare model against a {model, optimizer} checkpoint names the way in.
+    with pytest.raises(checkpoint.CheckpointError, match=r"top-level entries: model, optimizer; restore a part with path="):
+        checkpoint.restore(tmp_path, 4, target=model)
+
+
+def _cross_entropy(model, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
