@@ -149,6 +149,9 @@ class _Checker:
                 self.fail(node, f"the literal {node.value!r} is not allowed (only integers)")
             return ("const", value)
         if isinstance(node, ast.Name):
+            if self.cells and node.id in ("layers",) + MODEL_NAMES:
+                self.fail(node, f"{node.id} is not per position: inside all(...) and any(...) only k, s and size "
+                                "(of the layer and dimension at hand), integers and arithmetic are allowed")
             if node.id == "layers":
                 return ("layers",)
             if node.id in MODEL_NAMES:
@@ -159,9 +162,6 @@ class _Checker:
                     return ("cell", node.id)
                 self.fail(node, f"{node.id} needs a layer and a dimension index, as in {node.id}[0][0] "
                                 f"(bare {node.id} only inside all(...) or any(...))")
-            if self.cells and node.id in ("layers",) + MODEL_NAMES:
-                self.fail(node, f"{node.id} is not per position: inside all(...) and any(...) only k, s and size "
-                                "(of the layer and dimension at hand), integers and arithmetic are allowed")
             if node.id in FUNCTIONS + QUANTIFIERS:
                 self.fail(node, f"the function {node.id} must be called")
             self.fail(node, f"unknown name {node.id!r}")
