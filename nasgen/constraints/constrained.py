@@ -15,7 +15,11 @@ of:
   position ``l`` each edge keeps only the pairs that satisfy the atom, as an
   explicit pair table. On chains with ``L <= l`` layers the atom reads the
   inactive values (k = s = 0, size = the output size), which either allow
-  those L or forbid them;
+  those L or forbid them. ``all(body)`` is one position atom per position
+  (``k[l][d] == 0 or body[l][d]``), and a comparison of ``layers`` with a
+  constant that only asks whether layer ``l`` is active (``layers <= l``) is
+  read as ``k[l][d] == 0`` (an active kernel is at least 1), so such guards
+  stay position atoms;
 * a **rejected atom** (anything else: several positions or chains, sums and
   products over layers, ``params``, ``flops``, ``layers`` mixed with sizes):
   evaluated vectorised (:meth:`nasgen.constraints.language.Where.evaluate_arrays`) on
