@@ -15,7 +15,11 @@ of:
   position ``l`` each edge keeps only the pairs that satisfy the atom, as an
   explicit pair table. On chains with ``L <= l`` layers the atom reads the
   inactive values (k = s = 0, size = the output size), which either allow
-  those L or forbid them;
+  those L or forbid them. ``all(body)`` is one position atom per position
+  (``k[l][d] == 0 or body[l][d]``), and a comparison of ``layers`` with a
+  constant that only asks whether layer ``l`` is active (``layers <= l``) is
+  read as ``k[l][d] == 0`` (an active kernel is at least 1), so such guards
+  stay position atoms;
 * a **rejected atom** (anything else: several positions or chains, sums and
   products over layers, ``params``, ``flops``, ``layers`` mixed with sizes):
   evaluated vectorised (:meth:`nasgen.constraints.language.Where.evaluate_arrays`) on
@@ -43,7 +47,8 @@ from nasgen.space.draws import SampleStream, check_depth_weights, check_samples,
 from nasgen.space.tables import ChainStructure, SpaceTables, space_structure
 from nasgen.common.errors import EmptySpaceError, NasgenError
 from nasgen.space.definition import SearchSpace
-from nasgen.constraints.language import ArrayAlgebra, Node, Where, evaluate_all_arrays, fold, parse_where_all, walk
+from nasgen.constraints.language import (ArrayAlgebra, Node, Where, evaluate_all_arrays, expand, fold,
+                                         parse_where_all, walk)
 from nasgen.common.errors import RejectionBudgetError
 from nasgen.common.stats import wilson_interval
 
@@ -115,14 +120,27 @@ def _render(node: Node) -> str:
         return f"{node[1]}([{', '.join(_render(a) for a in node[2])}])"
     if tag == "cmp":
         return f"{_wrap(node[2])} {node[1]} {_wrap(node[3])}"
+    if tag == "in":
+        return _render_membership(node, "in")
     if tag in ("and", "or"):
         return f" {tag} ".join(_wrap(c) for c in node[1])
+    if tag == "cell":
+        return node[1]
+    if tag in ("all", "any"):
+        return f"{tag}({_render(node[1])})"
+    if node[1][0] == "in":
+        return _render_membership(node[1], "not in")
     return f"not {_wrap(node[1])}"
+
+
+def _render_membership(node: Node, op: str) -> str:
+    values = ", ".join(str(v) for _, v in node[2])
+    return f"{_wrap(node[1])} {op} ({values}{',' if len(node[2]) == 1 else ''})"
 
 
 def _wrap(node: Node) -> str:
     text = _render(node)
-    return f"({text})" if node[0] in ("arith", "cmp", "and", "or", "not", "neg") else text
+    return f"({text})" if node[0] in ("arith", "cmp", "in", "and", "or", "not", "neg") else text
 
 
 def _arguments(call: Node, dims: int) -> list[Node]:
@@ -167,6 +185,11 @@ def _component_of_dimension(space: SearchSpace) -> list[int]:
 def split_atoms(wheres: Iterable[str | Where], space: SearchSpace, model: Any = None) -> list[Atom]:
     """Split the conjunction of ``wheres`` into classified atoms.
 
+    ``all(body)`` splits into one atom per position (``k[l][d] == 0 or body[l][d]``); a
+    comparison of ``layers`` with a constant inside an atom of position l that only asks
+    whether layer l is active (``layers <= l``, ``layers > l``, ...) is read as ``k[l][d] == 0``
+    or ``k[l][d] != 0``, so ``layers <= l or k[l][d] % 2 == 1`` is a position atom too.
+
     Raises:
         WhereError: an index out of range for ``space``, or ``params``/``flops``
             without the model options.
@@ -177,27 +200,82 @@ def split_atoms(wheres: Iterable[str | Where], space: SearchSpace, model: Any = 
     for where in wheres:
         where.check(space)
         where.check_model(model)
-        for tree in _conjuncts(where.tree, space.dims):
-            positions, components, other = set(), set(), False
-            for node in walk(tree):
-                if node[0] == "var":
-                    positions.add(node[2])
-                    components.add(component[node[3]])
-                elif node[0] == "row":
-                    positions.add(node[2])
-                    components.update(component)
-                elif node[0] in ("layers", "model"):
-                    other = True
-            text = _render(tree)
-            if not positions and not any(n[0] == "model" for n in walk(tree)):
-                atoms.append(Atom(text, tree, "layers"))
-            elif not other and len(positions) == 1 and len(components) == 1:
-                atoms.append(Atom(text, tree, "position", layer=positions.pop(), component=components.pop()))
-            else:
-                atoms.append(Atom(text, tree, "rejected"))
+        for conjunct in _conjuncts(where.tree, space.dims):
+            expanded = expand(conjunct, space.max_layers, space.dims)
+            if expanded is conjunct or conjunct[0] == "all":
+                parts = [(_render(tree), tree) for tree in _conjuncts(expanded, space.dims)]
+            else:  # any(...), or all(...) under or/not: one atom, shown as written
+                parts = [(_render(conjunct), expanded)]
+            atoms.extend(_classify(text, tree, space, component) for text, tree in parts)
     return atoms
 
 
+def _classify(text: str, tree: Node, space: SearchSpace, component: list[int]) -> Atom:
+    positions, components, dims, reads_layers, reads_model = set(), set(), set(), False, False
+    for node in walk(tree):
+        if node[0] == "var":
+            positions.add(node[2])
+            components.add(component[node[3]])
+            dims.add(node[3])
+        elif node[0] == "row":
+            positions.add(node[2])
+            components.update(component)
+            dims.update(range(space.dims))
+        elif node[0] == "layers":
+            reads_layers = True
+        elif node[0] == "model":
+            reads_model = True
+    if not positions and not reads_model:
+        return Atom(text, tree, "layers")
+    if reads_model or len(positions) != 1 or len(components) != 1:
+        return Atom(text, tree, "rejected")
+    layer = next(iter(positions))
+    if reads_layers:
+        local = _localise_layers(tree, layer, min(dims), space)
+        if local is None:
+            return Atom(text, tree, "rejected")
+        tree = local
+    return Atom(text, tree, "position", layer=layer, component=components.pop())
+
+
+_TRUE, _FALSE = ("cmp", "==", ("const", 0), ("const", 0)), ("cmp", "!=", ("const", 0), ("const", 0))
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+_HOLDS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+          ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def _localise_layers(node: Node, layer: int, dim: int, space: SearchSpace) -> Node | None:
+    """``node`` with each ``layers OP c`` that depends only on whether ``layer`` is active rewritten as
+    ``k[layer][dim] != 0`` (active) or ``== 0`` (inactive, since an active kernel is at least 1), or as a
+    constant; None when ``layers`` is read any other way."""
+    if node[0] == "layers":
+        return None
+    if node[0] == "cmp" and ("layers",) in (node[2], node[3]):
+        _, op, a, b = node
+        if a != ("layers",):
+            op, a, b = _FLIPPED[op], b, a
+        if b[0] != "const":
+            return None
+        depths = range(space.min_layers, space.max_layers + 1)
+        inactive = {_HOLDS[op](L, b[1]) for L in depths if L <= layer}
+        active = {_HOLDS[op](L, b[1]) for L in depths if L > layer}
+        if len(inactive) > 1 or len(active) > 1:
+            return None
+        if len(inactive | active) == 1:
+            return _TRUE if True in active | inactive else _FALSE
+        return ("cmp", "!=" if True in active else "==", ("var", "k", layer, dim), ("const", 0))
+    parts = []
+    for part in node:
+        if isinstance(part, tuple):
+            part = _localise_layers(part, layer, dim, space)
+        elif isinstance(part, list):
+            part = [_localise_layers(c, layer, dim, space) for c in part]
+            if None in part:
+                return None
+        if part is None:
+            return None
+        parts.append(part)
+    return tuple(parts)
 # -- evaluating atoms on columns ---------------------------------------------
 
 

@@ -25,6 +25,26 @@ of a whole layer, or of two or more arguments) and ``abs``. ``x // 0`` is 0
 and ``x % 0`` is ``x``, so that a division by the stride of an inactive layer
 is defined.
 
+Membership: ``x in (a, b, ...)`` holds when the integer ``x`` equals one of
+the integer literals (at least one); ``x not in (...)`` is its negation.
+
+Every active layer: ``all(body)`` and ``any(body)`` take a condition ``body``
+that reads bare ``k``, ``s`` and ``size`` (no indices, no ``layers``,
+``params`` or ``flops``, no nested ``all``/``any``). Write ``body[l][d]`` for
+the body with ``k``, ``s``, ``size`` read as ``k[l][d]``, ``s[l][d]``,
+``size[l][d]``; with N the space's most layers and K its dimensions:
+
+* ``all(body)`` holds when ``body[l][d]`` holds for every ``l < layers`` and
+  every ``d < K`` (so on a network of zero layers it holds);
+* ``any(body)`` holds when ``body[l][d]`` holds for some ``l < layers`` and
+  some ``d < K``.
+
+Active layers are those with ``k[l][d] != 0`` (an active kernel is at least
+1, an inactive layer reads 0), so :func:`expand` writes ``all(body)`` as the
+conjunction over ``l < N``, ``d < K`` of ``k[l][d] == 0 or body[l][d]`` and
+``any(body)`` as the disjunction of ``k[l][d] != 0 and body[l][d]``: each
+conjunct of ``all`` reads one position, the form the exact tables absorb.
+
 :meth:`Where.evaluate` is the reference on one architecture;
 :meth:`Where.evaluate_arrays` evaluates the same semantics on a batch of
 sample arrays with numpy.
@@ -40,43 +60,26 @@ its own algebra; :meth:`Where.evaluate` is the pure-Python reference.
 
 from __future__ import annotations
 
-import ast
 import functools
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NoReturn, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from nasgen.common.errors import WhereError
 from nasgen.constraints.costs import MODEL_OPTIONS, chain_costs, cost_bound, layer_sizes, resolve_model
+from nasgen.constraints.grammar import (FUNCTIONS, MAX_WHERE_CHARS, MAX_WHERE_DEPTH, MAX_WHERE_NODES, MODEL_NAMES,
+                                        QUANTIFIERS, VARIABLES, Node, parse_tree)
 from nasgen.space.definition import Architecture, SearchSpace
 
-__all__ = ["Algebra", "ArrayAlgebra", "OperatorAlgebra", "Where", "evaluate_all", "evaluate_all_arrays", "fold",
-           "parse_where", "parse_where_all", "walk"]
+__all__ = ["Algebra", "ArrayAlgebra", "FUNCTIONS", "MAX_WHERE_CHARS", "MAX_WHERE_DEPTH", "MAX_WHERE_NODES",
+           "MODEL_NAMES", "Node", "OperatorAlgebra", "QUANTIFIERS", "VARIABLES", "Where", "evaluate_all",
+           "evaluate_all_arrays", "expand", "fold", "parse_where", "parse_where_all", "walk"]
 
-VARIABLES = ("k", "s", "size")
-#: Names that stand for a figure of the whole network (need model options).
-MODEL_NAMES = ("params", "flops")
-FUNCTIONS = ("sum", "prod", "max", "min", "abs")
-_SEQUENCE_ONLY = ("sum", "prod")
-_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
-_ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
-_VALID = "names k[l][d], s[l][d], size[l][d], layers, params, flops; functions sum, prod, max, min, abs"
-
-#: Bounds on one expression, checked before and right after Python's parser (whose recursion
-#: 20,000 unary minuses or 3,000 terms would exhaust): characters, syntax-tree nodes, nesting depth.
-MAX_WHERE_CHARS = 2000
-MAX_WHERE_NODES = 1000
-MAX_WHERE_DEPTH = 100
-
-
-# The checked tree. Nodes are tuples tagged by their first item:
-#   ("const", v) ("layers",) ("model", "params" | "flops") ("var", name, l, d) ("row", name, l)
-#   ("neg", x) ("arith", op, a, b) ("call", fn, [args]) ("cmp", op, a, b)
-#   ("and", [xs]) ("or", [xs]) ("not", x)
-Node = tuple
+# The checked tree's nodes are listed in nasgen.constraints.grammar; folds and evaluators see trees
+# that expand() has rid of all/any (and so of their cells).
 
 
 class Algebra(Protocol):
@@ -93,6 +96,7 @@ class Algebra(Protocol):
     def and_(self, xs: list) -> Any: ...
     def or_(self, xs: list) -> Any: ...
     def not_(self, x: Any) -> Any: ...
+    def member(self, x: Any, values: list[int]) -> Any: ...
 
 
 _ARITH_FN = {"+": operator.add, "-": operator.sub, "*": operator.mul}
@@ -119,6 +123,10 @@ class OperatorAlgebra:
     def compare(self, op: str, a: Any, b: Any) -> Any:
         return _COMPARE_FN[op](a, b)
 
+    def member(self, x: Any, values: list[int]) -> Any:
+        """``x in values``: the disjunction of ``x == v``."""
+        return self.or_([self.compare("==", x, self.const(v)) for v in values])
+
     def floor_div(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
@@ -142,7 +150,7 @@ class Where:
         """The variable names the expression uses, sorted."""
         found: set[str] = set()
         for node in walk(self.tree):
-            if node[0] in ("var", "row"):
+            if node[0] in ("var", "row", "cell"):
                 found.add(node[1])
             elif node[0] == "layers":
                 found.add("layers")
@@ -171,10 +179,18 @@ class Where:
                     f"is out of range; the space has {space.dims} dimensions, valid indices are 0..{space.dims - 1}"
                 )
 
-    def fold(self, algebra: Algebra, space: SearchSpace) -> Any:
-        """Evaluate the tree bottom-up with ``algebra``; rows expand to ``space.dims`` values."""
+    def expand(self, space: SearchSpace) -> Node:
+        """The tree with every ``all``/``any`` written out over ``space``'s positions (see :func:`expand`).
+
+        Raises:
+            WhereError: an index out of range for ``space``.
+        """
         self.check(space)
-        return fold(self.tree, algebra, space.dims)
+        return expand(self.tree, space.max_layers, space.dims)
+
+    def fold(self, algebra: Algebra, space: SearchSpace) -> Any:
+        """Evaluate the tree bottom-up with ``algebra``; ``all``/``any`` expand over ``space``, rows to ``space.dims`` values."""
+        return fold(self.expand(space), algebra, space.dims)
 
     def evaluate(self, arch: Architecture, space: SearchSpace, model: Any = None) -> bool:
         """Whether ``arch`` (a member of ``space``) satisfies the expression.
@@ -249,8 +265,7 @@ class Where:
         The solver sizes its signed bit-vectors from this bound, so no
         intermediate value can overflow.
         """
-        self.check(space)
-        return _magnitude(self.tree, space, model)
+        return _magnitude(self.expand(space), space, model)
 
     def _shown(self) -> str:
         return repr(" ".join(self.text.split()))
@@ -273,25 +288,7 @@ def parse_where(expr: str) -> Where:
     >>> parse_where("max(k[0]) < 4").text
     'max(k[0]) < 4'
     """
-    if not isinstance(expr, str) or not expr.strip():
-        raise WhereError(f"where expression {expr!r} is empty: write a condition such as 'k[0][0] > 2'")
-    shown = repr(" ".join(expr.split()))
-    if len(shown) > 80:
-        shown = shown[:60] + "..." + shown[-12:]
-    if len(expr) > MAX_WHERE_CHARS:
-        raise WhereError(f"where expression {shown} is {len(expr)} characters long; at most {MAX_WHERE_CHARS} "
-                         "are allowed (split it into several --where, which must all hold)")
-    try:
-        # Newlines inside a --where are just spaces to the user.
-        parsed = ast.parse(" ".join(expr.split()), mode="eval")
-    except SyntaxError as exc:
-        column = f" at column {exc.offset}" if exc.offset else ""
-        raise WhereError(f"where expression {shown}: syntax error{column} ({exc.msg})") from None
-    except (RecursionError, MemoryError):
-        raise WhereError(f"where expression {shown} nests too deeply (at most {MAX_WHERE_DEPTH} levels)") from None
-    _check_size(parsed.body, shown)
-    tree = _Checker(shown).boolean(parsed.body)
-    return Where(text=expr, tree=tree)
+    return Where(text=expr, tree=parse_tree(expr))
 
 
 def parse_where_all(exprs: Iterable[str | Where]) -> list[Where]:
@@ -317,186 +314,6 @@ def evaluate_all_arrays(wheres: Sequence[Where], layers, kernel, stride, space: 
     return keep
 
 
-def _check_size(root: ast.AST, shown: str) -> None:
-    """Refuse a syntax tree with more than MAX_WHERE_NODES nodes or deeper than MAX_WHERE_DEPTH, without recursing."""
-    nodes, stack = 0, [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_WHERE_NODES:
-            raise WhereError(f"where expression {shown} has more than {MAX_WHERE_NODES} terms and operators; "
-                             "use sum(k[l]) or split it into several --where")
-        if depth > MAX_WHERE_DEPTH:
-            raise WhereError(f"where expression {shown} nests more than {MAX_WHERE_DEPTH} levels deep "
-                             "(a chain a + b + ... counts one level per operator; use sum([...]))")
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
-                     if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)))
-
-
-class _Checker:
-    """Turns a Python AST into the checked tree, rejecting anything off the whitelist."""
-
-    def __init__(self, shown: str) -> None:
-        self.shown = shown
-
-    def fail(self, node: ast.AST, what: str) -> NoReturn:
-        column = getattr(node, "col_offset", None)
-        where = f" at column {column + 1}" if column is not None else ""
-        raise WhereError(f"where expression {self.shown}: {what}{where}; allowed: {_VALID}, integers, "
-                         "+ - * // %, comparisons, and/or/not")
-
-    def boolean(self, node: ast.AST) -> Node:
-        if isinstance(node, ast.BoolOp):
-            tag = "and" if isinstance(node.op, ast.And) else "or"
-            return (tag, [self.boolean(v) for v in node.values])
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            return ("not", self.boolean(node.operand))
-        if isinstance(node, ast.Compare):
-            operands = [self.integer(node.left)] + [self.integer(c) for c in node.comparators]
-            parts = []
-            for i, op in enumerate(node.ops):
-                if type(op) not in _COMPARE:
-                    self.fail(node, f"the comparison {type(op).__name__} is not allowed")
-                parts.append(("cmp", _COMPARE[type(op)], operands[i], operands[i + 1]))
-            return parts[0] if len(parts) == 1 else ("and", parts)
-        if self._is_integer_shaped(node):
-            self.fail(node, "an integer is used where a condition is needed (compare it, e.g. '... > 0')")
-        self.fail(node, f"{_describe(node)} is not allowed")
-
-    def integer(self, node: ast.AST) -> Node:
-        if isinstance(node, ast.Constant):
-            value = node.value
-            # 2e9 reads better than 2000000000 in a FLOPs budget; only whole values are integers.
-            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                self.fail(node, f"the literal {node.value!r} is not allowed (only integers)")
-            return ("const", value)
-        if isinstance(node, ast.Name):
-            if node.id == "layers":
-                return ("layers",)
-            if node.id in MODEL_NAMES:
-                return ("model", node.id)
-            if node.id in VARIABLES:
-                self.fail(node, f"{node.id} needs a layer and a dimension index, as in {node.id}[0][0]")
-            if node.id in FUNCTIONS:
-                self.fail(node, f"the function {node.id} must be called")
-            self.fail(node, f"unknown name {node.id!r}")
-        if isinstance(node, ast.Subscript):
-            name, layer, dim = self._subscript(node)
-            if dim is None:
-                self.fail(node, f"{name}[{layer}] is a whole layer; index a dimension ({name}[{layer}][0]) "
-                                "or pass it to sum, max or min")
-            return ("var", name, layer, dim)
-        if isinstance(node, ast.UnaryOp):
-            if isinstance(node.op, ast.USub):
-                return ("neg", self.integer(node.operand))
-            if isinstance(node.op, ast.UAdd):
-                return self.integer(node.operand)
-            self.fail(node, f"the operator {type(node.op).__name__} is not allowed on integers")
-        if isinstance(node, ast.BinOp):
-            if isinstance(node.op, ast.Div):
-                self.fail(node, "'/' is not allowed (use // for integer division)")
-            if type(node.op) not in _ARITH:
-                self.fail(node, f"the operator {type(node.op).__name__} is not allowed")
-            return ("arith", _ARITH[type(node.op)], self.integer(node.left), self.integer(node.right))
-        if isinstance(node, ast.Call):
-            return self._call(node)
-        if isinstance(node, (ast.BoolOp, ast.Compare)) or (
-            isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
-        ):
-            self.fail(node, "a condition is used where an integer is needed")
-        self.fail(node, f"{_describe(node)} is not allowed")
-
-    def _subscript(self, node: ast.Subscript) -> tuple[str, int, int | None]:
-        base, index = node.value, node.slice
-        if isinstance(base, ast.Subscript):
-            if not (isinstance(base.value, ast.Name) and base.value.id in VARIABLES):
-                self.fail(node, "only k, s and size can be indexed")
-            return base.value.id, self._index(base.slice, base), self._index(index, node)
-        if isinstance(base, ast.Name) and base.id in VARIABLES:
-            return base.id, self._index(index, node), None
-        if isinstance(base, ast.Name) and base.id not in ("layers",) + FUNCTIONS:
-            self.fail(node, f"unknown name {base.id!r}")
-        self.fail(node, "only k, s and size can be indexed")
-
-    def _index(self, index: ast.AST, node: ast.AST) -> int:
-        if isinstance(index, ast.Constant) and isinstance(index.value, int) and not isinstance(index.value, bool):
-            if index.value < 0:
-                self.fail(node, "negative indices are not allowed (layers and dimensions count from 0)")
-            return index.value
-        self.fail(node, "an index must be a non-negative integer literal")
-
-    def _call(self, node: ast.Call) -> Node:
-        if not isinstance(node.func, ast.Name):
-            self.fail(node, f"calling {_describe(node.func)} is not allowed")
-        fn = node.func.id
-        if fn not in FUNCTIONS:
-            self.fail(node, f"the function {fn!r} is not allowed")
-        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
-            self.fail(node, f"{fn} takes plain positional arguments only")
-        args = node.args
-        if fn == "abs":
-            if len(args) != 1:
-                self.fail(node, "abs takes exactly one argument")
-            return ("call", "abs", [self.integer(args[0])])
-        if len(args) == 1:
-            return ("call", fn, self._sequence(args[0], fn))
-        if fn in _SEQUENCE_ONLY:
-            self.fail(node, f"{fn} takes one argument: a list [a, b, ...] or a whole layer such as k[0]")
-        if not args:
-            self.fail(node, f"{fn} needs arguments")
-        return ("call", fn, [self.integer(a) for a in args])
-
-    def _sequence(self, node: ast.AST, fn: str) -> list[Node]:
-        if isinstance(node, (ast.List, ast.Tuple)):
-            if not node.elts:
-                self.fail(node, f"{fn} of an empty list is not allowed")
-            return [self.integer(e) for e in node.elts]
-        if isinstance(node, ast.Subscript):
-            name, layer, dim = self._subscript(node)
-            if dim is None:
-                return [("row", name, layer)]
-            if fn not in _SEQUENCE_ONLY:
-                self.fail(node, f"{fn} of a single value needs a list or a whole layer; write {fn}(a, b) or {fn}([a, b])")
-            return [("var", name, layer, dim)]
-        if fn in _SEQUENCE_ONLY:
-            return [self.integer(node)]
-        self.fail(node, f"{fn} needs a list, a whole layer such as k[0], or two or more arguments")
-
-    @staticmethod
-    def _is_integer_shaped(node: ast.AST) -> bool:
-        return isinstance(node, (ast.Constant, ast.Name, ast.Subscript, ast.BinOp, ast.Call)) or (
-            isinstance(node, ast.UnaryOp) and not isinstance(node.op, ast.Not)
-        )
-
-
-def _describe(node: ast.AST) -> str:
-    names = {
-        ast.Attribute: "attribute access",
-        ast.Lambda: "a lambda",
-        ast.IfExp: "a conditional expression",
-        ast.Dict: "a dict",
-        ast.Set: "a set",
-        ast.ListComp: "a comprehension",
-        ast.GeneratorExp: "a comprehension",
-        ast.SetComp: "a comprehension",
-        ast.DictComp: "a comprehension",
-        ast.Await: "await",
-        ast.Yield: "yield",
-        ast.NamedExpr: "assignment",
-        ast.Starred: "unpacking",
-        ast.JoinedStr: "a string",
-        ast.List: "a list outside sum/max/min",
-        ast.Tuple: "a tuple outside sum/max/min",
-        ast.Slice: "a slice",
-    }
-    for kind, text in names.items():
-        if isinstance(node, kind):
-            return text
-    return type(node).__name__
-
-
 def walk(node: Node) -> Iterable[Node]:
     """Every node of a checked expression tree, ``node`` first, depth first (rows are leaves).
 
@@ -519,9 +336,54 @@ def walk(node: Node) -> Iterable[Node]:
     elif tag in ("and", "or"):
         for child in node[1]:
             yield from walk(child)
-    elif tag == "call":
+    elif tag in ("call", "in"):
+        if tag == "in":
+            yield from walk(node[1])
         for child in node[2]:
             yield from walk(child)
+    elif tag in QUANTIFIERS:
+        yield from walk(node[1])
+
+
+def expand(node: Node, max_layers: int, dims: int) -> Node:
+    """``node`` with every ``all(body)`` and ``any(body)`` written out over the positions of a space.
+
+    ``all(body)`` becomes ``("and", [k[l][d] == 0 or body[l][d] for l < max_layers, d < dims])`` and
+    ``any(body)`` becomes ``("or", [k[l][d] != 0 and body[l][d] ...])``, where ``body[l][d]`` is the
+    body with its cells read at ``[l][d]`` (see the module docstring for why ``k[l][d] == 0`` is
+    "layer l is inactive"). A tree without them is returned as it is (the same object).
+
+    Args:
+        node: a checked tree.
+        max_layers, dims: N and K of the space.
+
+    Returns:
+        A tree without ``all``, ``any`` and ``cell`` nodes.
+
+    >>> expand(parse_where("all(k > 2)").tree, 1, 1)
+    ('and', [('or', [('cmp', '==', ('var', 'k', 0, 0), ('const', 0)), ('cmp', '>', ('var', 'k', 0, 0), ('const', 2))])])
+    """
+    if not any(n[0] in QUANTIFIERS for n in walk(node)):
+        return node
+    tag = node[0]
+    if tag in QUANTIFIERS:
+        parts = []
+        for layer in range(max_layers):
+            for dim in range(dims):
+                active = ("cmp", "!=" if tag == "any" else "==", ("var", "k", layer, dim), ("const", 0))
+                body = _read_cells(node[1], layer, dim)
+                parts.append(("and", [active, body]) if tag == "any" else ("or", [active, body]))
+        return ("and" if tag == "all" else "or", parts)
+    return tuple([expand(c, max_layers, dims) for c in part] if isinstance(part, list)
+                 else expand(part, max_layers, dims) if isinstance(part, tuple) else part for part in node)
+
+
+def _read_cells(node: Node, layer: int, dim: int) -> Node:
+    """``node`` with every ``("cell", name)`` replaced by ``("var", name, layer, dim)``."""
+    if node[0] == "cell":
+        return ("var", node[1], layer, dim)
+    return tuple([_read_cells(c, layer, dim) for c in part] if isinstance(part, list)
+                 else _read_cells(part, layer, dim) if isinstance(part, tuple) else part for part in node)
 
 
 def fold(node: Node, alg: Algebra, dims: int) -> Any:
@@ -564,11 +426,13 @@ def fold(node: Node, alg: Algebra, dims: int) -> Any:
         return alg.call(node[1], args)
     if tag == "cmp":
         return alg.compare(node[1], fold(node[2], alg, dims), fold(node[3], alg, dims))
+    if tag == "in":
+        return alg.member(fold(node[1], alg, dims), [value for _, value in node[2]])
     if tag == "and":
         return alg.and_([fold(c, alg, dims) for c in node[1]])
     if tag == "or":
         return alg.or_([fold(c, alg, dims) for c in node[1]])
-    assert tag == "not", tag
+    assert tag == "not", f"{tag} nodes must be expanded before folding"
     return alg.not_(fold(node[1], alg, dims))
 
 
@@ -606,6 +470,8 @@ def _magnitude(node: Node, space: SearchSpace, model: Any = None) -> int:
         return max(parts)
     if tag == "cmp":
         return max(_magnitude(node[2], space, model), _magnitude(node[3], space, model))
+    if tag == "in":
+        return max([_magnitude(node[1], space, model)] + [abs(value) for _, value in node[2]])
     if tag in ("and", "or"):
         return max(_magnitude(c, space, model) for c in node[1])
     return _magnitude(node[1], space, model)
@@ -670,6 +536,9 @@ class _PythonAlgebra(OperatorAlgebra):
 
     def not_(self, x: bool) -> bool:
         return not x
+
+    def member(self, x: int, values: list[int]) -> bool:
+        return x in values
 
 
 _REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -757,3 +626,6 @@ class ArrayAlgebra(OperatorAlgebra):
 
     def not_(self, x: Any) -> Any:
         return np.logical_not(x)
+
+    def member(self, x: Any, values: list[int]) -> Any:
+        return np.isin(x, np.asarray(values, dtype=object if self.dtype is object else np.int64))

@@ -176,7 +176,7 @@ def encode_space(space: SearchSpace, where: Iterable = ()) -> Cnf:
     cnf.sampling = list(range(1, cnf.num_vars + 1))
     domains = tables.layer_domains()
     _encode_activations(cnf, space)
-    atoms, rest = _split_atoms(wheres)
+    atoms, rest = _split_atoms(wheres, space)
     _encode_layer_atoms(cnf, space, atoms.get(("layers",), []))
     TRUE = cnf.new_var()
     cnf.add([TRUE])
@@ -227,8 +227,9 @@ _TEST = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a
          ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
 
-def _split_atoms(wheres) -> tuple[dict, list]:
-    """Conjuncts ``var OP constant`` (var: k, s, size or layers) go into the tables; the rest through z3.
+def _split_atoms(wheres, space: SearchSpace) -> tuple[dict, list]:
+    """Conjuncts ``var OP constant`` and ``var [not] in (...)`` (var: k, s, size or layers) go into the
+    tables; the rest (``all``/``any`` written out over ``space``) through z3.
 
     Returns:
         ({("k"|"s"|"size", l, d) or ("layers",): [predicate, ...]}, [Where, ...] for z3).
@@ -238,11 +239,18 @@ def _split_atoms(wheres) -> tuple[dict, list]:
     atoms: dict = {}
     rest = []
     for w in wheres:
-        stack = [w.tree]
+        stack = [w.expand(space)]
         while stack:
             node = stack.pop()
             if node[0] == "and":
                 stack.extend(node[1])
+                continue
+            negated = node[0] == "not" and node[1][0] == "in"
+            member = node[1] if negated else node
+            if member[0] == "in" and member[1][0] in ("var", "layers"):
+                var, values = member[1], frozenset(value for _, value in member[2])
+                key = ("layers",) if var[0] == "layers" else (var[1], var[2], var[3])
+                atoms.setdefault(key, []).append(lambda x, values=values, negated=negated: (x in values) != negated)
                 continue
             if node[0] == "cmp":
                 _, op, a, b = node

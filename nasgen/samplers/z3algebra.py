@@ -96,7 +96,7 @@ def check_where_cost(where: Where, space: SearchSpace) -> None:
     if bits > MAX_WHERE_BITS:
         raise WhereError(f"where expression {shown} computes values up to {bits} bits wide; at most "
                          f"{MAX_WHERE_BITS} bits fit the solver (fewer factors or smaller constants)")
-    products, stack = 0, [where.tree]
+    products, stack = 0, [where.expand(space)]
     while stack:
         node = stack.pop()
         if node[0] == "arith" and node[1] in ("*", "//", "%"):
