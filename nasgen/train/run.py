@@ -1600,8 +1600,9 @@ class TrainingRun:
             process already has (``JAX_COMPILATION_CACHE_DIR`` or
             ``jax.config``), for the stored training step too.
         command: the command line to record in ``config.json``.
-        plots: draw the three PNG plots beside the summary (False: summary
-            and log only, e.g. for sweeps; the plots can be drawn later from
+        plots: draw the three plots beside the summary, in this format
+            (``png``, ``pdf`` or ``svg``; True is PNG) (False: summary and log
+            only, e.g. for sweeps; the plots can be drawn later from
             ``log.jsonl`` and ``summary.json`` with
             :func:`nasgen.train.report.write_plots`).
         step_programs: the training step as this many XLA programs (groups
@@ -1630,7 +1631,7 @@ class TrainingRun:
         devices: int | None = None,
         compilation_cache: bool | str | os.PathLike | None = None,
         command: Sequence[str] | None = None,
-        plots: bool = True,
+        plots: bool | str = True,
         step_programs: int | None = None,
     ) -> None:
         self.config = config
@@ -2012,7 +2013,7 @@ def train(
     devices: int | None = None,
     compilation_cache: bool | str | os.PathLike | None = None,
     command: Sequence[str] | None = None,
-    plots: bool = True,
+    plots: bool | str = True,
     step_programs: int | None = None,
 ) -> dict:
     """Run (or resume) a mixture training and write its reports; returns the summary.
@@ -2072,7 +2073,9 @@ def train_seeds(
     own log, checkpoints, reports, resumable on its own); ``seeds.json``
     names the seeds and the shared settings, and ``seeds-summary.json`` /
     ``seeds-summary.md`` hold the figures across seeds (see
-    :func:`nasgen.train.report.seed_summary`).
+    :func:`nasgen.train.report.seed_summary`), and ``seeds-accuracy.FORMAT``
+    each network's accuracy per seed (unless ``plots`` is False; see
+    :func:`nasgen.train.report.plot_seed_figure`).
 
     Args:
         config: the settings; its ``seed`` is replaced by each of ``seeds``.
@@ -2115,6 +2118,9 @@ def train_seeds(
     aggregate = report.seed_summary(summaries)
     _write_json_atomic(out / SEEDS_SUMMARY_JSON, aggregate)
     report._write_text_atomic(out / SEEDS_SUMMARY_MD, report.markdown_seed_summary(aggregate))
+    figure_format = report.plot_format(options.get("plots", True))
+    if figure_format is not None:
+        report.write_seed_plot(out, summaries, figure_format)
     return aggregate
 
 
