@@ -552,7 +552,7 @@ def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, count - 0.5, -0.5))
     ax.set_yticks(range(count), labels, fontsize=_tick_font(count))
     ax.get_yticklabels()[0].set_color("tab:red")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set(xlabel="epoch", title="softmax(α) per network and epoch")
     fig.colorbar(image, ax=ax, label="softmax(α)")
     fig.tight_layout()
@@ -562,7 +562,8 @@ def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
     ax = fig.subplots()
     deviation = [np.nan if r["alpha_deviation"] is None else r["alpha_deviation"] for r in records]
     ax.plot(epochs, deviation, marker="o")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, not 0.945..1.05
     ax.set_ylim(bottom=0)
     ax.set(xlabel="epoch", ylabel="α deviation from c0", title="α deviation from the baseline (Figure 5)")
     fig.tight_layout()

@@ -65,6 +65,19 @@ def test_accuracy_axis_zooms_to_every_interval_and_labels_architectures():
     assert [t.get_text() for t in heat_map.get_yticklabels()] == [label for _, label in NETWORKS]
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_epoch_axes_have_integer_ticks_only(epochs):
+    accuracies, mixture = [0.5, 0.6, 0.7], 0.7
+    records = _records(accuracies, mixture, epochs=epochs)
+    figures = report.plot_figures(records, NAMES, _summary(accuracies, mixture))
+    for key in ("alpha", "alpha_deviation"):
+        axis = figures[key].axes[0]
+        figures[key].canvas.draw()  # ticks as they would be drawn
+        low, high = axis.get_xlim()
+        ticks = [t for t in axis.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), (key, ticks)
+
+
 def test_accuracy_axis_without_intervals_still_holds_every_point():
     accuracies, mixture = [0.50, 0.52, 0.51], 0.53
     summary = _summary(accuracies, mixture, test_size=None)
