@@ -1,4 +1,4 @@
-"""``nasgen bench``: time sampling methods over spaces, seeds and repeats (JSON rows, markdown medians, a PNG)."""
+"""``nasgen bench``: time sampling methods over spaces, seeds and repeats (JSON rows, markdown medians, a figure)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import sys
 
 from nasgen.cli.common import add_space_arguments, space_from_args, space_given
+from nasgen.common.figures import FIGURE_FORMATS
 
 
 def register(subparsers) -> None:
@@ -20,11 +21,15 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per run")
     p.add_argument("--where", action="append", default=[], metavar="EXPR", help="constraint for every run")
     p.add_argument("--with-replacement", action="store_true", help="independent draws (default: distinct)")
-    p.add_argument("--baseline", default=None, help="method the ratios are against (default: the first)")
+    p.add_argument("--baseline", default=None,
+                   help="method the ratios are against, listed first (default: exact if it runs, else the first method)")
     p.add_argument("-o", "--output-file", required=True,
                    help="JSON Lines of rows, appended as runs finish; rows already there are skipped (resume)")
     p.add_argument("--markdown", default=None, help="also write the table of medians here (default: stdout only)")
-    p.add_argument("--plot", default=None, help="PNG of median time against space size per method")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="figure of the time per run of each method, one panel per space, with interquartile ranges")
+    p.add_argument("--figure-format", choices=FIGURE_FORMATS, default=None,
+                   help="--plot's format: png (200 dpi), pdf or svg (vector) (default: FILE's suffix, else png)")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (dask.distributed)")
     p.set_defaults(handler=run)
@@ -55,7 +60,7 @@ def _spaces(args):
 
 
 def run(args) -> int:
-    from nasgen.samplers.benchmark import BenchRun, markdown_table, plot_times, run_sweep
+    from nasgen.samplers.benchmark import BenchRun, default_baseline, markdown_table, plot_times, run_sweep
     from nasgen.samplers.registry import SamplingConfig
     from nasgen.common.errors import NasgenError
 
@@ -65,9 +70,10 @@ def run(args) -> int:
         raise NasgenError("--methods names no method")
     if args.repeats < 1 or args.samples < 1:
         raise NasgenError("--repeats and --samples must be >= 1")
-    baseline = args.baseline or methods[0]
+    baseline = args.baseline or default_baseline(methods)
     if baseline not in methods:
         raise NasgenError(f"--baseline {baseline} is not one of --methods {','.join(methods)}")
+    figure_format = _figure_format(args)
     runs = []
     for method in methods:
         # Validates the method, the replacement and the where constraints before anything runs.
@@ -97,8 +103,26 @@ def run(args) -> int:
     table = markdown_table(rows, baseline)
     print(table, end="")
     if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as handle:
-            handle.write(table)
+        from nasgen.common.atomic import write_atomic
+
+        write_atomic(args.markdown, table)
     if args.plot:
-        plot_times(rows, args.plot)
+        plot_times(rows, args.plot, figure_format, baseline)
     return 0
+
+
+def _figure_format(args) -> str | None:
+    """``--plot``'s format: ``--figure-format``, else the file's suffix when it names one, else png."""
+    from nasgen.common.errors import NasgenError
+
+    if args.plot is None:
+        if args.figure_format is not None:
+            raise NasgenError("--figure-format is the format of --plot FILE; give --plot too")
+        return None
+    suffix = args.plot.rpartition(".")[2].lower() if "." in args.plot.rpartition("/")[2] else ""
+    if args.figure_format is None:
+        return suffix if suffix in FIGURE_FORMATS else "png"
+    if suffix in FIGURE_FORMATS and suffix != args.figure_format:
+        raise NasgenError(f"--plot {args.plot} ends in .{suffix} but --figure-format is {args.figure_format}; "
+                          "make them agree")
+    return args.figure_format

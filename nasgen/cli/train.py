@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from nasgen.common.errors import NasgenError
+from nasgen.common.figures import FIGURE_FORMATS
 from nasgen.space.definition import Architecture
 from nasgen.samplers.registry import method_names
 
@@ -97,7 +98,9 @@ def _add_training_options(parser: argparse.ArgumentParser, *, model_choice: bool
                         "shorter compile, a much shorter warm start from the cache and a step no slower; "
                         "elsewhere 1)")
     g.add_argument("--no-plots", action="store_true",
-                   help="write the summary and log but not the three PNG plots (e.g. for sweeps)")
+                   help="write the summary and log but not the plots (e.g. for sweeps)")
+    g.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
+                   help="the plots' format: png (200 dpi, default), pdf or svg (vector)")
     g.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache ($NASGEN_JAX_CACHE or ~/.cache/nasgen/jax)")
 
@@ -263,8 +266,8 @@ def _run_options(args):
     maybe_initialize_distributed()
     return RunOptions(
         progress=False if args.no_progress else None, devices=args.devices,
-        compilation_cache=not args.no_compile_cache, plots=not args.no_plots, step_programs=args.step_programs,
-        command=("nasgen", *sys.argv[1:]), log=_log,
+        compilation_cache=not args.no_compile_cache, plots=False if args.no_plots else args.figure_format,
+        step_programs=args.step_programs, command=("nasgen", *sys.argv[1:]), log=_log,
     )
 
 

@@ -1,4 +1,4 @@
-"""``nasgen bench``: time sampling methods over spaces, seeds and repeats; JSON rows, a table and a plot.
+"""``nasgen bench``: time sampling methods over spaces, seeds and repeats; JSON rows, a table and a figure.
 
 Every run is one (space, method, seed, repeat) cell: it builds the method
 (``encode_s``: for the hashing methods the CNF encoding measured in their
@@ -23,7 +23,9 @@ from typing import Iterable, Sequence
 from nasgen.common.errors import NasgenError
 from nasgen.space.definition import SearchSpace
 
-__all__ = ["BenchRun", "connect_scheduler", "end_with_parent", "heal_rows_file", "run_one", "run_sweep", "read_rows", "markdown_table", "plot_times"]
+__all__ = ["BenchRun", "DEFAULT_BASELINE", "bench_figure", "connect_scheduler", "default_baseline",
+           "end_with_parent", "heal_rows_file", "markdown_table", "plot_times", "quartiles", "read_rows", "run_one",
+           "run_sweep"]
 
 
 @dataclass(frozen=True)
@@ -329,60 +331,153 @@ def _total(row: dict) -> float | None:
     return row["encode_s"] + row["solve_s"]
 
 
+#: ``--baseline``'s default when ``exact`` is among the methods: nasgen's exact sampler, the reference
+#: every other method's time is divided by (otherwise the first method given).
+DEFAULT_BASELINE = "exact"
+
+def default_baseline(methods: Sequence[str]) -> str:
+    """The method the ratios are against when none is named: ``exact`` if it is there, else the first.
+
+    >>> default_baseline(["uniwit", "exact"]), default_baseline(["uniwit", "unigen"])
+    ('exact', 'uniwit')
+    """
+    return DEFAULT_BASELINE if DEFAULT_BASELINE in methods else methods[0]
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile) of ``values``, linear between order statistics.
+
+    The same as ``numpy.percentile(values, [25, 50, 75])``; one value is its own three quartiles.
+
+    >>> quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    (2.0, 3.0, 4.0)
+    """
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _method_order(methods: Iterable[str], baseline: str) -> list[str]:
+    """The baseline first, then the other methods alphabetically."""
+    return sorted(set(methods), key=lambda m: (m != baseline, m))
+
+
 def markdown_table(rows: Iterable[dict], baseline: str) -> str:
-    """Medians per (space, method): time, encode, found, Adj_T, check p, and the time ratio to ``baseline``."""
+    """One row per (space, method), the baseline method first in each space.
+
+    Columns: runs; the median time per run (encoding included) and its
+    interquartile range over the runs; the median encoding time; the median
+    number found; the stop reasons seen; the medians of Adj_T and of the check
+    p-value; and the ratio of the median time to the baseline's in the same
+    space. docs/solver.md ("nasgen bench") defines every column and stop reason.
+    """
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["space"], row["method"]), []).append(row)
-    lines = [f"| space | method | runs | median time (s) | median encode (s) | median found | stops | "
-             f"median Adj_T | median check p (on each run's draws only) | time / {baseline} |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| space | method | runs | median time (s) | time IQR: Q1-Q3 (s) | median encode (s) | median found | "
+             f"stops | median Adj_T | median check p (on each run's draws only) | time / {baseline} |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}g}"  # noqa: E731
-    for (space, method), group in sorted(groups.items()):
-        times = [t for t in map(_total, group) if t is not None]
+    for space in sorted({space for space, _ in groups}):
         base = [t for t in map(_total, groups.get((space, baseline), [])) if t is not None]
-        ratio = med(times) / med(base) if times and base and med(base) > 0 else None
-        stops = ",".join(sorted({str(r["stop"]).split(":")[0] for r in group}))
-        lines.append(
-            f"| {space} | {method} | {len(group)} | {fmt(med(times))} | "
-            f"{fmt(med([r['encode_s'] for r in group if r.get('encode_s') is not None]))} | "
-            f"{fmt(med([r['found'] for r in group]))} | {stops} | "
-            f"{fmt(med([r['adj_t'] for r in group if r.get('adj_t') is not None]))} | "
-            f"{fmt(med([r['check_p'] for r in group if r.get('check_p') is not None]))} | "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+        for method in _method_order([m for s, m in groups if s == space], baseline):
+            group = groups[(space, method)]
+            times = [t for t in map(_total, group) if t is not None]
+            ratio = med(times) / med(base) if times and base and med(base) > 0 else None
+            spread = "-" if not times else "{}-{}".format(*(fmt(q) for q in quartiles(times)[::2]))
+            stops = ",".join(sorted({str(r["stop"]).split(":")[0] for r in group}))
+            lines.append(
+                f"| {space} | {method} | {len(group)} | {fmt(med(times))} | {spread} | "
+                f"{fmt(med([r['encode_s'] for r in group if r.get('encode_s') is not None]))} | "
+                f"{fmt(med([r['found'] for r in group]))} | {stops} | "
+                f"{fmt(med([r['adj_t'] for r in group if r.get('adj_t') is not None]))} | "
+                f"{fmt(med([r['check_p'] for r in group if r.get('check_p') is not None]))} | "
+                f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_times(rows: Iterable[dict], path: str | os.PathLike) -> None:
-    """A PNG of median time against space size (architectures), one line per method, log-log."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def bench_figure(rows: Iterable[dict], baseline: str | None = None):
+    """Median time per run of every method, one panel per (space, M): points from different spaces never joined.
+
+    In each panel the methods (the baseline first) are on the x axis and the
+    median time per run, encoding included, on a log y axis, with error bars
+    from the first to the third quartile of the runs (the interquartile
+    range). A method with a run that found fewer than M architectures is
+    drawn hollow, with those runs' stop reasons and the fewest found beside it. Each panel's title
+    names the space, its size and M. Rows without a time (an error) are left out.
+
+    Args:
+        rows: bench rows (:func:`run_one`).
+        baseline: the method drawn first in each panel (default :func:`default_baseline`).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Raises:
+        NasgenError: no row has a time.
+    """
+    import math
+
     from matplotlib.figure import Figure
 
     from nasgen.space.tables import SpaceTables
 
-    sizes: dict[str, int] = {}
-    points: dict[str, dict[int, list[float]]] = {}
+    panels: dict[tuple[str, int], dict[str, list[dict]]] = {}
     for row in rows:
-        t = _total(row)
-        if t is None:
+        if _total(row) is None:
             continue
-        key = json.dumps(row["space_dict"], sort_keys=True)
-        if key not in sizes:
-            sizes[key] = SpaceTables(SearchSpace.from_dict(row["space_dict"])).count
-        points.setdefault(row["method"], {}).setdefault(sizes[key], []).append(t)
-    figure = Figure(figsize=(6, 4))
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    for method, by_size in sorted(points.items()):
-        xs = sorted(by_size)
-        ax.plot(xs, [statistics.median(by_size[x]) for x in xs], marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("architectures in the space")
-    ax.set_ylabel("median time per run (s)")
-    ax.legend()
+        key = (json.dumps(row["space_dict"], sort_keys=True), int(row["samples"]))
+        panels.setdefault(key, {}).setdefault(row["method"], []).append(row)
+    if not panels:
+        raise NasgenError("no bench run has a time to plot (every run ended in an error)")
+    columns = min(len(panels), 3)
+    lines = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.4 * lines + 0.6))
+    axes = figure.subplots(lines, columns, squeeze=False).ravel()
+    repeats = set()
+    every_method = _method_order({m for by_method in panels.values() for m in by_method}, baseline or "")
+    colour = {method: f"C{i % 10}" for i, method in enumerate(every_method)}  # one colour per method in every panel
+    for ax, ((space_key, samples), by_method) in zip(axes, sorted(panels.items())):
+        space = SearchSpace.from_dict(json.loads(space_key))
+        methods = _method_order(by_method, baseline or default_baseline(sorted(by_method)))
+        for x, method in enumerate(methods):
+            group = by_method[method]
+            repeats.add(len(group))
+            q1, median, q3 = quartiles([_total(r) for r in group])
+            unfinished = sorted({str(r["stop"]).split(":")[0] for r in group if r["found"] < r["samples"]})
+            ax.errorbar([x], [median], yerr=[[median - q1], [q3 - median]], fmt="o", capsize=4, color=colour[method],
+                        markerfacecolor="white" if unfinished else colour[method])
+            if unfinished:
+                fewest = min(r["found"] for r in group)
+                ax.annotate(f"{','.join(unfinished)}\n{fewest} of {samples}", (x, median), textcoords="offset points",
+                            xytext=(7, 0), ha="left", va="center", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_ylabel("time per run (s), encoding included")
+        ax.set_title(f"{space.describe()}\n{SpaceTables(space).count:,} architectures, M = {samples}", fontsize=9)
+        ax.grid(axis="y", which="both", linewidth=0.3, alpha=0.5)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    sample_counts = sorted({samples for _, samples in panels})
+    runs = str(min(repeats)) if len(repeats) == 1 else f"{min(repeats)}-{max(repeats)}"
+    figure.suptitle(f"nasgen bench: time per run to draw M = {', '.join(map(str, sample_counts))} architectures "
+                    f"(encoding included)\npoints: median of {runs} runs; bars: interquartile range (Q1-Q3); "
+                    "hollow: some runs stopped before M", fontsize=9)
     figure.tight_layout()
-    try:
-        figure.savefig(path)
-    except OSError as exc:
-        raise NasgenError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return figure
+
+
+def plot_times(rows: Iterable[dict], path: str | os.PathLike, figure_format: str = "png",
+               baseline: str | None = None) -> None:
+    """:func:`bench_figure` written to ``path``: PNG at 200 dpi, or vector PDF or SVG.
+
+    Raises:
+        NasgenError: an unknown format, no row with a time, or a path that cannot be written.
+    """
+    from nasgen.common.figures import check_figure_format, save_figure
+
+    check_figure_format(figure_format)
+    save_figure(bench_figure(rows, baseline), path, figure_format)

@@ -410,7 +410,8 @@ class RunOptions:
             devices (on a CPU about five networks per program). The same
             numbers to float rounding (see :class:`nasgen.train.step.FusedStep`);
             the number used is recorded in ``config.json``.
-        plots: draw the three PNG plots beside the summary (False: summary and
+        plots: draw the three plots beside the summary, in this format
+            (``png``, ``pdf`` or ``svg``; True is PNG) (False: summary and
             log only, e.g. for sweeps; :func:`nasgen.train.report.write_plots`
             draws them later from ``log.jsonl`` and ``summary.json``).
         command: the command line to record in ``config.json``.
@@ -427,7 +428,7 @@ class RunOptions:
     devices: int | None = None
     compilation_cache: bool | str | os.PathLike | None = None
     step_programs: int | None = None
-    plots: bool = True
+    plots: bool | str = True
     command: tuple[str, ...] | None = None
     on_epoch_end: Callable[[dict], None] | None = None
     log: Callable[[str], None] | None = None

@@ -1,8 +1,8 @@
-"""Reports of a mixture-training run: JSONL epoch log, summary, Table-3 markdown, PNG plots.
+"""Reports of a mixture-training run: JSONL epoch log, summary, Table-3 markdown, plots (PNG, PDF or SVG).
 
 Everything here works on plain numbers (lists and numpy arrays), so reports
 can be rebuilt from a run's ``log.jsonl`` without JAX. matplotlib is imported
-only inside :func:`write_plots`, which draws on ``matplotlib.figure.Figure``
+only inside the plotting functions, which draw on ``matplotlib.figure.Figure``
 objects: no pyplot state and no backend switch, so a caller's notebook is
 left as it was.
 
@@ -33,6 +33,7 @@ import numpy as np
 
 from nasgen.common.atomic import write_atomic
 from nasgen.common.errors import LogError
+from nasgen.common.figures import check_figure_format, save_figure
 from nasgen.common.stats import wilson_interval
 
 __all__ = [
@@ -53,11 +54,19 @@ __all__ = [
     "SUMMARY_JSON",
     "SUMMARY_MD",
     "PLOT_FILES",
+    "SEEDS_PLOT_STEM",
+    "architecture_label",
+    "plot_file",
+    "plot_format",
+    "plot_seed_figure",
+    "write_seed_plot",
 ]
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 PLOT_FILES = {"alpha": "alpha.png", "alpha_deviation": "alpha_deviation.png", "accuracy": "accuracy.png"}
+"""The plots' file names in the default format, PNG (:func:`plot_file` for another)."""
+SEEDS_PLOT_STEM = "seeds-accuracy"
 
 
 def softmax(alpha: Sequence[float]) -> np.ndarray:
@@ -436,29 +445,91 @@ def markdown_seed_summary(summary: dict[str, Any]) -> str:
 # -- plots ---------------------------------------------------------------------------------
 
 
+def architecture_label(arch: dict[str, Any]) -> str:
+    """A short label of one architecture: its kernels, then its strides, layer by layer.
+
+    Layers are separated by commas; a layer whose dimensions differ shows them
+    joined by ``x``, one whose dimensions are all equal shows the number once.
+
+    >>> architecture_label({"kernel": [[3, 3], [5, 5]], "stride": [[1, 1], [2, 2]]})
+    'k 3,5 s 1,2'
+    >>> architecture_label({"kernel": [[3, 2]], "stride": [[2, 1]]})
+    'k 3x2 s 2x1'
+    """
+    def layers(rows: Sequence[Sequence[int]]) -> str:
+        return ",".join(str(row[0]) if len(set(row)) == 1 else "x".join(map(str, row)) for row in rows)
+
+    if not arch["kernel"]:
+        return "no layers"
+    return f"k {layers(arch['kernel'])} s {layers(arch['stride'])}"
+
+
+def _network_labels(names: Sequence[str], summary: dict[str, Any] | None) -> list[str]:
+    """``c3  k 3,5 s 1,2`` per network (``(baseline)`` after c0); the bare name where no architecture is known."""
+    entries = (summary or {}).get("per_network") or [{} for _ in names]
+    labels = []
+    for i, (name, entry) in enumerate(zip(names, entries)):
+        short = name.split()[0]
+        arch = f"  {architecture_label(entry['architecture'])}" if "architecture" in entry else ""
+        labels.append(f"{short}{arch}{' (baseline)' if i == 0 else ''}")
+    return labels
+
+
+def _zoomed_limits(lows: Sequence[float], highs: Sequence[float]) -> tuple[float, float]:
+    """An accuracy axis that holds every interval with a margin, within 0..1 (never the whole 0..1 by default)."""
+    low, high = float(min(lows)), float(max(highs))
+    margin = max(0.08 * (high - low), 0.002)
+    return max(0.0, low - margin), min(1.0, high + margin)
+
+
+def _tick_font(count: int) -> float:
+    return max(5, min(9, 200 // max(count, 1)))
+
+
 def write_plots(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], names: Sequence[str],
-                summary: dict[str, Any] | None = None) -> dict[str, Path]:
-    """:func:`plot_figures` saved as PNGs into ``output_dir``.
+                summary: dict[str, Any] | None = None, *, figure_format: str = "png") -> dict[str, Path]:
+    """:func:`plot_figures` saved into ``output_dir``: PNG at 200 dpi, or vector PDF or SVG.
+
+    Args:
+        output_dir: an existing directory.
+        records, names, summary: as for :func:`plot_figures`.
+        figure_format: ``png``, ``pdf`` or ``svg`` (:data:`nasgen.common.figures.FIGURE_FORMATS`).
 
     Returns:
-        ``{"alpha": path, "alpha_deviation": path, "accuracy": path}``.
+        ``{"alpha": path, "alpha_deviation": path, "accuracy": path}``, each
+        ``STEM.FORMAT`` (see :data:`PLOT_FILES` for the stems).
+
+    Raises:
+        NasgenError: an unknown format, or a file that cannot be written.
     """
-    paths = {key: Path(output_dir) / name for key, name in PLOT_FILES.items()}
+    check_figure_format(figure_format)
+    paths = {key: Path(output_dir) / plot_file(key, figure_format) for key in PLOT_FILES}
     for key, figure in plot_figures(records, names, summary).items():
-        figure.savefig(paths[key], dpi=120)
+        save_figure(figure, paths[key], figure_format)
     return paths
+
+
+def plot_file(key: str, figure_format: str = "png") -> str:
+    """The file name of plot ``key`` (a key of :data:`PLOT_FILES`) in ``figure_format``: ``accuracy.pdf``."""
+    return f"{Path(PLOT_FILES[key]).stem}.{figure_format}"
 
 
 def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
                  summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Three figures, readable for any number of networks.
 
-    * ``alpha.png``: softmax(alpha) of every network (rows, each labelled)
-      per epoch (columns), a heat map with its colour scale;
-    * ``alpha_deviation.png``: the alpha deviation per epoch (Figure 5);
-    * ``accuracy.png``: final test accuracy of every network and of the
-      mixture as labelled horizontal bars on the full 0..1 axis, with 95%
-      Wilson intervals when ``summary`` has them.
+    Networks are labelled ``c3  k 3,5 s 1,2`` (name and :func:`architecture_label`)
+    when ``summary`` holds their architectures, the baseline c0 marked ``(baseline)``
+    and drawn in red.
+
+    * ``alpha``: softmax(alpha) of every network (rows) per epoch (columns),
+      a heat map with its colour scale;
+    * ``alpha_deviation``: the alpha deviation per epoch (Figure 5);
+    * ``accuracy``: final test accuracy of every network and of the mixture as
+      points with their 95% Wilson intervals when ``summary`` has them, a
+      dashed line at the baseline's accuracy, on an axis zoomed to the points
+      and intervals (not 0..1; the axis label says so), so that differences of
+      one test image show.
 
     Drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no backend
     change). Epoch axes carry integer ticks only.
@@ -473,16 +544,17 @@ def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
     epochs = [int(r["epoch"]) for r in records]
     weights = np.asarray([r["softmax_alpha"] for r in records])  # (epochs, networks)
     count = len(names)
-    short = [n.split()[0] for n in names]
+    labels = _network_labels(names, summary)
+    width = 3.5 + 0.06 * max(len(label) for label in labels)
     row_height = 0.22
 
-    fig = Figure(figsize=(max(5.0, 1.2 + 0.5 * len(epochs)), max(3.0, 1.2 + row_height * count)))
+    fig = Figure(figsize=(max(5.0, width + 0.5 * len(epochs)), max(3.0, 1.2 + row_height * count)))
     ax = fig.subplots()
     image = ax.imshow(weights.T, aspect="auto", cmap="viridis", interpolation="nearest",
                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, count - 0.5, -0.5))
-    ax.set_yticks(range(count), [f"{s} (baseline)" if i == 0 else s for i, s in enumerate(short)],
-                  fontsize=max(5, min(9, 200 // max(count, 1))))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_yticks(range(count), labels, fontsize=_tick_font(count))
+    ax.get_yticklabels()[0].set_color("tab:red")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set(xlabel="epoch", title="softmax(α) per network and epoch")
     fig.colorbar(image, ax=ax, label="softmax(α)")
     fig.tight_layout()
@@ -492,46 +564,157 @@ def plot_figures(records: Sequence[dict[str, Any]], names: Sequence[str],
     ax = fig.subplots()
     deviation = [np.nan if r["alpha_deviation"] is None else r["alpha_deviation"] for r in records]
     ax.plot(epochs, deviation, marker="o")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, not 0.945..1.05
     ax.set_ylim(bottom=0)
     ax.set(xlabel="epoch", ylabel="α deviation from c0", title="α deviation from the baseline (Figure 5)")
     fig.tight_layout()
     figures["alpha_deviation"] = fig
 
-    acc = list(records[-1]["test_accuracy"]) + [records[-1]["mixture_test_accuracy"]]
-    labels = [f"{s} (baseline)" if i == 0 else s for i, s in enumerate(short)] + ["mixture"]
-    colours = ["tab:red"] + ["tab:blue"] * (count - 1) + ["tab:green"]
-    errors = None
-    if summary is not None and summary.get("test_size"):
-        entries = list(summary["per_network"]) + [{
-            "accuracy": summary["mixture_accuracy"], "accuracy_low": summary["mixture_accuracy_low"],
-            "accuracy_high": summary["mixture_accuracy_high"],
-        }]
-        errors = np.asarray([[e["accuracy"] - e["accuracy_low"], e["accuracy_high"] - e["accuracy"]] for e in entries]).T
-    fig = Figure(figsize=(6.5, max(3.0, 1.2 + row_height * len(acc))))
-    ax = fig.subplots()
-    positions = np.arange(len(acc))
-    ax.barh(positions, acc, color=colours, xerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2})
-    for y, value in zip(positions, acc):
-        ax.text(0.01, y, f"{value:.4f}", va="center", ha="left", color="white", fontsize=7)
-    ax.set_yticks(positions, labels, fontsize=max(5, min(9, 200 // len(acc))))
-    ax.invert_yaxis()
-    ax.set_xlim(0.0, 1.0)
-    interval_note = ", bars: 95% Wilson interval" if errors is not None else ""
-    ax.set(xlabel="test accuracy", title=f"Test accuracy after epoch {records[-1]['epoch']}{interval_note}")
-    fig.tight_layout()
-    figures["accuracy"] = fig
+    figures["accuracy"] = _accuracy_figure(records, labels, summary)
     return figures
 
 
+def _accuracy_figure(records: Sequence[dict[str, Any]], labels: Sequence[str], summary: dict[str, Any] | None):
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
+
+    acc = np.asarray(list(records[-1]["test_accuracy"]) + [records[-1]["mixture_test_accuracy"]], np.float64)
+    labels = list(labels) + ["mixture"]
+    colours = ["tab:red"] + ["tab:blue"] * (len(acc) - 2) + ["tab:green"]
+    low, high = acc, acc
+    with_intervals = summary is not None and bool(summary.get("test_size"))
+    if with_intervals:
+        entries = list(summary["per_network"]) + [{
+            "accuracy_low": summary["mixture_accuracy_low"], "accuracy_high": summary["mixture_accuracy_high"]}]
+        low = np.asarray([e["accuracy_low"] for e in entries], np.float64)
+        high = np.asarray([e["accuracy_high"] for e in entries], np.float64)
+    fig = Figure(figsize=(3.5 + 0.06 * max(map(len, labels)) + 3.5, max(3.0, 1.3 + 0.24 * len(acc))))
+    ax = fig.subplots()
+    positions = np.arange(len(acc))
+    ax.axvline(acc[0], color="tab:red", linestyle="--", linewidth=0.8, zorder=1)
+    for y, value, lo, hi, colour in zip(positions, acc, low, high, colours):
+        ax.errorbar(value, y, xerr=[[value - lo], [hi - value]], fmt="o", color=colour, markersize=4,
+                    elinewidth=1.0, capsize=2.5, zorder=2)
+    ax.set_xlim(*_zoomed_limits(low, high))
+    to_right_margin = blended_transform_factory(ax.transAxes, ax.transData)
+    for y, value in zip(positions, acc):
+        ax.text(1.01, y, f"{value:.4f}", transform=to_right_margin, va="center", ha="left", fontsize=7)
+    ax.set_yticks(positions, labels, fontsize=_tick_font(len(acc)))
+    ax.get_yticklabels()[0].set_color("tab:red")
+    ax.set_ylim(len(acc) - 0.5, -0.5)
+    ax.grid(axis="x", linewidth=0.4, alpha=0.5)
+    size = summary.get("test_size") if summary else None
+    interval_note = f", 95% Wilson intervals on {size} test images" if with_intervals else ""
+    ax.set(xlabel="test accuracy (axis zoomed to the data and intervals, not 0..1; dashed: baseline c0)",
+           title=f"Test accuracy after epoch {records[-1]['epoch']}{interval_note}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_figure(summaries: dict[int, dict[str, Any]]):
+    """Every network's test accuracy under each seed, with its 95% interval, and the mean across seeds.
+
+    One row per network (labelled as in :func:`plot_figures`) and one for the
+    mixture; in each row one point per seed (offset a little, one colour per
+    seed) with that run's Wilson interval where the run knows its test-set
+    size, and a black diamond at the mean across seeds. The accuracy axis is
+    zoomed to the points and intervals (not 0..1).
+
+    Args:
+        summaries: seed -> that run's :func:`summarize` output (the same networks in each).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    seeds = sorted(summaries)
+    first = summaries[seeds[0]]
+    labels = _network_labels(first["networks"], first) + ["mixture"]
+    count = len(labels)
+    fig = Figure(figsize=(3.5 + 0.06 * max(map(len, labels)) + 3.5, max(3.0, 1.5 + 0.28 * count)))
+    ax = fig.subplots()
+    positions = np.arange(count)
+    offsets = np.linspace(-0.25, 0.25, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    all_low, all_high, values = [], [], []
+    for seed, offset, colour in zip(seeds, offsets, _seed_colours(len(seeds))):
+        s = summaries[seed]
+        acc = np.asarray(list(s["accuracies"]) + [s["mixture_accuracy"]], np.float64)
+        if s.get("test_size"):
+            low = np.asarray([e["accuracy_low"] for e in s["per_network"]] + [s["mixture_accuracy_low"]], np.float64)
+            high = np.asarray([e["accuracy_high"] for e in s["per_network"]] + [s["mixture_accuracy_high"]], np.float64)
+        else:
+            low, high = acc, acc
+        ax.errorbar(acc, positions + offset, xerr=[acc - low, high - acc], fmt="o", color=colour, markersize=3.5,
+                    elinewidth=0.9, capsize=2, label=f"seed {seed}")
+        all_low.extend(low)
+        all_high.extend(high)
+        values.append(acc)
+    mean = np.mean(values, axis=0)
+    ax.plot(mean, positions, "D", color="black", markersize=4.5, label="mean across seeds", zorder=3)
+    ax.axvline(mean[0], color="tab:red", linestyle="--", linewidth=0.8, zorder=1)
+    ax.set_xlim(*_zoomed_limits(all_low, all_high))
+    ax.set_yticks(positions, labels, fontsize=_tick_font(count))
+    ax.get_yticklabels()[0].set_color("tab:red")
+    ax.set_ylim(count - 0.5, -0.5)
+    ax.grid(axis="x", linewidth=0.4, alpha=0.5)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    intervals = ", bars: each run's 95% Wilson interval" if first.get("test_size") else ""
+    ax.set(xlabel="test accuracy (axis zoomed to the data and intervals, not 0..1; dashed: baseline's mean)",
+           title=f"Test accuracy over {len(seeds)} seeds after epoch {first['epochs']}{intervals}")
+    fig.tight_layout()
+    return fig
+
+
+def _seed_colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(count)]
+
+
+def write_seed_plot(output_dir: str | os.PathLike, summaries: dict[int, dict[str, Any]],
+                    figure_format: str = "png") -> Path:
+    """:func:`plot_seed_figure` saved as ``output_dir/SEEDS_PLOT_STEM.FORMAT`` (``seeds-accuracy.png``).
+
+    Raises:
+        NasgenError: an unknown format, or a file that cannot be written.
+    """
+    check_figure_format(figure_format)
+    return save_figure(plot_seed_figure(summaries), Path(output_dir) / f"{SEEDS_PLOT_STEM}.{figure_format}",
+                       figure_format)
+
+
+def plot_format(plots: bool | str) -> str | None:
+    """The figure format a run's ``plots`` setting asks for: True is PNG, False none, else the format named.
+
+    Raises:
+        NasgenError: a string that is not one of ``png``, ``pdf``, ``svg``.
+
+    >>> plot_format(True), plot_format(False), plot_format("svg")
+    ('png', None, 'svg')
+    """
+    if plots is True:
+        return "png"
+    if plots is False or plots is None:
+        return None
+    return check_figure_format(plots)
+
+
 def write_reports(output_dir: str | os.PathLike, records: Sequence[dict[str, Any]], summary: dict[str, Any],
-                  *, label: str = "Generated", plots: bool = True) -> None:
-    """``summary.json``, ``summary.md`` and (unless ``plots`` is False) the three plots into ``output_dir``.
+                  *, label: str = "Generated", plots: bool | str = True) -> None:
+    """``summary.json``, ``summary.md`` and the three plots into ``output_dir``.
+
+    Args:
+        plots: the plots' format, ``png``, ``pdf`` or ``svg``; True for PNG;
+            False for none (see :func:`plot_format`).
 
     Each file is replaced atomically.
     """
     out = Path(output_dir)
     write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_atomic(out / SUMMARY_MD, markdown_summary(summary, label=label))
-    if plots:
-        write_plots(out, records, summary["networks"], summary)
+    figure_format = plot_format(plots)
+    if figure_format is not None:
+        write_plots(out, records, summary["networks"], summary, figure_format=figure_format)

@@ -55,7 +55,9 @@ def train_seeds(config: TrainConfig, output_dir: str | os.PathLike, seeds: Seque
     own log, checkpoints, reports, resumable on its own); ``seeds.json``
     names the seeds and the shared settings, and ``seeds-summary.json`` /
     ``seeds-summary.md`` hold the figures across seeds (see
-    :func:`nasgen.train.report.seed_summary`).
+    :func:`nasgen.train.report.seed_summary`), and ``seeds-accuracy.FORMAT``
+    each network's accuracy per seed (unless ``options.plots`` is False; see
+    :func:`nasgen.train.report.plot_seed_figure`).
 
     Args:
         config: the settings; its ``seed`` is replaced by each of ``seeds``.
@@ -99,6 +101,9 @@ def train_seeds(config: TrainConfig, output_dir: str | os.PathLike, seeds: Seque
     aggregate = report.seed_summary(summaries)
     write_json(out / SEEDS_SUMMARY_JSON, aggregate)
     write_atomic(out / SEEDS_SUMMARY_MD, report.markdown_seed_summary(aggregate))
+    figure_format = report.plot_format(options.plots)
+    if figure_format is not None:
+        report.write_seed_plot(out, summaries, figure_format)
     return aggregate
 
 
