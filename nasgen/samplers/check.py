@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -387,8 +389,8 @@ def _dp_expected(space: SearchSpace, tables, cat: _Categories, depth_weights: st
                     probs[end_size] = probs.get(end_size, 0.0) + float(inactive[l])
                 expected[("size", l, c)] = probs
             if l + 1 < deepest and cat.adjacent_ok:
-                joint = _adjacent_joint(graph, src, f[l], log_f[l], back[l + 2], log_back[l + 2], log_q[l + 1],
-                                        is_end, owner, pair_id, cat.width)
+                joint = _adjacent_joint(graph, src, (f[l], log_f[l]), (back[l + 2], log_back[l + 2]), log_q[l + 1],
+                                        is_end, cat)
                 if joint is not None:
                     if inactive[l] > 0:
                         joint[0] = joint.get(0, 0.0) + float(inactive[l])
@@ -402,10 +404,16 @@ def _histogram(keys: np.ndarray, weights: np.ndarray) -> dict[int, float]:
     return dict(zip(values.tolist(), sums.tolist()))
 
 
-def _adjacent_joint(graph, src, f_l, log_f, back_next, log_back_next, log_q_next, is_end, owner, pair_id, width):
-    """P(pair at l = a, pair at l + 1 = b) as {a * width + b}: a sum over middle states of outer products."""
+def _adjacent_joint(graph, src, forward, backward, log_q_next, is_end, cat):
+    """P(pair at l = a, pair at l + 1 = b) as {a * width + b}: a sum over middle states of outer products.
+
+    ``forward`` is layer l's scaled forward counts and their log scale, ``backward`` layer l + 2's scaled
+    backward weights and theirs (see :func:`_dp_expected`).
+    """
     from scipy import sparse
 
+    (f_l, log_f), (back_next, log_back_next) = forward, backward
+    owner, pair_id, width = cat.pair_owner, cat.pair_id, cat.width
     S = graph.states
     dst = graph.edge_dst
     into = f_l[src[owner]]  # weight of each pair as the layer-l step (its edge's source count)
@@ -550,10 +558,10 @@ def check_chunks(space: SearchSpace, chunks, level: float = 0.001, replace: bool
     if size == 0:
         tests.append(TestResult("constrained space is empty, yet there are draws", float(M), 0, 0.0))
     if expected is not None:
-        _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped, depth_weights)
-        keys, key_counts = counts.distinct()
-        _space_tests(tables, keys, key_counts, M, size, replace, whole_space_limit, members, tests, skipped,
-                     depth_weights)
+        setting = _Setting(space, cat, tables, replace, whole_space_limit, depth_weights)
+        outcome = _Outcome(tests, skipped)
+        _marginal_tests(setting, counts, expected, size, outcome)
+        _space_tests(setting, counts, size, members, outcome)
     if not tests:
         raise NasgenError(f"no test applies to {source}: " + "; ".join(skipped))
     tests = holm(tests)
@@ -602,7 +610,29 @@ def _enumerated_expected(space, constrained, cat, where, model):
     return expected, size, np.sort(np.concatenate(kept_keys))
 
 
-def _marginal_tests(space, cat, tables, counts, expected, size, M, tests, skipped, depth_weights="space"):
+@dataclass(frozen=True)
+class _Setting:
+    """What the tests of one check share: the space, its categories and tables, and how the draws were made."""
+
+    space: SearchSpace
+    cat: "_Categories"
+    tables: Any
+    replace: bool
+    whole_space_limit: int
+    depth_weights: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The tests run so far and the ones skipped (with why), filled in place."""
+
+    tests: list
+    skipped: list
+
+
+def _marginal_tests(setting: _Setting, counts, expected, size, outcome: _Outcome) -> None:
+    space, cat, tables, depth_weights = setting.space, setting.cat, setting.tables, setting.depth_weights
+    tests, skipped, M = outcome.tests, outcome.skipped, counts.draws
     if "layers" in expected:
         layer_p = expected["layers"]
     else:
@@ -655,14 +685,17 @@ def _add_test(tests, skipped, name, observed: dict, probabilities: dict, M: int)
         tests.append(result)
 
 
-def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, members, tests, skipped,
-                 depth_weights="space"):
+def _space_tests(setting: _Setting, counts, C, members, outcome: _Outcome) -> None:
     """The whole-space test (small spaces) and the repeats test against the exact expectation."""
     from scipy.stats import norm, poisson
 
-    if depth_weights != "space":
-        _weighted_space_tests(tables, keys, key_counts, M, replace, whole_space_limit, tests, skipped, depth_weights)
+    keys, key_counts = counts.distinct()
+    M = counts.draws
+    if setting.depth_weights != "space":
+        _weighted_space_tests(setting, keys, key_counts, M, outcome)
         return
+    tables, replace, whole_space_limit = setting.tables, setting.replace, setting.whole_space_limit
+    tests, skipped = outcome.tests, outcome.skipped
     if C <= whole_space_limit:
         if members is None:
             members = np.sort(np.concatenate([_packed_keys(tables.space, *arrays)
@@ -700,7 +733,7 @@ def _space_tests(tables, keys, key_counts, M, C, replace, whole_space_limit, mem
                                 1.0 if repeats == 0 else 0.0))
 
 
-def _weighted_space_tests(tables, keys, key_counts, M, replace, whole_space_limit, tests, skipped, depth_weights):
+def _weighted_space_tests(setting: _Setting, keys, key_counts, M, outcome: _Outcome) -> None:
     """The whole-space and repeats tests when an architecture of depth L has probability P(L) / count(L).
 
     Whole space: members in key order, binned as in the uniform case, each bin's probability the sum of its
@@ -709,7 +742,9 @@ def _weighted_space_tests(tables, keys, key_counts, M, replace, whole_space_limi
     """
     from scipy.stats import norm, poisson
 
-    p_layers = depth_probabilities(tables.by_layers, depth_weights)
+    tables, replace, whole_space_limit = setting.tables, setting.replace, setting.whole_space_limit
+    tests, skipped = outcome.tests, outcome.skipped
+    p_layers = depth_probabilities(tables.by_layers, setting.depth_weights)
     C = tables.count
     if C <= whole_space_limit:
         parts = [(_packed_keys(tables.space, *arrays), arrays[0]) for arrays in tables.enumerate_arrays(batch=1 << 16)]
