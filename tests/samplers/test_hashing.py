@@ -37,7 +37,7 @@ def test_draws_are_members_distinct_and_satisfy_where(method):
 
 def test_unigen_is_reproducible_and_passes_check():
     """2000 draws with replacement on 49 architectures (power > 0.99 against doubling 10% of them)."""
-    from tests.test_check import power_against_bias
+    from tests.samplers.test_check import power_against_bias
 
     space = SearchSpace((30, 30), (20, 20), 2, 2, pool=(2, 1))
     assert power_against_bias(space, 2000) > 0.99

@@ -344,7 +344,7 @@ def _layer_pvalue(archs, space):
 @pytest.mark.slow
 def test_uniwit_with_replacement_is_uniform():
     # start_xors="count" here; the default ("paper") is checked for uniformity by
-    # tests/test_check.py::test_uniwit_passes (600 draws, its power stated there).
+    # tests/samplers/test_check.py::test_uniwit_passes (600 draws, its power stated there).
     start_xors, draws = "count", 1000
     space = UNIFORM_SPACE
     index = {a: i for i, a in enumerate(core.enumerate_architectures(space))}
