@@ -321,9 +321,28 @@ def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, 
     return kernel, stride
 
 
-def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, state: int,
-                 samples: int, max_layers: int, dims: int):
-    """Draw ``samples`` uniform architectures; returns (layers, kernel, stride, next_state)."""
+class PreparedDraw(NamedTuple):
+    """The checked arguments of :func:`sample_batch` that stay fixed from one call to the next.
+
+    A caller drawing a few architectures per call (a search's mutation) checks
+    them once with :func:`prepare_draw` and then pays only for the draw
+    (:func:`draw_prepared`).
+    """
+
+    graph: ChainGraph
+    rules: Rules
+    components: Components
+    cum: np.ndarray
+    g: np.ndarray
+    layer_values: np.ndarray
+    layer_cum: np.ndarray
+    max_layers: int
+    dims: int
+
+
+def prepare_draw(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum,
+                 max_layers: int, dims: int) -> PreparedDraw:
+    """Check the fixed arguments of :func:`sample_batch` once (raises ValueError as it does)."""
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     g = _check_table(g, graph)
@@ -335,12 +354,28 @@ def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer
                          f"got {layer_cum.shape}")
     if layer_values.min() < 0 or layer_values.max() > min(max_layers, g.shape[0] - 1):
         raise ValueError(f"layer_values must lie in 0..{max_layers}")
+    return PreparedDraw(graph, make_rules(rules), components, cum, g, layer_values, layer_cum, int(max_layers),
+                        int(dims))
+
+
+def draw_prepared(prepared: PreparedDraw, state: int, samples: int):
+    """Draw ``samples`` uniform architectures of a :class:`PreparedDraw`; returns (layers, kernel, stride, next_state)."""
+    if not isinstance(prepared, PreparedDraw):
+        raise ValueError(f"prepared must be a PreparedDraw (use prepare_draw), got {type(prepared).__name__}")
+    p = prepared
     layers = np.zeros(int(samples), dtype=np.int64)
-    kernel = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
-    stride = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
-    new_state = _impl.sample_batch(graph, make_rules(rules), components, cum, g, layer_values, layer_cum,
+    kernel = np.zeros((int(samples), p.max_layers, p.dims), dtype=np.int64)
+    stride = np.zeros((int(samples), p.max_layers, p.dims), dtype=np.int64)
+    new_state = _impl.sample_batch(p.graph, p.rules, p.components, p.cum, p.g, p.layer_values, p.layer_cum,
                                    int(state) & (2**64 - 1), layers, kernel, stride)
     return layers, kernel, stride, int(new_state)
+
+
+def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, state: int,
+                 samples: int, max_layers: int, dims: int):
+    """Draw ``samples`` uniform architectures; returns (layers, kernel, stride, next_state)."""
+    prepared = prepare_draw(graph, rules, components, cum, g, layer_values, layer_cum, max_layers, dims)
+    return draw_prepared(prepared, state, samples)
 
 
 class LayerDomainTables(NamedTuple):

@@ -147,3 +147,23 @@ def test_bad_input_is_one_named_error():
             Architecture(kernel=((5,), (7,)), stride=((1,), (1,))), 0, 1)
     with pytest.raises(EmptySpaceError, match="empty"):
         conditional_space(space, ["k[0][0] > 40"])
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("with_where", [False, True], ids=["no-where", "where"])
+def test_count_matches_enumeration_for_every_member_and_window(name, with_where):
+    # every (member, window) pair, so every suffix, end-state set and cached window table is exercised,
+    # in the order a search would meet them (caches warm, shared across parents)
+    space = SPACES[name]
+    where = WHERE[name] if with_where else []
+    members = _members(space, where)
+    conditional = conditional_space(space, where)
+    N = space.max_layers
+    rng = np.random.default_rng(3)
+    parents = [members[i] for i in rng.choice(len(members), min(40, len(members)), replace=False)]
+    for parent in parents:
+        for start in range(N):
+            for stop in range(start + 1, N + 1):
+                expected = sum(_agrees_outside(parent, b, start, stop, N) for b in members)
+                assert conditional.count(parent, start, stop) == expected, (parent, start, stop)
+                assert conditional.restricted_count(parent, start, stop) >= expected
