@@ -14,7 +14,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -69,8 +69,8 @@ def select_parent(values: Sequence[float], config: EvolutionConfig, rng: np.rand
 
 
 def mutate(conditional: ConditionalSpace, parent: Architecture, config: EvolutionConfig, rng: np.random.Generator,
-           tries: int = 8) -> Architecture:
-    """A child of ``parent``: a uniform conditional draw over a random window, different from the parent if it can be.
+           tries: int = 8, avoid: Collection[Architecture] = ()) -> Architecture:
+    """A child of ``parent``: a uniform conditional draw over a random window, new if it can be.
 
     The window starts at a uniform position ``0..L`` (``L`` only when the space
     allows more layers: the child grows) and is 1..``max_window`` wide; a window
@@ -78,7 +78,9 @@ def mutate(conditional: ConditionalSpace, parent: Architecture, config: Evolutio
     those the window allows. A draw
     equal to the parent is redrawn with a fresh window, up to ``tries`` times,
     so the child is uniform among the architectures of its window that differ
-    from the parent.
+    from the parent. A draw in ``avoid`` (the architectures a search has
+    already evaluated) is redrawn the same way: re-evaluating one spends a
+    trial and learns nothing.
 
     Raises:
         ArchitectureError: ``parent`` is not in the space.
@@ -103,6 +105,6 @@ def mutate(conditional: ConditionalSpace, parent: Architecture, config: Evolutio
             child = conditional.sample(parent, start, stop, samples=1, seed=rng, layers=depth)[0]
         except RejectionBudgetError:
             continue  # the constraints leave (almost) nothing in this window: another window
-        if child != parent:
+        if child != parent and child not in avoid:
             return child
     return child

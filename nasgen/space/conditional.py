@@ -250,39 +250,66 @@ class ConditionalSpace:
 
     # -- the plan of a conditional draw ------------------------------------------
 
-    def _plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool = False, layers: int | None = None):
+    def _plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool = False, layers: int | None = None,
+              dims=None):
         """What a draw needs: ("fixed",) | ("end", values, weights, states, draw args) | ("middle", w, chains).
 
-        Plans are cached per (architecture, window, prefix_only, layers): an
+        Plans are cached per (architecture, window, prefix_only, layers, dims): an
         evolutionary search asks for the same parent and window many times.
         """
-        key = (arch, start, stop, prefix_only, layers)
+        key = (arch, start, stop, prefix_only, layers, dims)
         try:
             plan = self._plans.get(key)
         except TypeError:  # an unhashable argument: let the checks below name it
             plan, key = None, None
         if plan is None:
-            plan = self._make_plan(arch, start, stop, prefix_only, layers)
+            plan = self._make_plan(arch, start, stop, prefix_only, layers, self._chains_of(dims))
             if key is not None:
                 _remember(self._plans, key, plan)
         return plan
 
-    def _make_plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool, layers: int | None):
+    def _chains_of(self, dims) -> tuple[int, ...] | None:
+        """The chains that redraw exactly the dimensions ``dims`` (None: every chain)."""
+        if dims is None:
+            return None
+        K = self.space.dims
+        try:
+            wanted = {int(d) for d in dims}
+        except (TypeError, ValueError):
+            raise NasgenError(f"dims must be None or a sequence of dimensions 0..{K - 1}, got {dims!r}") from None
+        if not wanted or not wanted <= set(range(K)):
+            raise NasgenError(f"dims must name some of the dimensions 0..{K - 1}, got {dims!r}")
+        chains = []
+        for c, (_, kd, dim0) in enumerate(self._components):
+            covered = set(range(dim0, dim0 + kd)) & wanted
+            if covered and len(covered) != kd:
+                raise NasgenError(f"dimensions {sorted(range(dim0, dim0 + kd))} of the space {self.space.describe()} "
+                                  f"form one chain (a square space): dims must hold all of them or none")
+            if covered:
+                chains.append(c)
+        return None if len(chains) == len(self._components) else tuple(chains)
+
+    def _make_plan(self, arch: Architecture, start: int, stop: int, prefix_only: bool, layers: int | None,
+                   redrawn: tuple[int, ...] | None = None):
         self._check_window(arch, start, stop)
         t = self.tables
         L = arch.layers
         what = "prefix" if prefix_only else "architecture"
         if not prefix_only:
             self._check_member(arch)
-        if start > L:  # positions L..start-1 are outside the window and empty: only arch itself agrees
+        if start > L or (redrawn is not None and start >= L):
+            # positions L..start-1 are outside the window and empty (or, redrawing only some dimensions, the
+            # window holds no layer: the other dimensions fix the depth): only arch itself agrees
             return ("fixed",)
+        if redrawn is not None:  # some dimensions only: the depth stays, so this is a window inside L layers
+            stop = min(stop, L)
         walks = self._walk_architecture(arch)
         states = []
         for walked, _ in walks:
             if len(walked) <= start:
                 raise self._outside(arch, what)
             states.append(walked[start])
-        if stop >= L:
+        if stop >= L and redrawn is None:
             values, weights = [], []
             for total_layers in range(max(start, self.space.min_layers), min(stop, self.space.max_layers) + 1):
                 if not t.by_layers.get(total_layers) or (layers is not None and total_layers != layers):
@@ -308,6 +335,8 @@ class ConditionalSpace:
         window = stop - start
         chains = []
         for c, (_, kd, dim0) in enumerate(self._components):
+            if redrawn is not None and c not in redrawn:
+                continue
             g, cum = self._window_table(window, self._suffix_ends(tuple(walks[c][1][stop:L])))
             if not g[window, states[c]].any():
                 raise self._outside(arch, what)
@@ -374,9 +403,9 @@ class ConditionalSpace:
 
     # -- counting and drawing ----------------------------------------------------
 
-    def restricted_count(self, arch: Architecture, start: int, stop: int) -> int:
+    def restricted_count(self, arch: Architecture, start: int, stop: int, dims=None) -> int:
         """The size of the conditional set before ``accept`` (exact; equal to :meth:`count` without it)."""
-        plan = self._plan(arch, start, stop)
+        plan = self._plan(arch, start, stop, dims=dims)
         return self._plan_count(plan)
 
     @staticmethod
@@ -391,12 +420,15 @@ class ConditionalSpace:
             total *= _from_limbs(g[plan[1], state])
         return total
 
-    def count(self, arch: Architecture, start: int, stop: int) -> int:
+    def count(self, arch: Architecture, start: int, stop: int, dims=None) -> int:
         """The exact number of architectures of the space that agree with ``arch`` outside ``start..stop-1``.
 
         Args:
             arch: an architecture of the space.
             start, stop: the window of positions ``start <= l < stop`` (``0 <= start < stop <= N``).
+            dims: None (the window redraws every dimension), or the dimensions it redraws: the
+                others agree with ``arch`` at every position, so the depth stays ``arch.layers``.
+                They must be whole chains (all of a square space's dimensions, or none).
 
         Returns:
             The count (``arch`` included). With ``accept`` it counts by filtering the
@@ -406,7 +438,7 @@ class ConditionalSpace:
             ArchitectureError: ``arch`` is not in the space.
             NasgenError: a window outside ``0 <= start < stop <= N``.
         """
-        plan = self._plan(arch, start, stop)
+        plan = self._plan(arch, start, stop, dims=dims)
         total = self._plan_count(plan)
         if self.accept is None:
             return total
@@ -416,13 +448,13 @@ class ConditionalSpace:
         found = 0
         base_layers, base_kernel, base_stride = self._arrays([arch])
         for layers, kernel, stride in self.tables.enumerate_arrays():
-            agree = _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start, stop)
+            agree = _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start, stop, dims)
             if agree.any():
                 found += int((agree & self.accept(layers, kernel, stride)).sum())
         return found
 
     def sample_arrays(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
-                      layers: int | None = None):
+                      layers: int | None = None, dims=None):
         """Draw ``samples`` independent, exactly uniform members of the conditional set as arrays.
 
         Args:
@@ -432,6 +464,7 @@ class ConditionalSpace:
             seed: None, a non-negative int or a ``numpy.random.Generator``; same int, same draws.
             layers: for a window that reaches the end, draw only among the members of this many
                 layers (uniformly among them); ignored for a window in the middle.
+            dims: the dimensions the window redraws, as :meth:`count` takes them (None: all).
 
         Returns:
             ``(layers (M,), kernel (M, N, K), stride (M, N, K))`` int64 arrays, rows past ``layers[i]`` zero.
@@ -448,17 +481,17 @@ class ConditionalSpace:
         (3, 2, 1)
         """
         samples = check_samples(samples)
-        plan = self._plan(arch, start, stop, layers=layers)
+        plan = self._plan(arch, start, stop, layers=layers, dims=dims)
         return self._collect(arch, plan, start, stop, samples, seed)
 
     def sample(self, arch: Architecture, start: int, stop: int, samples: int = 1, seed=0,
-               layers: int | None = None) -> list[Architecture]:
+               layers: int | None = None, dims=None) -> list[Architecture]:
         """Like :meth:`sample_arrays`, as a list of :class:`~nasgen.space.definition.Architecture`."""
-        return arrays_to_architectures(*self.sample_arrays(arch, start, stop, samples, seed, layers))
+        return arrays_to_architectures(*self.sample_arrays(arch, start, stop, samples, seed, layers, dims))
 
-    def feasible_layers(self, arch: Architecture, start: int, stop: int) -> list[int]:
+    def feasible_layers(self, arch: Architecture, start: int, stop: int, dims=None) -> list[int]:
         """The numbers of layers the conditional set holds (more than one only for a window reaching the end)."""
-        plan = self._plan(arch, start, stop)
+        plan = self._plan(arch, start, stop, dims=dims)
         if plan[0] == "end":
             return [start + v for v in plan[1]]
         return [arch.layers]
@@ -610,17 +643,24 @@ class ConditionalSpace:
         stride = np.repeat(base_stride, samples, axis=0)
         for _, kd, dim0, _, prepared in chains:
             _, k, s, state = backend.draw_prepared(prepared, state, samples)
-            kernel[:, start:stop, dim0:dim0 + kd] = k[:, :, dim0:dim0 + kd]
-            stride[:, start:stop, dim0:dim0 + kd] = s[:, :, dim0:dim0 + kd]
+            kernel[:, start:start + window, dim0:dim0 + kd] = k[:, :, dim0:dim0 + kd]
+            stride[:, start:start + window, dim0:dim0 + kd] = s[:, :, dim0:dim0 + kd]
         return (layers, kernel, stride), state
 
 
-def _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start: int, stop: int) -> np.ndarray:
-    """(M,) bools: rows that agree with the base row at every position outside ``start..stop-1``."""
-    N = kernel.shape[1]
+def _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start: int, stop: int,
+                   dims=None) -> np.ndarray:
+    """(M,) bools: rows that agree with the base row outside ``start..stop-1`` (and, with ``dims``, in every
+    other dimension at every position)."""
+    N, K = kernel.shape[1], kernel.shape[2]
     outside = np.ones(N, dtype=bool)
     outside[start:stop] = False
     present = np.arange(N)[None, :] < layers[:, None]
     base_present = np.arange(N)[None, :] < base_layers[:, None]
     same = (present == base_present) & (kernel == base_kernel).all(axis=2) & (stride == base_stride).all(axis=2)
-    return same[:, outside].all(axis=1)
+    agree = same[:, outside].all(axis=1)
+    if dims is not None:
+        fixed = np.setdiff1d(np.arange(K), np.asarray(list(dims), dtype=np.int64))
+        agree &= (layers == base_layers) & (kernel[:, :, fixed] == base_kernel[:, :, fixed]).all(axis=(1, 2)) \
+            & (stride[:, :, fixed] == base_stride[:, :, fixed]).all(axis=(1, 2))
+    return agree
