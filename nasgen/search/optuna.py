@@ -217,7 +217,10 @@ class NasgenSampler(BaseSampler):
         population = finished[-self.evolution.population_size:]
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         parent = population[select_parent([t.value for t in population], self.evolution, rng, maximize)]
-        return mutate(self.conditional, architecture_from_trial(parent), self.evolution, rng)
+        # every architecture the study has tried or is trying: a child among them would spend a trial for nothing
+        seen = {architecture_from_trial(t) for t in study.get_trials(deepcopy=False)
+                if t.number != trial.number and "layers" in t.params}
+        return mutate(self.conditional, architecture_from_trial(parent), self.evolution, rng, avoid=seen)
 
     # -- the BaseSampler interface ---------------------------------------------------
 

@@ -127,6 +127,11 @@ class ConditionalSpace:
         comps = tables.components
         self._components = [(int(s), int(k), int(d)) for s, k, d in zip(comps.start, comps.kd, comps.dim0)]
 
+    @property
+    def chains(self) -> list[tuple[int, ...]]:
+        """The dimensions of each independent chain (one per dimension, or all of a square space's in one)."""
+        return [tuple(range(dim0, dim0 + kd)) for _, kd, dim0 in self._components]
+
     # -- walking an architecture through the chain graph ----------------------
 
     def _pair_on_edge(self, edge: int, kernel: int, stride: int) -> bool:
