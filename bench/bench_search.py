@@ -5,14 +5,15 @@
    2-D space against its enumerated members (chi-square).
 2. Optuna's per-trial overhead: NasgenSampler + suggest_architecture against RandomSampler with
    suggest_architecture, and RandomSampler with as many plain suggest_int calls, in the same run.
-3. Regularized evolution against uniform random search on a synthetic objective (closeness of
-   FLOPs to a target plus a depth term) whose top 0.1% is known by enumerating the space:
-   trials to reach the top 0.1%, median over 10 seeds.
+3. Regularized evolution (EvolutionConfig's defaults) against uniform random search on a synthetic
+   objective (closeness of FLOPs to a target plus a depth term) whose top 0.1% is known by
+   enumerating the space: trials to reach the top 0.1%, median over seeds 0..9 and over --seeds;
+   with --sweep, the settings the defaults were chosen from (same operators, without Optuna).
 4. Conditional draws: chi-square against enumeration for windows at the start, middle and end,
    with and without --where; draws per second on 224 -> 7 (floor, 1-5 layers) against the
    exact unconditional sampler in the same run.
 
-Run: python bench/bench_search.py [--quick]   (about a minute; --quick for a smoke run)
+Run: python bench/bench_search.py [--quick] [--sweep] [--seeds 30]   (a few minutes; --quick for a smoke run)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nasgen import Architecture, SearchSpace, SpaceTables, enumerate_architectur
 from nasgen.constraints.conditional import conditional_space
 from nasgen.constraints.language import parse_where
 from nasgen.samplers.check import check_uniformity
-from nasgen.search.evolution import EvolutionConfig
+from nasgen.search.evolution import EvolutionConfig, mutate, select_parent
 from nasgen.search.optuna import NasgenSampler, architecture_from_trial, suggest_architecture
 from nasgen.space.conditional import ConditionalSpace
 
@@ -128,15 +129,20 @@ def synthetic_objective(space: SearchSpace, width: int = 16, target: float = 2.0
     return value
 
 
-def evolution_rows(seeds: int, max_trials: int):
+def synthetic_setup():
+    """The space, objective and top-0.1% threshold of the evolution figure (the optimum known by enumeration)."""
     space = SearchSpace((32, 32), (4, 4), 1, 3, rounding="floor", kernel_range=(1, 7), stride_range=(1, 3))
     objective = synthetic_objective(space)
     values = np.array([objective(a) for a in enumerate_architectures(space)])
-    threshold = float(np.quantile(values, 0.001))
+    return space, objective, values, float(np.quantile(values, 0.001))
+
+
+def evolution_rows(seeds: int, first: int, max_trials: int, config: EvolutionConfig):
+    space, objective, values, threshold = synthetic_setup()
     fraction = float((values <= threshold).mean())
 
     def trials_to_top(strategy: str, seed: int) -> int:
-        sampler = NasgenSampler(space, strategy=strategy, seed=seed, evolution=EvolutionConfig(10, 3, 2))
+        sampler = NasgenSampler(space, strategy=strategy, seed=seed, evolution=config)
         study = optuna.create_study(sampler=sampler)
         reached = []
 
@@ -151,15 +157,62 @@ def evolution_rows(seeds: int, max_trials: int):
 
     random_trials = [trials_to_top("uniform", s) for s in range(seeds)]
     evolution_trials = [trials_to_top("evolution", s) for s in range(seeds)]
-    r, e = statistics.median(random_trials), statistics.median(evolution_trials)
-    return [
-        (f"synthetic objective on {space.describe()}: {len(values)} members, top 0.1% = value <= "
-         f"{threshold:.4f} ({fraction:.4%} of the space)", ""),
-        (f"trials to the top 0.1%, uniform random search, median of {seeds} seeds (cap {max_trials})",
-         f"{r:g} (runs {sorted(random_trials)})"),
-        (f"trials to the top 0.1%, regularized evolution (P=10, S=3, windows of 1-2), median of {seeds} seeds",
-         f"{e:g} (runs {sorted(evolution_trials)}); evolution / random = {e / r:.2f}"),
-    ]
+    # uniform random search needs a geometric number of trials: its exact median, for reference
+    exact_median = int(np.ceil(np.log(2) / -np.log1p(-fraction)))
+    rows = [(f"synthetic objective on {space.describe()}: {len(values)} members, top 0.1% = value <= "
+             f"{threshold:.4f} ({fraction:.4%} of the space); uniform random search's exact median {exact_median}", "")]
+    label = (f"P={config.population_size}, S={config.tournament_size}, windows of 1-{config.max_window}, "
+             f"one dimension {config.one_dimension:g}, no re-evaluation")
+    for n in sorted({first, seeds}):
+        r, e = statistics.median(random_trials[:n]), statistics.median(evolution_trials[:n])
+        rows += [
+            (f"trials to the top 0.1%, uniform random search, median of seeds 0..{n - 1} (cap {max_trials})",
+             f"{r:g} (runs {sorted(random_trials[:n])})"),
+            (f"trials to the top 0.1%, regularized evolution ({label}), median of seeds 0..{n - 1}",
+             f"{e:g} (runs {sorted(evolution_trials[:n])}); evolution / random = {e / r:.2f}; "
+             f"evolution / exact random median = {e / exact_median:.2f}"),
+        ]
+    return rows
+
+
+def sweep_rows(seeds: int, max_trials: int):
+    """Regularized evolution's settings on the synthetic objective, without Optuna (the same select_parent and
+    mutate as NasgenSampler; ageing is the last P children), median trials to the top 0.1% over ``seeds`` seeds."""
+    space, objective, values, threshold = synthetic_setup()
+    value_of = dict(zip(enumerate_architectures(space), values.tolist()))
+    conditional = ConditionalSpace(SpaceTables(space))
+
+    def uniform(rng):
+        layers, kernel, stride = conditional.sample_space_arrays(1, seed=rng)
+        return Architecture(kernel=kernel[0, :layers[0]].tolist(), stride=stride[0, :layers[0]].tolist())
+
+    def trials_to_top(config: EvolutionConfig, seed: int, avoid_seen: bool) -> int:
+        rng = np.random.default_rng(seed)
+        population, seen = [], set()
+        for n in range(1, max_trials + 1):
+            if len(population) < config.population_size:
+                arch = uniform(rng)
+            else:
+                parent = population[select_parent([v for _, v in population], config, rng)][0]
+                arch = mutate(conditional, parent, config, rng, avoid=seen if avoid_seen else ())
+            seen.add(arch)
+            if value_of[arch] <= threshold:
+                return n
+            population = (population + [(arch, value_of[arch])])[-config.population_size:]
+        return max_trials + 1
+
+    rows = []
+    for P, S, W, D, avoid_seen in [(20, 5, 2, 0.0, False), (10, 3, 2, 0.0, False), (10, 3, 2, 0.0, True),
+                                   (20, 5, 2, 0.0, True), (10, 3, 2, 0.5, True), (10, 3, 2, 1.0, True),
+                                   (5, 2, 3, 0.0, True), (10, 3, 3, 0.0, False), (10, 3, 3, 0.0, True),
+                                   (10, 2, 3, 0.0, False), (10, 2, 3, 0.0, True), (20, 3, 3, 0.0, True),
+                                   (20, 5, 3, 0.0, True)]:
+        config = EvolutionConfig(P, S, W, D)
+        runs = [trials_to_top(config, seed, avoid_seen) for seed in range(seeds)]
+        rows.append((f"sweep (no Optuna): P={P}, S={S}, windows of 1-{W}, one dimension {D:g}, "
+                     f"{'no re-evaluation' if avoid_seen else 'repeats allowed'}, median of {seeds} seeds "
+                     f"(cap {max_trials})", f"{statistics.median(runs):g}"))
+    return rows
 
 
 def conditional_rows(draws: int, repeats: int):
@@ -193,8 +246,23 @@ def conditional_rows(draws: int, repeats: int):
                      f"{draws / t:,.0f} /s ({base / t:.2f}x)"))
     calls = 300
     t = median_time(lambda: [conditional.sample_arrays(parent, 1, 3, 1, seed=i) for i in range(calls)], repeats)
-    rows.append(("conditional draws, 224 -> 7, window middle [1, 3), one draw per call",
+    rows.append(("conditional draws, 224 -> 7, window middle [1, 3), one draw per call, one parent",
                  f"{calls / t:,.0f} /s ({(calls / t) / (draws / base):.4f}x)"))
+    t = median_time(lambda: [conditional.sample(parent, 1, 3, 1, seed=i) for i in range(calls)], repeats)
+    rows.append(("conditional draws, 224 -> 7, window middle [1, 3), one Architecture per call (sample), one parent",
+                 f"{calls / t:,.0f} /s ({(calls / t) / (draws / base):.4f}x)"))
+    # a parent never seen before on every call: the plan and the end states are new, the per-(kernel, stride)
+    # steps and the window tables are shared with earlier parents when they agree
+    fresh = ConditionalSpace(tables)
+    layers, kernel, stride = fresh.sample_space_arrays(4 * calls, seed=9)
+    parents = [Architecture(kernel=kernel[i, :L].tolist(), stride=stride[i, :L].tolist())
+               for i, L in enumerate(layers.tolist()) if L >= 3][:calls]
+    started = time.perf_counter()
+    for i, p in enumerate(parents):
+        fresh.sample_arrays(p, 1, 2, 1, seed=i)
+    t = time.perf_counter() - started
+    rows.append((f"conditional draws, 224 -> 7, window [1, 2), one draw per call, {len(parents)} different parents "
+                 "(cold caches at the start)", f"{len(parents) / t:,.0f} /s"))
     return rows
 
 
@@ -212,13 +280,18 @@ def _agrees(a: Architecture, b: Architecture, start: int, stop: int, max_layers:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with small figures")
+    parser.add_argument("--sweep", action="store_true", help="also sweep evolution's settings (without Optuna)")
+    parser.add_argument("--seeds", type=int, default=30,
+                        help="seeds of the evolution figure (its first 10 are reported on their own too)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quick = args.quick
     rows = []
     rows += uniform_strategy_rows(1000 if quick else 10_000)
     rows += overhead_rows(100 if quick else 500, 1 if quick else 3)
-    rows += evolution_rows(2 if quick else 10, 3000)
+    if args.sweep:
+        rows += sweep_rows(5 if quick else 50, 1500)
+    rows += evolution_rows(2 if quick else args.seeds, 2 if quick else 10, 3000, EvolutionConfig())
     rows += conditional_rows(10_000 if quick else 100_000, 1 if quick else 3)
     print("| figure | measured |")
     print("| --- | --- |")

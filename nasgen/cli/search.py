@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from nasgen.cli.common import add_space_arguments, space_from_args
 from nasgen.common.errors import NasgenError
+from nasgen.search.evolution import EvolutionConfig  # numpy only: the optuna side is imported in the command
 
 
 def positive_int(text: str) -> int:
@@ -47,8 +48,11 @@ def register(subparsers) -> None:
                         "(default: in memory, not resumable)")
     p.add_argument("--study", default="nasgen", help="the study's name in the storage (default nasgen)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--population", type=positive_int, default=20, help="evolution: population size (default 20)")
-    p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament size (default 5)")
+    defaults = EvolutionConfig()
+    p.add_argument("--population", type=positive_int, default=defaults.population_size,
+                   help=f"evolution: population size (default {defaults.population_size})")
+    p.add_argument("--tournament", type=positive_int, default=defaults.tournament_size,
+                   help=f"evolution: tournament size (default {defaults.tournament_size})")
     p.set_defaults(handler=run)
 
 
@@ -125,7 +129,6 @@ def _row(trial) -> dict[str, Any]:
 def run(args) -> int:
     import optuna
 
-    from nasgen.search.evolution import EvolutionConfig
     from nasgen.search.optuna import NasgenSampler, suggest_architecture
 
     # everything a user can get wrong is checked before the storage is touched

@@ -167,8 +167,9 @@ class NasgenSampler(BaseSampler):
     >>> space = SearchSpace((30,), (20,), 1, 3)
     >>> study = optuna.create_study(sampler=NasgenSampler(space, seed=0))
     >>> study.optimize(lambda trial: suggest_architecture(trial, space).layers, n_trials=3)
-    >>> [architecture_from_trial(t).layers for t in study.trials]
-    [3, 3, 3]
+    >>> archs = [architecture_from_trial(t) for t in study.trials]
+    >>> len(archs), all(arch.shapes(space)[-1] == (20,) for arch in archs)   # every trial a member of the space
+    (3, True)
     """
 
     def __init__(self, space: SearchSpace, where: str | Iterable[str] = (), strategy: str = "uniform",
@@ -217,7 +218,10 @@ class NasgenSampler(BaseSampler):
         population = finished[-self.evolution.population_size:]
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         parent = population[select_parent([t.value for t in population], self.evolution, rng, maximize)]
-        return mutate(self.conditional, architecture_from_trial(parent), self.evolution, rng)
+        # every architecture the study has tried or is trying: a child among them would spend a trial for nothing
+        seen = {architecture_from_trial(t) for t in study.get_trials(deepcopy=False)
+                if t.number != trial.number and "layers" in t.params}
+        return mutate(self.conditional, architecture_from_trial(parent), self.evolution, rng, avoid=seen)
 
     # -- the BaseSampler interface ---------------------------------------------------
 

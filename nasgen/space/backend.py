@@ -366,14 +366,28 @@ def run_ranges(work, total: int, threads: int, least: int = MIN_DRAWS_PER_THREAD
             future.result()
 
 
-def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, seed: int,
-                 samples: int, max_layers: int, dims: int, first: int = 0, threads: int = 1):
-    """Draws ``first .. first + samples - 1`` of the stream keyed by ``seed``: (layers, kernel, stride, next index).
+class PreparedDraw(NamedTuple):
+    """The checked arguments of :func:`sample_batch` that stay fixed from one call to the next.
 
-    Draw i depends on (seed, i) only (a counter-based generator), so the
-    result is the same for every ``threads`` and however a stream is cut
-    into batches; ``threads`` contiguous ranges run in parallel.
+    A caller drawing a few architectures per call (a search's mutation) checks
+    them once with :func:`prepare_draw` and then pays only for the draw
+    (:func:`draw_prepared`).
     """
+
+    graph: ChainGraph
+    rules: Rules
+    components: Components
+    cum: np.ndarray
+    g: np.ndarray
+    layer_values: np.ndarray
+    layer_cum: np.ndarray
+    max_layers: int
+    dims: int
+
+
+def prepare_draw(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum,
+                 max_layers: int, dims: int) -> PreparedDraw:
+    """Check the fixed arguments of :func:`sample_batch` once (raises ValueError as it does)."""
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     g = _check_table(g, graph)
@@ -385,18 +399,44 @@ def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer
                          f"got {layer_cum.shape}")
     if layer_values.min() < 0 or layer_values.max() > min(max_layers, g.shape[0] - 1):
         raise ValueError(f"layer_values must lie in 0..{max_layers}")
+    return PreparedDraw(graph, make_rules(rules), components, cum, g, layer_values, layer_cum, int(max_layers),
+                        int(dims))
+
+
+def draw_prepared(prepared: PreparedDraw, state: tuple[int, int], samples: int, threads: int = 1):
+    """Draw ``samples`` uniform architectures of a :class:`PreparedDraw`: (layers, kernel, stride, next state).
+
+    ``state`` is (the stream's key, the index of its next draw); the next state is the same key with the
+    index moved on by ``samples`` (draw i depends on the key and i only, so ``threads`` does not matter).
+    """
+    if not isinstance(prepared, PreparedDraw):
+        raise ValueError(f"prepared must be a PreparedDraw (use prepare_draw), got {type(prepared).__name__}")
+    p = prepared
     layers = np.zeros(int(samples), dtype=np.int64)
-    kernel = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
-    stride = np.zeros((int(samples), max_layers, dims), dtype=np.int64)
-    rules = make_rules(rules)
-    seed, first = int(seed) & (2**64 - 1), int(first)
+    kernel = np.zeros((int(samples), p.max_layers, p.dims), dtype=np.int64)
+    stride = np.zeros((int(samples), p.max_layers, p.dims), dtype=np.int64)
+    key, first = state
+    key, first = int(key) & (2**64 - 1), int(first)
 
     def work(start: int, stop: int) -> None:
-        _impl.sample_batch(graph, rules, components, cum, g, layer_values, layer_cum, seed,
+        _impl.sample_batch(p.graph, p.rules, p.components, p.cum, p.g, p.layer_values, p.layer_cum, key,
                            (first + start) & (2**64 - 1), layers[start:stop], kernel[start:stop], stride[start:stop])
 
     run_ranges(work, int(samples), threads)
-    return layers, kernel, stride, first + int(samples)
+    return layers, kernel, stride, (key, first + int(samples))
+
+
+def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum, seed: int,
+                 samples: int, max_layers: int, dims: int, first: int = 0, threads: int = 1):
+    """Draws ``first .. first + samples - 1`` of the stream keyed by ``seed``: (layers, kernel, stride, next index).
+
+    Draw i depends on (seed, i) only (a counter-based generator), so the
+    result is the same for every ``threads`` and however a stream is cut
+    into batches; ``threads`` contiguous ranges run in parallel.
+    """
+    prepared = prepare_draw(graph, rules, components, cum, g, layer_values, layer_cum, max_layers, dims)
+    layers, kernel, stride, (_, after) = draw_prepared(prepared, (seed, first), samples, threads)
+    return layers, kernel, stride, after
 
 
 class LayerDomainTables(NamedTuple):

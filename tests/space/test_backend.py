@@ -135,6 +135,34 @@ def test_twin_sample_batch(tables, seed):
     _assert_same(*_both(backend.hamming_matrix, bits[0]))
 
 
+def _two_prepared_draws(backend, prepared, seed):
+    """3 draws, then 4 more from the state the first call returned, joined, with the index of the next draw."""
+    first = backend.draw_prepared(prepared, (seed, 0), 3)
+    second = backend.draw_prepared(prepared, first[3], 4)
+    assert second[3] == (seed, 7)
+    return tuple(np.concatenate([a, b]) for a, b in zip(first[:3], second[:3])) + (second[3][1],)
+
+
+@given(restricted_tables(), st.integers(0, 2**63))
+@settings(max_examples=20)
+def test_prepared_draws_continue_the_stream_of_one_batch(tables, seed):
+    # a prepared draw called twice gives what one sample_batch call of both sizes gives, on both twins
+    from nasgen.space import backend
+
+    assume(tables.count > 0)
+    values, layer_cum, _ = tables.layer_tables()
+    space = tables.space
+    whole = _both(backend.sample_batch, tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
+                  layer_cum, seed, 7, space.max_layers, space.dims)
+    _assert_same(*whole)
+    prepared = backend.prepare_draw(tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
+                                    layer_cum, space.max_layers, space.dims)
+    for impl_output in _both(lambda: _two_prepared_draws(backend, prepared, seed)):
+        _assert_same(impl_output, whole[0])
+    with pytest.raises(ValueError, match="PreparedDraw"):
+        backend.draw_prepared(tuple(prepared), (seed, 0), 1)
+
+
 # Only the spaces with at most 3,000 members are kept (the test unranks all of
 # them); some seeds draw six large ones for every small one, which is intended.
 @given(restricted_tables())

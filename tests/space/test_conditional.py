@@ -147,3 +147,63 @@ def test_bad_input_is_one_named_error():
             Architecture(kernel=((5,), (7,)), stride=((1,), (1,))), 0, 1)
     with pytest.raises(EmptySpaceError, match="empty"):
         conditional_space(space, ["k[0][0] > 40"])
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("with_where", [False, True], ids=["no-where", "where"])
+def test_count_matches_enumeration_for_every_member_and_window(name, with_where):
+    # every (member, window) pair, so every suffix, end-state set and cached window table is exercised,
+    # in the order a search would meet them (caches warm, shared across parents)
+    space = SPACES[name]
+    where = WHERE[name] if with_where else []
+    members = _members(space, where)
+    conditional = conditional_space(space, where)
+    N = space.max_layers
+    rng = np.random.default_rng(3)
+    parents = [members[i] for i in rng.choice(len(members), min(40, len(members)), replace=False)]
+    for parent in parents:
+        for start in range(N):
+            for stop in range(start + 1, N + 1):
+                expected = sum(_agrees_outside(parent, b, start, stop, N) for b in members)
+                assert conditional.count(parent, start, stop) == expected, (parent, start, stop)
+                assert conditional.restricted_count(parent, start, stop) >= expected
+
+
+@pytest.mark.parametrize("with_where", [False, True], ids=["no-where", "where"])
+def test_redrawing_one_dimension_is_uniform_on_its_enumerated_set(with_where):
+    # the set, by definition: agree outside the window, and in the other dimension everywhere (so the depth stays)
+    space = SPACES["2d-floor"]
+    where = WHERE["2d-floor"] if with_where else []
+    members = _members(space, where)
+    conditional = conditional_space(space, where)
+    rng = np.random.default_rng(11)
+    sizes = []
+    for parent in [members[i] for i in rng.choice(len(members), 4, replace=False)]:
+        for dim in (0, 1):
+            for start, stop in [(0, 1), (0, 2), (max(0, parent.layers - 1), space.max_layers)]:
+                expected = [b for b in members if _agrees_outside(parent, b, start, stop, space.max_layers)
+                            and b.layers == parent.layers
+                            and all(b.kernel[l][1 - dim] == parent.kernel[l][1 - dim]
+                                    and b.stride[l][1 - dim] == parent.stride[l][1 - dim] for l in range(b.layers))]
+                assert conditional.count(parent, start, stop, dims=(dim,)) == len(expected)
+                index = {b: i for i, b in enumerate(expected)}
+                observed = np.zeros(len(expected))
+                for b in conditional.sample(parent, start, stop, samples=60 * len(expected) + 100, seed=len(sizes),
+                                            dims=[dim]):
+                    assert b in index, f"{b} is outside the conditional set"
+                    observed[index[b]] += 1
+                if len(expected) > 1:
+                    assert chisquare(observed).pvalue > LEVEL, (parent, start, stop, dim, observed)
+                sizes.append(len(expected))
+    assert max(sizes) > 2  # some sets with real choice
+
+
+def test_dims_must_be_whole_chains():
+    square = ConditionalSpace(SpaceTables(SPACES["2d-square-pool"]))
+    parent = square.sample_space_arrays(1, seed=0)
+    parent = Architecture(kernel=parent[1][0, :parent[0][0]].tolist(), stride=parent[2][0, :parent[0][0]].tolist())
+    with pytest.raises(NasgenError, match="one chain"):
+        square.sample(parent, 0, 1, dims=(0,))
+    assert square.count(parent, 0, 1, dims=(0, 1)) == square.count(parent, 0, 1)
+    with pytest.raises(NasgenError, match="dimensions 0..1"):
+        square.sample(parent, 0, 1, dims=(2,))
