@@ -685,6 +685,16 @@ def _add_test(tests, skipped, name, observed: dict, probabilities: dict, M: int)
         tests.append(result)
 
 
+def _whole_space_test(ranks, key_counts, width: int, probabilities, M: int, outcome: _Outcome) -> None:
+    """Chi-square of the draws over bins of ``width`` architectures in key order (ranks: each distinct draw's)."""
+    observed = np.bincount(ranks // width, weights=key_counts, minlength=len(probabilities)).astype(np.float64)
+    result = chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, probabilities, M)
+    if result is None:
+        outcome.skipped.append("whole space (one bin)")
+    else:
+        outcome.tests.append(result)
+
+
 def _space_tests(setting: _Setting, counts, C, members, outcome: _Outcome) -> None:
     """The whole-space test (small spaces) and the repeats test against the exact expectation."""
     from scipy.stats import norm, poisson
@@ -704,14 +714,9 @@ def _space_tests(setting: _Setting, counts, C, members, outcome: _Outcome) -> No
         ranks = np.searchsorted(members, keys)
         width = max(1, math.ceil(MIN_EXPECTED * C / M))
         bins = math.ceil(C / width)
-        observed = np.bincount(ranks // width, weights=key_counts, minlength=bins).astype(np.float64)
         sizes = np.full(bins, width, dtype=np.float64)
         sizes[-1] = C - width * (bins - 1)
-        result = chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, sizes / C, M)
-        if result is None:
-            skipped.append("whole space (one bin)")
-        else:
-            tests.append(result)
+        _whole_space_test(ranks, key_counts, width, sizes / C, M, outcome)
     else:
         skipped.append(f"whole space ({C} architectures, more than {whole_space_limit})")
     repeats = M - len(keys)
@@ -756,14 +761,7 @@ def _weighted_space_tests(setting: _Setting, keys, key_counts, M, outcome: _Outc
         ranks = np.searchsorted(member_keys, keys)
         width = max(1, math.ceil(MIN_EXPECTED / max(M * float(member_p.min()), 1e-300)))
         width = min(width, C)
-        bins = math.ceil(C / width)
-        observed = np.bincount(ranks // width, weights=key_counts, minlength=bins).astype(np.float64)
-        probabilities = np.add.reduceat(member_p, np.arange(0, C, width))
-        result = chi_square("whole space" + (f" (bins of {width})" if width > 1 else ""), observed, probabilities, M)
-        if result is None:
-            skipped.append("whole space (one bin)")
-        else:
-            tests.append(result)
+        _whole_space_test(ranks, key_counts, width, np.add.reduceat(member_p, np.arange(0, C, width)), M, outcome)
     else:
         skipped.append(f"whole space ({C} architectures, more than {whole_space_limit})")
     repeats = M - len(keys)
