@@ -301,12 +301,13 @@ def _check_cum(cum, graph: ChainGraph, max_layers: int) -> np.ndarray:
     return cum
 
 
-def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, ranks, max_layers: int, dims: int,
+def unrank_batch(graph: ChainGraph, rules, components: Components, cum, layers, ranks, shape: tuple[int, int],
                  threads: int = 1):
     """Unrank per-component chain ranks (M, C, W) into zero-padded (M, N, K) kernel and stride arrays.
 
     ``threads`` contiguous ranges of rows run in parallel (the result does not depend on it).
     """
+    max_layers, dims = shape
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     layers = _i64(layers, "layers")
@@ -386,8 +387,12 @@ class PreparedDraw(NamedTuple):
 
 
 def prepare_draw(graph: ChainGraph, rules, components: Components, cum, g, layer_values, layer_cum,
-                 max_layers: int, dims: int) -> PreparedDraw:
-    """Check the fixed arguments of :func:`sample_batch` once (raises ValueError as it does)."""
+                 shape: tuple[int, int]) -> PreparedDraw:
+    """Check the fixed arguments of :func:`sample_batch` once (raises ValueError as it does).
+
+    ``shape`` is (N, K): the draws' layers (at most the space's) and dimensions.
+    """
+    max_layers, dims = shape
     graph = _check_graph(graph)
     components = _check_components(components, graph)
     g = _check_table(g, graph)
@@ -434,7 +439,7 @@ def sample_batch(graph: ChainGraph, rules, components: Components, cum, g, layer
     result is the same for every ``threads`` and however a stream is cut
     into batches; ``threads`` contiguous ranges run in parallel.
     """
-    prepared = prepare_draw(graph, rules, components, cum, g, layer_values, layer_cum, max_layers, dims)
+    prepared = prepare_draw(graph, rules, components, cum, g, layer_values, layer_cum, (max_layers, dims))
     layers, kernel, stride, (_, after) = draw_prepared(prepared, (seed, first), samples, threads)
     return layers, kernel, stride, after
 

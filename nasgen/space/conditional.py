@@ -335,7 +335,7 @@ class ConditionalSpace:
             layer_cum = np.array([_to_limbs(v, words) for v in prefix], dtype=np.uint64).reshape(len(prefix), words)
             comps = backend.make_components(states, [c[1] for c in self._components], [c[2] for c in self._components])
             prepared = backend.prepare_draw(t.graph, t.rules, comps, t.cum, t.g, values, layer_cum,
-                                            self.space.max_layers - start, self.space.dims)
+                                            (self.space.max_layers - start, self.space.dims))
             return ("end", values, weights, states, prepared)
         window = stop - start
         chains = []
@@ -347,7 +347,7 @@ class ConditionalSpace:
                 raise self._outside(arch, what)
             comps = backend.make_components([states[c]], [kd], [dim0])
             prepared = backend.prepare_draw(t.graph, t.rules, comps, cum, g, [window], g[window, states[c]][None, :],
-                                            window, self.space.dims)
+                                            (window, self.space.dims))
             chains.append((states[c], kd, dim0, g, prepared))
         return ("middle", window, chains)
 
@@ -451,9 +451,9 @@ class ConditionalSpace:
             raise NasgenError(f"counting under constraints applied by rejection enumerates the space, which has "
                               f"{self.tables.count} members (more than {ENUMERATE_LIMIT}): use restricted_count")
         found = 0
-        base_layers, base_kernel, base_stride = self._arrays([arch])
+        base = self._arrays([arch])
         for layers, kernel, stride in self.tables.enumerate_arrays():
-            agree = _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start, stop, dims)
+            agree = _agree_outside((layers, kernel, stride), base, (start, stop), dims)
             if agree.any():
                 found += int((agree & self.accept(layers, kernel, stride)).sum())
         return found
@@ -557,7 +557,7 @@ class ConditionalSpace:
                                             [c[2] for c in self._components])
             t = self.tables
             prepared = backend.prepare_draw(t.graph, t.rules, comps, t.cum, t.g, values, layer_cum,
-                                            self.space.max_layers, self.space.dims)
+                                            (self.space.max_layers, self.space.dims))
             plan = ("end", values, weights, [c[0] for c in self._components], prepared)
             self._space_plan = plan
         return self._collect(None, plan, 0, self.space.max_layers, samples, seed)
@@ -653,10 +653,10 @@ class ConditionalSpace:
         return (layers, kernel, stride), state
 
 
-def _agree_outside(layers, kernel, stride, base_layers, base_kernel, base_stride, start: int, stop: int,
-                   dims=None) -> np.ndarray:
-    """(M,) bools: rows that agree with the base row outside ``start..stop-1`` (and, with ``dims``, in every
-    other dimension at every position)."""
+def _agree_outside(arrays, base, window: tuple[int, int], dims=None) -> np.ndarray:
+    """(M,) bools: rows of ``arrays`` that agree with the ``base`` row outside the ``window`` (start, stop)
+    (and, with ``dims``, in every other dimension at every position); both are (layers, kernel, stride)."""
+    (layers, kernel, stride), (base_layers, base_kernel, base_stride), (start, stop) = arrays, base, window
     N, K = kernel.shape[1], kernel.shape[2]
     outside = np.ones(N, dtype=bool)
     outside[start:stop] = False

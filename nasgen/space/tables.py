@@ -403,7 +403,7 @@ def _unrank(tables: SpaceTables, ranks: Sequence[int], threads: int = 1):
             rest, digit = divmod(rest, tables.chains[c][L])
             digits[i, c] = _limbs(digit, W)
     kernel, stride = backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, layers, digits,
-                                           space.max_layers, space.dims, threads=threads)
+                                           (space.max_layers, space.dims), threads=threads)
     return layers, kernel, stride
 
 

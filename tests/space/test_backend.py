@@ -156,7 +156,7 @@ def test_prepared_draws_continue_the_stream_of_one_batch(tables, seed):
                   layer_cum, seed, 7, space.max_layers, space.dims)
     _assert_same(*whole)
     prepared = backend.prepare_draw(tables.graph, tables.rules, tables.components, tables.cum, tables.g, values,
-                                    layer_cum, space.max_layers, space.dims)
+                                    layer_cum, (space.max_layers, space.dims))
     for impl_output in _both(lambda: _two_prepared_draws(backend, prepared, seed)):
         _assert_same(impl_output, whole[0])
     with pytest.raises(ValueError, match="PreparedDraw"):
@@ -183,7 +183,7 @@ def test_twin_unrank_batch_and_order(tables):
             rest, digit = divmod(rest, tables.chains[c][int(values[li])])
             digits[i, c] = core._limbs(digit, W)
     outs = _both(backend.unrank_batch, tables.graph, tables.rules, tables.components, tables.cum, L_arr, digits,
-                 tables.space.max_layers, tables.space.dims)
+                 (tables.space.max_layers, tables.space.dims))
     _assert_same(*outs)
     np.testing.assert_array_equal(outs[0][0], k1)
     np.testing.assert_array_equal(outs[0][1], s1)
@@ -238,7 +238,7 @@ def test_backend_names_bad_arrays():
         backend.encode_bits([1], np.zeros((1, 2, 1)), np.zeros((1, 2, 1), dtype=np.int64), 4)
     with pytest.raises(ValueError, match="ranks must have shape"):
         backend.unrank_batch(tables.graph, tables.rules, tables.components, tables.cum, [1],
-                              np.zeros((2, 1, 1), dtype=np.uint64), 2, 1)
+                              np.zeros((2, 1, 1), dtype=np.uint64), (2, 1))
     with pytest.raises(ValueError, match="edge_pairs must index"):
         backend.make_graph(tables.graph.sizes, tables.graph.edge_ptr, tables.graph.edge_conv, tables.graph.edge_dst,
                             tables.graph.edge_mult, np.zeros(tables.graph.edges, dtype=np.int64),
