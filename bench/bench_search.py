@@ -31,6 +31,7 @@ from nasgen.constraints.conditional import conditional_space
 from nasgen.constraints.language import parse_where
 from nasgen.samplers.check import check_uniformity
 from nasgen.search.evolution import EvolutionConfig, mutate, select_parent
+from nasgen.space.encoding import to_arrays
 from nasgen.search.optuna import NasgenSampler, architecture_from_trial, suggest_architecture
 from nasgen.space.conditional import ConditionalSpace
 
@@ -42,17 +43,6 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def to_arrays(space: SearchSpace, archs):
-    N, K = space.max_layers, space.dims
-    layers = np.array([a.layers for a in archs], dtype=np.int64)
-    kernel = np.zeros((len(archs), N, K), dtype=np.int64)
-    stride = np.zeros((len(archs), N, K), dtype=np.int64)
-    for i, a in enumerate(archs):
-        kernel[i, :a.layers] = a.kernel
-        stride[i, :a.layers] = a.stride
-    return layers, kernel, stride
 
 
 def run_study(sampler, space, trials, where=()):

@@ -47,7 +47,7 @@ from nasgen.common.errors import ArchitectureError, EmptySpaceError, NasgenError
 from nasgen.space import backend
 from nasgen.space.definition import Architecture
 from nasgen.space.draws import check_samples, seed_state
-from nasgen.space.encoding import arrays_to_architectures
+from nasgen.space.encoding import arrays_to_architectures, to_arrays
 from nasgen.space.tables import SpaceTables
 
 __all__ = ["ConditionalSpace", "DEFAULT_MAX_DRAWS", "ENUMERATE_LIMIT"]
@@ -571,14 +571,7 @@ class ConditionalSpace:
     # -- the draws -----------------------------------------------------------------
 
     def _arrays(self, archs: list[Architecture]):
-        N, K = self.space.max_layers, self.space.dims
-        layers = np.array([a.layers for a in archs], dtype=np.int64)
-        kernel = np.zeros((len(archs), N, K), dtype=np.int64)
-        stride = np.zeros((len(archs), N, K), dtype=np.int64)
-        for i, a in enumerate(archs):
-            kernel[i, :a.layers] = a.kernel
-            stride[i, :a.layers] = a.stride
-        return layers, kernel, stride
+        return to_arrays(self.space, archs)
 
     def _base_arrays(self, arch: Architecture):
         """``_arrays([arch])``, cached per architecture (read only: draws copy them)."""
